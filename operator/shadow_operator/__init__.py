@@ -1,0 +1,3 @@
+"""shadow-operator: shadow rollouts of ML models on Kubernetes."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""The ShadowDeployment API: pydantic models per version, the source of the CRD."""

@@ -1,0 +1,289 @@
+"""ShadowDeployment spec, v1alpha1: what the user declares."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from ..base import DNS_LABEL, PRESERVE_UNKNOWN, ApiModel, Duration, JsonPath, Port
+
+Fraction = Annotated[float, Field(ge=0, le=1)]
+INT_OR_STRING = {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}
+
+
+class ServiceRef(ApiModel):
+    """The Service clients already call."""
+
+    name: str = Field(
+        pattern=DNS_LABEL,
+        max_length=63,
+        description="Name of the Service that clients call today, in the ShadowDeployment's namespace. "
+        "It is the host of the mirror route. With primary.deploymentRef the Service must exist; "
+        "otherwise the operator creates it in front of the primary when it is missing.",
+    )
+    port: Port = Field(description="The Service port clients call. Must be one of the Service's ports.")
+
+
+class EnvVar(ApiModel):
+    """One environment variable of the model container."""
+
+    name: str = Field(min_length=1, description="Variable name.")
+    value: str | None = Field(default=None, description="Literal value.")
+    value_from: dict[str, Any] | None = Field(
+        default=None,
+        description="A Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef).",
+        json_schema_extra=PRESERVE_UNKNOWN,
+    )
+
+
+class ResourceRequirements(ApiModel):
+    """Compute resources of the model container."""
+
+    requests: dict[str, int | str] | None = Field(
+        default=None,
+        description="Minimum resources, e.g. {cpu: 500m, memory: 1Gi}.",
+        json_schema_extra={"additionalProperties": INT_OR_STRING},
+    )
+    limits: dict[str, int | str] | None = Field(
+        default=None,
+        description="Maximum resources, e.g. {cpu: '2', memory: 2Gi}.",
+        json_schema_extra={"additionalProperties": INT_OR_STRING},
+    )
+
+
+class DeploymentRef(ApiModel):
+    """An existing Deployment the operator reads but never owns or changes."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        max_length=253,
+        description="Name of a Deployment in the same namespace that already serves the primary model.",
+    )
+
+
+class _ModelWorkload(ApiModel):
+    replicas: int = Field(default=1, ge=0, le=1000, description="Number of Pods.")
+    port: Port = Field(default=8080, description="Container port the model serves HTTP on.")
+    env: list[EnvVar] = Field(default_factory=list, description="Environment variables of the model container.")
+    resources: ResourceRequirements | None = Field(
+        default=None, description="Requests and limits of the model container."
+    )
+    args: list[str] | None = Field(default=None, description="Arguments passed to the image's entrypoint.")
+    pod_template: dict[str, Any] | None = Field(
+        default=None,
+        description="Extra Pod template fields merged into the generated one: metadata.labels, "
+        "metadata.annotations and spec fields such as nodeSelector, tolerations, serviceAccountName "
+        "or volumes. The model container itself is configured by the fields above.",
+        json_schema_extra=PRESERVE_UNKNOWN,
+    )
+
+
+class PrimarySpec(_ModelWorkload):
+    """The model that serves users today: either run by the operator or an existing Deployment."""
+
+    model_config = {
+        "json_schema_extra": {"oneOf": [{"required": ["image"]}, {"required": ["deploymentRef"]}]},
+    }
+
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Container image of the primary model. Set either image or deploymentRef.",
+    )
+    deployment_ref: DeploymentRef | None = Field(
+        default=None,
+        description="Use a Deployment that already serves the primary model (the usual production case). "
+        "The operator reads it and never owns or changes it. Set either image or deploymentRef.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> PrimarySpec:
+        if (self.image is None) == (self.deployment_ref is None):
+            raise ValueError("set exactly one of primary.image or primary.deploymentRef")
+        return self
+
+
+class CandidateSpec(_ModelWorkload):
+    """The new model, which sees a copy of live traffic and never answers users."""
+
+    image: str = Field(min_length=1, description="Container image of the candidate model.")
+
+
+class TrafficSpec(ApiModel):
+    """How live traffic is copied to the candidate."""
+
+    router: Literal["istio", "builtin"] = Field(
+        default="istio",
+        description="istio: an Istio VirtualService mirrors requests and recorder sidecars capture both "
+        "answers. builtin: the operator's own mirroring router sits behind the Service (for clusters "
+        "without Istio); the Service is switched to it and restored when the ShadowDeployment is deleted.",
+    )
+    mirror_percent: float = Field(
+        default=100, ge=0, le=100, description="Percent of live requests copied to the candidate, 0 to 100."
+    )
+    candidate_timeout: Duration = Field(
+        default="2s",
+        description="builtin router: how long a mirrored request may take before it is recorded as a timeout.",
+    )
+    max_in_flight: int = Field(
+        default=256,
+        ge=1,
+        le=100000,
+        description="builtin router: mirrored requests in flight at once; copies beyond it are dropped "
+        "and counted, never queued. In istio mode it bounds the candidate's connection pool.",
+    )
+    max_body_bytes: int = Field(
+        default=1048576,
+        ge=0,
+        description="builtin router: request bodies larger than this go to the primary only and are not mirrored.",
+    )
+    router_replicas: int = Field(default=2, ge=1, le=100, description="builtin router: number of router Pods.")
+
+
+class Segment(ApiModel):
+    """A dimension to slice every comparison by, e.g. users with and without purchase history."""
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=63, description="Segment name, used in reports.")
+    path: JsonPath = Field(description="JSON path of the value in the body, e.g. $.features.purchase_count.")
+    source: Literal["request", "response"] = Field(
+        default="request", description="Which body the path is read from."
+    )
+    bounds: list[float] | None = Field(
+        default=None,
+        description="Numeric values are bucketed at these ascending bounds, e.g. [1, 100] gives "
+        "the buckets <1, 1-100 and >=100. A missing value is its own bucket, 'missing'.",
+    )
+    values: list[str] | None = Field(
+        default=None,
+        description="Categorical values kept as their own bucket; every other value folds into 'other' "
+        "so metrics cardinality stays bounded. Without bounds or values, the first 20 distinct values are kept.",
+    )
+
+    @model_validator(mode="after")
+    def _one_bucketing(self) -> Segment:
+        if self.bounds is not None and self.values is not None:
+            raise ValueError("set at most one of bounds or values")
+        if self.bounds is not None and list(self.bounds) != sorted(set(self.bounds)):
+            raise ValueError("bounds must be strictly ascending")
+        return self
+
+
+class RecordSink(ApiModel):
+    """Where pair records are written."""
+
+    type: Literal["jsonl"] = Field(default="jsonl", description="Rotating JSON Lines files in a directory.")
+    path: str = Field(
+        default="/var/lib/shadow/records", pattern=r"^/", description="Directory inside the router or recorder Pod."
+    )
+    volume: dict[str, Any] | None = Field(
+        default=None,
+        description="A Kubernetes volume source for the directory, e.g. "
+        "{persistentVolumeClaim: {claimName: shadow-records}}. Default: an emptyDir.",
+        json_schema_extra=PRESERVE_UNKNOWN,
+    )
+    rotate_bytes: int = Field(default=67108864, ge=1024, description="Start a new file past this size.")
+
+
+class RecordingSpec(ApiModel):
+    """What is captured from each request and each answer."""
+
+    prediction_path: JsonPath = Field(
+        default="$.prediction", description="JSON path of the prediction in the response body."
+    )
+    prediction_type: Literal["classification", "regression"] = Field(
+        default="classification",
+        description="classification: predictions are compared for equality (agreement). "
+        "regression: by absolute difference.",
+    )
+    segments: list[Segment] = Field(default_factory=list, description="Dimensions to slice every comparison by.")
+    features: list[JsonPath] = Field(
+        default_factory=list,
+        description="JSON paths of features in the request body; each is recorded as present or missing.",
+    )
+    redact: list[JsonPath] = Field(
+        default_factory=list, description="JSON paths removed from everything recorded; they never leave the router."
+    )
+    sample_rate: Fraction = Field(default=1.0, description="Fraction of mirrored pairs written to the sink, 0 to 1.")
+    request_id_header: str = Field(
+        default="x-request-id",
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="Header that identifies a request; created when absent, used to join both answers.",
+    )
+    sink: RecordSink = Field(default_factory=RecordSink, description="Where records are written.")
+
+
+class PrometheusSpec(ApiModel):
+    """The Prometheus that scrapes the router or the recorders."""
+
+    url: str = Field(pattern=r"^https?://", description="Base URL, e.g. http://prometheus.monitoring:9090.")
+    timeout: Duration = Field(default="10s", description="Timeout of each query.")
+
+
+class LatencyRatio(ApiModel):
+    """Highest allowed candidate/primary latency ratio per percentile."""
+
+    p50: float | None = Field(default=None, gt=0, description="Ratio at the median, e.g. 1.2.")
+    p95: float | None = Field(default=None, gt=0, description="Ratio at the 95th percentile, e.g. 1.3.")
+    p99: float | None = Field(default=None, gt=0, description="Ratio at the 99th percentile, e.g. 1.5.")
+
+
+class AbsDiff(ApiModel):
+    """Highest allowed absolute difference between the two predictions (regression)."""
+
+    mean: float | None = Field(default=None, ge=0, description="Mean absolute difference.")
+    p95: float | None = Field(default=None, ge=0, description="95th percentile of the absolute difference.")
+
+
+class Thresholds(ApiModel):
+    """Every check the candidate must pass, on every segment."""
+
+    latency_ratio: LatencyRatio | None = Field(default=None, description="Candidate/primary latency ratios.")
+    max_error_rate: Fraction | None = Field(default=None, description="Highest candidate error rate, e.g. 0.001.")
+    max_error_rate_increase: Fraction | None = Field(
+        default=None, description="Highest rise of the candidate's error rate over the primary's, e.g. 0.0005."
+    )
+    min_agreement: Fraction | None = Field(
+        default=None, description="classification: lowest fraction of requests where both predict the same."
+    )
+    max_abs_diff: AbsDiff | None = Field(default=None, description="regression: highest absolute difference.")
+    max_feature_missing_rate: Fraction | None = Field(
+        default=None, description="Highest fraction of requests missing any recorded feature."
+    )
+
+
+class AnalysisSpec(ApiModel):
+    """How and how long the candidate is judged."""
+
+    interval: Duration = Field(
+        default="10m",
+        description="How often the comparison job runs: whole minutes that divide an hour (1m, 5m, 10m, 30m) "
+        "or whole hours that divide a day (1h, 2h, 6h).",
+    )
+    min_duration: Duration = Field(
+        default="168h",
+        description="Shortest shadow period before a Passed verdict: a full business cycle, so every hour "
+        "of day and day of week is seen. A week (168h) is the usual choice.",
+    )
+    min_samples: int = Field(default=1000, ge=1, description="Fewest mirrored pairs overall before a verdict.")
+    min_samples_per_segment: int = Field(
+        default=100, ge=1, description="Fewest pairs in a segment before that segment's checks count."
+    )
+    confidence: float = Field(
+        default=0.95, gt=0.5, lt=1, description="Confidence level of the intervals the rate checks use."
+    )
+    prometheus: PrometheusSpec | None = Field(
+        default=None, description="Prometheus to query; without it the job analyses from records alone."
+    )
+    thresholds: Thresholds = Field(default_factory=Thresholds, description="The checks and their limits.")
+
+
+class ShadowDeploymentSpec(ApiModel):
+    """A primary model, a candidate that shadows it, and how the candidate is judged."""
+
+    service: ServiceRef = Field(description="The Service clients call; the host of the mirror route.")
+    primary: PrimarySpec = Field(description="The model serving users today.")
+    candidate: CandidateSpec = Field(description="The model under evaluation; its answers never reach users.")
+    traffic: TrafficSpec = Field(default_factory=TrafficSpec, description="How traffic is mirrored.")
+    recording: RecordingSpec = Field(default_factory=RecordingSpec, description="What is recorded from each pair.")
+    analysis: AnalysisSpec = Field(default_factory=AnalysisSpec, description="How the candidate is judged.")

@@ -1,0 +1,105 @@
+"""ShadowDeployment status, v1alpha1: what the operator observed and concluded."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import Field
+
+from ..base import ApiModel
+
+
+class Phase(str, Enum):
+    PENDING = "Pending"
+    DEPLOYING = "Deploying"
+    SHADOWING = "Shadowing"
+    PASSED = "Passed"
+    FAILED = "Failed"
+    INCONCLUSIVE = "Inconclusive"
+    ERROR = "Error"
+
+
+class Condition(ApiModel):
+    """A condition as the Kubernetes API conventions define it."""
+
+    type: str = Field(pattern=r"^[A-Z][A-Za-z0-9]*$", description="Condition type, e.g. Ready.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="Machine-readable CamelCase reason for the last transition.",
+    )
+    message: str = Field(default="", description="Human-readable details, saying what to do when it is a problem.")
+    last_transition_time: str = Field(
+        json_schema_extra={"format": "date-time"},
+        description="When status last changed.",
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation this condition was computed from."
+    )
+
+
+class Mirror(ApiModel):
+    """The state of the mirror route."""
+
+    state: Literal["Active", "Inactive"] = Field(description="Active when live traffic is being copied.")
+    router: Literal["istio", "builtin"] = Field(description="What copies the traffic.")
+    percent: float = Field(ge=0, le=100, description="Percent of requests copied.")
+    host: str = Field(description="The Service whose traffic is copied.")
+
+
+class Coverage(ApiModel):
+    """How much of the business cycle and of the required samples has been seen."""
+
+    elapsed: str = Field(description="Shadow time so far, e.g. 44h10m.")
+    required: str = Field(description="analysis.minDuration.")
+    samples: int = Field(default=0, ge=0, description="Mirrored pairs analysed so far.")
+    required_samples: int = Field(ge=0, description="analysis.minSamples.")
+    percent: int = Field(ge=0, le=100, description="The lower of time and sample coverage, in percent.")
+    summary: str = Field(description="One-line form for kubectl get, e.g. '26% (44h/168h)'.")
+
+
+class Check(ApiModel):
+    """One threshold check on one segment."""
+
+    name: str = Field(description="The check, e.g. errorRate, latencyP99Ratio, agreement.")
+    segment: str = Field(description="The segment it was computed on, e.g. 'all' or 'history=<1'.")
+    primary: float | None = Field(default=None, description="The primary's value.")
+    candidate: float | None = Field(default=None, description="The candidate's value.")
+    threshold: float | None = Field(default=None, description="The configured limit.")
+    passed: bool | None = Field(default=None, description="True or false; absent when inconclusive.")
+    samples: int | None = Field(default=None, ge=0, description="Pairs the check is based on.")
+    message: str = Field(default="", description="The evidence in words.")
+
+
+class Verdict(ApiModel):
+    """The comparison job's latest conclusion."""
+
+    result: Literal["Passed", "Failed", "Inconclusive"] = Field(description="Passed, Failed or Inconclusive.")
+    reason: str = Field(description="One code: e.g. CandidateErrors, LatencyRegression, InsufficientData.")
+    message: str = Field(default="", description="What decided the verdict.")
+    evaluated_at: str = Field(json_schema_extra={"format": "date-time"}, description="When the job ran.")
+    checks: list[Check] = Field(default_factory=list, description="Every check, one entry per segment.")
+
+
+class ShadowDeploymentStatus(ApiModel):
+    """Observed state, written by the operator only."""
+
+    phase: Phase = Field(default=Phase.PENDING, description="Where the rollout stands.")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation the operator last reconciled."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Ready summarises (kstatus and Argo CD read it); Reconciling and Stalled follow kstatus; "
+        "Mirroring says whether live traffic is copied.",
+    )
+    primary: str | None = Field(default=None, description="The primary as shown by kubectl get: image or deployment.")
+    mirror: Mirror | None = Field(default=None, description="The mirror route.")
+    shadowing_since: str | None = Field(
+        default=None,
+        json_schema_extra={"format": "date-time"},
+        description="When mirroring of the current candidate began; coverage counts from here.",
+    )
+    coverage: Coverage | None = Field(default=None, description="Business-cycle and sample coverage so far.")
+    verdict: Verdict | None = Field(default=None, description="The latest verdict with one entry per check.")
