@@ -17,7 +17,12 @@ _DROPPED_KEYS = {"title", "$defs", "discriminator"}
 _PRINTER_COLUMNS = [
     {"name": "Primary", "type": "string", "jsonPath": ".status.primary", "description": "Primary image or Deployment."},
     {"name": "Candidate", "type": "string", "jsonPath": ".spec.candidate.image", "description": "Candidate image."},
-    {"name": "Mirror%", "type": "number", "jsonPath": ".spec.traffic.mirrorPercent", "description": "Mirrored percent."},
+    {
+        "name": "Mirror%",
+        "type": "number",
+        "jsonPath": ".spec.traffic.mirrorPercent",
+        "description": "Mirrored percent.",
+    },
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Rollout phase."},
     {"name": "Verdict", "type": "string", "jsonPath": ".status.verdict.reason", "description": "Verdict reason."},
     {"name": "Coverage", "type": "string", "jsonPath": ".status.coverage.summary", "description": "Cycle coverage."},
@@ -47,7 +52,9 @@ def _translate(node: Any, definitions: dict[str, Any]) -> Any:
     if "anyOf" in node:
         options = [option for option in node["anyOf"] if option.get("type") != "null"]
         if len(options) == 1:
-            rest = {k: v for k, v in node.items() if k not in ("anyOf", "default") or (k == "default" and v is not None)}
+            rest = {
+                k: v for k, v in node.items() if k not in ("anyOf", "default") or (k == "default" and v is not None)
+            }
             return _translate({**options[0], **rest}, definitions)
     out: dict[str, Any] = {}
     for key, value in node.items():

@@ -146,9 +146,7 @@ class Segment(ApiModel):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=63, description="Segment name, used in reports.")
     path: JsonPath = Field(description="JSON path of the value in the body, e.g. $.features.purchase_count.")
-    source: Literal["request", "response"] = Field(
-        default="request", description="Which body the path is read from."
-    )
+    source: Literal["request", "response"] = Field(default="request", description="Which body the path is read from.")
     bounds: list[float] | None = Field(
         default=None,
         description="Numeric values are bucketed at these ascending bounds, e.g. [1, 100] gives "

@@ -29,7 +29,9 @@ class Condition(ApiModel):
         pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
         description="Machine-readable CamelCase reason for the last transition.",
     )
-    message: str = Field(default="", description="Human-readable details, saying what to do when it is a problem.")
+    message: str | None = Field(
+        default=None, description="Human-readable details, saying what to do when it is a problem."
+    )
     last_transition_time: str = Field(
         json_schema_extra={"format": "date-time"},
         description="When status last changed.",
@@ -51,11 +53,13 @@ class Mirror(ApiModel):
 class Coverage(ApiModel):
     """How much of the business cycle and of the required samples has been seen."""
 
-    elapsed: str = Field(description="Shadow time so far, e.g. 44h10m.")
+    elapsed: str = Field(description="Shadow time so far, rounded down to the last whole percent, e.g. 43h40m.")
     required: str = Field(description="analysis.minDuration.")
     samples: int = Field(default=0, ge=0, description="Mirrored pairs analysed so far.")
     required_samples: int = Field(ge=0, description="analysis.minSamples.")
-    percent: int = Field(ge=0, le=100, description="The lower of time and sample coverage, in percent.")
+    percent: int = Field(
+        ge=0, le=100, description="Shadow time over minDuration, in whole percent (status moves in 1% steps)."
+    )
     summary: str = Field(description="One-line form for kubectl get, e.g. '26% (44h/168h)'.")
 
 
@@ -69,7 +73,7 @@ class Check(ApiModel):
     threshold: float | None = Field(default=None, description="The configured limit.")
     passed: bool | None = Field(default=None, description="True or false; absent when inconclusive.")
     samples: int | None = Field(default=None, ge=0, description="Pairs the check is based on.")
-    message: str = Field(default="", description="The evidence in words.")
+    message: str | None = Field(default=None, description="The evidence in words.")
 
 
 class Verdict(ApiModel):
@@ -77,7 +81,7 @@ class Verdict(ApiModel):
 
     result: Literal["Passed", "Failed", "Inconclusive"] = Field(description="Passed, Failed or Inconclusive.")
     reason: str = Field(description="One code: e.g. CandidateErrors, LatencyRegression, InsufficientData.")
-    message: str = Field(default="", description="What decided the verdict.")
+    message: str | None = Field(default=None, description="What decided the verdict.")
     evaluated_at: str = Field(json_schema_extra={"format": "date-time"}, description="When the job ran.")
     checks: list[Check] = Field(default_factory=list, description="Every check, one entry per segment.")
 
@@ -95,6 +99,9 @@ class ShadowDeploymentStatus(ApiModel):
         "Mirroring says whether live traffic is copied.",
     )
     primary: str | None = Field(default=None, description="The primary as shown by kubectl get: image or deployment.")
+    candidate: str | None = Field(
+        default=None, description="The candidate image being shadowed; a new one restarts the business cycle."
+    )
     mirror: Mirror | None = Field(default=None, description="The mirror route.")
     shadowing_since: str | None = Field(
         default=None,

@@ -1,0 +1,97 @@
+"""Pure builders: a validated ShadowDeployment plus observed facts -> the desired child objects.
+
+Nothing here talks to the cluster, so every shape is tested without one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..observed import Observed
+from ..resource import ShadowDeployment
+from .analysis import comparison_cronjob, cron_schedule
+from .istio import destination_rule, virtual_service
+from .naming import CANDIDATE, PRIMARY, ROUTER, ROUTER_HTTP_PORT, child_name, role_labels
+from .router import ServiceSwitch, router_configmap, router_deployment, router_service, service_switch
+from .workloads import (
+    candidate_deployment,
+    candidate_pod_labels,
+    candidate_service,
+    entry_service,
+    primary_deployment,
+    role_service,
+)
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    children: list[dict[str, Any]] = field(default_factory=list)
+    # Set when the builtin router must take over an existing Service the operator does not own.
+    switch: ServiceSwitch | None = None
+
+    def deployment_names(self) -> list[str]:
+        return [c["metadata"]["name"] for c in self.children if c["kind"] == "Deployment"]
+
+
+def desired_state(sd: ShadowDeployment, observed: Observed, image: str) -> DesiredState:
+    spec = sd.spec
+    builtin = spec.traffic.router == "builtin"
+    managed_primary = spec.primary.deployment_ref is None
+    service = observed.service
+    owns_entry = service is None or sd.identity.uid in service.owner_uids
+
+    children: list[dict[str, Any]] = [candidate_deployment(sd), candidate_service(sd)]
+    if managed_primary:
+        children.append(primary_deployment(sd, None if owns_entry else service))
+    if owns_entry:
+        selector = role_labels(sd, ROUTER if builtin else PRIMARY)
+        target = ROUTER_HTTP_PORT if builtin else spec.primary.port
+        children.append(entry_service(sd, selector, target))
+
+    switch = None
+    if builtin:
+        if managed_primary:
+            primary_selector, primary_target = role_labels(sd, PRIMARY), spec.primary.port
+        else:
+            primary_selector = service.serving_selector() or {}
+            primary_target = service.serving_target_port(spec.service.port) or spec.service.port
+        children += [
+            role_service(sd, PRIMARY, primary_selector, primary_target),
+            router_configmap(sd),
+            router_deployment(sd, image),
+            router_service(sd),
+        ]
+        if not owns_entry:
+            switch = service_switch(sd)
+    else:
+        children += [destination_rule(sd), virtual_service(sd)]
+    children.append(comparison_cronjob(sd, image))
+    return DesiredState(children=children, switch=switch)
+
+
+def all_child_keys(sd: ShadowDeployment) -> set[tuple[str, str]]:
+    """(kind, name) of every child any spec of this object could have: what cleanup checks."""
+    return {
+        ("Deployment", child_name(sd, CANDIDATE)),
+        ("Deployment", child_name(sd, PRIMARY)),
+        ("Deployment", child_name(sd, ROUTER)),
+        ("Service", child_name(sd, CANDIDATE)),
+        ("Service", child_name(sd, PRIMARY)),
+        ("Service", child_name(sd, ROUTER)),
+        ("Service", sd.spec.service.name),
+        ("ConfigMap", child_name(sd, ROUTER)),
+        ("DestinationRule", child_name(sd, CANDIDATE)),
+        ("VirtualService", sd.name),
+        ("CronJob", child_name(sd, "analysis")),
+    }
+
+
+__all__ = [
+    "DesiredState",
+    "ServiceSwitch",
+    "all_child_keys",
+    "candidate_pod_labels",
+    "cron_schedule",
+    "desired_state",
+]

@@ -1,0 +1,42 @@
+"""Names and labels of the objects a ShadowDeployment owns."""
+
+from __future__ import annotations
+
+from ..resource import ShadowDeployment
+
+MANAGED_BY = "shadow-operator"
+NAME_LABEL = "shadow.mlops.dev/name"
+ROLE_LABEL = "shadow.mlops.dev/role"
+PRIMARY, CANDIDATE, ROUTER, ANALYSIS = "primary", "candidate", "router", "analysis"
+ROUTER_HTTP_PORT = 8080
+ROUTER_ADMIN_PORT = 9901
+
+
+def child_name(sd: ShadowDeployment, role: str) -> str:
+    return f"{sd.name}-{role}"
+
+
+def service_host(name: str, namespace: str) -> str:
+    return f"{name}.{namespace}.svc.cluster.local"
+
+
+def common_labels(sd: ShadowDeployment) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/part-of": sd.name,
+        NAME_LABEL: sd.name,
+    }
+
+
+def role_labels(sd: ShadowDeployment, role: str) -> dict[str, str]:
+    """Labels that select one role's Pods; stable, because Deployment selectors are immutable."""
+    return {NAME_LABEL: sd.name, ROLE_LABEL: role}
+
+
+def metadata(sd: ShadowDeployment, role: str, name: str | None = None) -> dict:
+    return {
+        "name": name or child_name(sd, role),
+        "namespace": sd.namespace,
+        "labels": {**common_labels(sd), ROLE_LABEL: role},
+        "ownerReferences": [sd.identity.owner_reference()],
+    }

@@ -1,0 +1,144 @@
+"""The builtin mirroring router: its config, Deployment, Service and the Service switch."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from ..resource import ShadowDeployment
+from .naming import (
+    CANDIDATE,
+    PRIMARY,
+    ROUTER,
+    ROUTER_ADMIN_PORT,
+    ROUTER_HTTP_PORT,
+    child_name,
+    metadata,
+    role_labels,
+    service_host,
+)
+
+CONFIG_FILE = "router.json"
+CONFIG_DIR = "/etc/shadow"
+
+
+@dataclass(frozen=True)
+class ServiceSwitch:
+    """The client-facing Service pointed at the router: its selector and the mirrored port's target."""
+
+    service: str
+    port: int
+    selector: dict[str, str]
+    target_port: int
+
+
+def router_config(sd: ShadowDeployment) -> dict[str, Any]:
+    port = sd.spec.service.port
+    return {
+        "name": sd.name,
+        "namespace": sd.namespace,
+        "primary": f"http://{service_host(child_name(sd, PRIMARY), sd.namespace)}:{port}",
+        "candidate": f"http://{service_host(child_name(sd, CANDIDATE), sd.namespace)}:{port}",
+        "traffic": sd.spec.traffic.to_wire(),
+        "recording": sd.spec.recording.to_wire(),
+    }
+
+
+def router_configmap(sd: ShadowDeployment) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(sd, ROUTER),
+        "data": {CONFIG_FILE: json.dumps(router_config(sd), sort_keys=True, indent=2)},
+    }
+
+
+def router_deployment(sd: ShadowDeployment, image: str) -> dict[str, Any]:
+    config_text = router_configmap(sd)["data"][CONFIG_FILE]
+    sink = sd.spec.recording.sink
+    records_volume = {"name": "records", **(sink.volume or {"emptyDir": {}})}
+    container = {
+        "name": "router",
+        "image": image,
+        "args": [
+            "router",
+            "--config",
+            f"{CONFIG_DIR}/{CONFIG_FILE}",
+            "--listen",
+            f"0.0.0.0:{ROUTER_HTTP_PORT}",
+            "--admin-listen",
+            f"0.0.0.0:{ROUTER_ADMIN_PORT}",
+        ],
+        "ports": [
+            {"name": "http", "containerPort": ROUTER_HTTP_PORT, "protocol": "TCP"},
+            {"name": "admin", "containerPort": ROUTER_ADMIN_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "admin"}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "admin"}, "periodSeconds": 10},
+        "resources": {"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        "volumeMounts": [
+            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": "records", "mountPath": sink.path},
+        ],
+    }
+    selector = role_labels(sd, ROUTER)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(sd, ROUTER),
+        "spec": {
+            "replicas": sd.spec.traffic.router_replicas,
+            "selector": {"matchLabels": selector},
+            "template": {
+                "metadata": {
+                    "labels": selector,
+                    "annotations": {
+                        # A config change rolls the router Pods, which read the file at start.
+                        "shadow.mlops.dev/config-hash": hashlib.sha256(config_text.encode()).hexdigest()[:16],
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(ROUTER_ADMIN_PORT),
+                    },
+                },
+                "spec": {
+                    "containers": [container],
+                    "volumes": [
+                        {"name": "config", "configMap": {"name": child_name(sd, ROUTER)}},
+                        records_volume,
+                    ],
+                },
+            },
+        },
+    }
+
+
+def router_service(sd: ShadowDeployment) -> dict[str, Any]:
+    """The router's own Service: what Prometheus scrapes and what operators port-forward to."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(sd, ROUTER),
+        "spec": {
+            "selector": role_labels(sd, ROUTER),
+            "ports": [
+                {"name": "http", "port": sd.spec.service.port, "targetPort": ROUTER_HTTP_PORT, "protocol": "TCP"},
+                {"name": "admin", "port": ROUTER_ADMIN_PORT, "targetPort": ROUTER_ADMIN_PORT, "protocol": "TCP"},
+            ],
+        },
+    }
+
+
+def service_switch(sd: ShadowDeployment) -> ServiceSwitch:
+    return ServiceSwitch(
+        service=sd.spec.service.name,
+        port=sd.spec.service.port,
+        selector=role_labels(sd, ROUTER),
+        target_port=ROUTER_HTTP_PORT,
+    )

@@ -1,0 +1,259 @@
+"""The one module that talks to the Kubernetes API.
+
+Plain REST over the official client's connection and auth: get, server-side apply, delete,
+JSON patch, status merge patch, events. Every call it can make is listed in PERMISSIONS,
+from which the operator's ClusterRole is generated (see rbac.py), so the role grants what
+the code uses and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from .api.v1alpha1 import GROUP, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "shadow-operator"
+_TIMEOUT = (5, 30)  # connect, read: a hung API server must not hang a reconcile forever
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+
+    def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+        root = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        path = f"{root}/namespaces/{namespace}/{self.plural}"
+        if name:
+            path += f"/{name}"
+        if subresource:
+            path += f"/{subresource}"
+        return path
+
+
+RESOURCES: dict[str, Resource] = {
+    "Deployment": Resource("apps", "v1", "deployments"),
+    "Service": Resource("", "v1", "services"),
+    "ConfigMap": Resource("", "v1", "configmaps"),
+    "CronJob": Resource("batch", "v1", "cronjobs"),
+    "VirtualService": Resource("networking.istio.io", "v1beta1", "virtualservices"),
+    "DestinationRule": Resource("networking.istio.io", "v1beta1", "destinationrules"),
+    "ShadowDeployment": Resource(GROUP, VERSION, PLURAL),
+    "Event": Resource("", "v1", "events"),
+}
+
+
+@dataclass(frozen=True)
+class Permission:
+    group: str
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+    why: str
+
+
+# Server-side apply of an object that does not exist yet creates it, which RBAC checks as
+# `create`; reading before writing is what keeps an idle reconcile free of writes.
+_CHILD_VERBS = ("get", "create", "patch", "delete")
+PERMISSIONS: tuple[Permission, ...] = (
+    Permission(GROUP, (PLURAL,), ("get", "list", "watch", "patch"), "watch, finalizer and kopf's bookkeeping"),
+    Permission(GROUP, (f"{PLURAL}/status",), ("patch",), "status is the operator's only output"),
+    Permission(GROUP, (f"{PLURAL}/finalizers",), ("update",), "owner references that block deletion"),
+    Permission("apps", ("deployments",), _CHILD_VERBS, "primary, candidate and router"),
+    Permission("", ("services",), _CHILD_VERBS, "per-role Services and the builtin router's switch"),
+    Permission("", ("configmaps",), _CHILD_VERBS, "router configuration"),
+    Permission("batch", ("cronjobs",), _CHILD_VERBS, "the comparison job"),
+    Permission("networking.istio.io", ("virtualservices", "destinationrules"), _CHILD_VERBS, "the mirror route"),
+    Permission("", ("events",), ("create",), "events on ShadowDeployments"),
+    # kopf watches CRDs and namespaces to notice resources and namespaces appearing at run time.
+    Permission("apiextensions.k8s.io", ("customresourcedefinitions",), ("list", "watch"), "kopf's discovery"),
+    Permission("", ("namespaces",), ("list", "watch"), "kopf's namespace observation"),
+)
+
+
+class KubeError(Exception):
+    """An API error with the server's own message, e.g. a schema violation from Istio's CRD."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def _error(exc: ApiException) -> KubeError:
+    try:
+        message = json.loads(exc.body or "{}").get("message") or exc.reason
+    except (ValueError, AttributeError):
+        message = str(exc.reason)
+    return KubeError(int(exc.status or 0), str(message))
+
+
+class Kube:
+    """A thread-safe handle on one cluster (handlers run in kopf's thread pool)."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient):
+        self._client = api_client
+        self._versions: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_environment(cls) -> Kube:
+        """In-cluster credentials when running as a Pod, else the current KUBECONFIG."""
+        configuration = kubernetes.client.Configuration()
+        try:
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+        except kubernetes.config.ConfigException:
+            kubernetes.config.load_kube_config(client_configuration=configuration)
+        return cls(kubernetes.client.ApiClient(configuration))
+
+    # -- plumbing -----------------------------------------------------------------
+
+    def _request(
+        self, method: str, path: str, body: Any = None, content_type: str | None = None, query: dict | None = None
+    ) -> dict[str, Any]:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        _, url, headers, body, _ = self._client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=list((query or {}).items()),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        try:
+            response = self._client.call_api(method, url, header_params=headers, body=body, _request_timeout=_TIMEOUT)
+            response.read()
+        except ApiException as exc:
+            raise _error(exc) from None
+        if response.status >= 400:
+            raise _error(ApiException(http_resp=response))
+        data = response.data
+        return json.loads(data) if data else {}
+
+    def _resource(self, kind: str) -> Resource:
+        resource = RESOURCES[kind]
+        if kind == "CronJob":
+            # batch/v1 CronJob is served from Kubernetes 1.21; older servers only have v1beta1.
+            return Resource(resource.group, self._served_version(resource), resource.plural)
+        return resource
+
+    def _served_version(self, resource: Resource) -> str:
+        with self._lock:
+            if resource.plural not in self._versions:
+                try:
+                    listing = self._request("GET", f"/apis/{resource.group}/{resource.version}")
+                    names = {r.get("name") for r in listing.get("resources", [])}
+                except KubeError:
+                    names = set()
+                self._versions[resource.plural] = resource.version if resource.plural in names else "v1beta1"
+            return self._versions[resource.plural]
+
+    # -- reads --------------------------------------------------------------------
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The live object, or None when it (or its whole API, e.g. Istio's CRDs) is absent."""
+        try:
+            return self._request("GET", self._resource(kind).path(namespace, name))
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    # -- writes -------------------------------------------------------------------
+
+    def apply(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply as the operator's field manager, taking over conflicting fields."""
+        kind = body["kind"]
+        resource = self._resource(kind)
+        metadata = body["metadata"]
+        payload = dict(body)
+        if resource.version != RESOURCES[kind].version:
+            payload["apiVersion"] = f"{resource.group}/{resource.version}"
+        try:
+            return self._request(
+                "PATCH",
+                resource.path(metadata["namespace"], metadata["name"]),
+                body=payload,
+                content_type="application/apply-patch+yaml",
+                query={"fieldManager": FIELD_MANAGER, "force": "true"},
+            )
+        except KubeError as error:
+            if error.status == 404:
+                group = resource.group or "core"
+                raise KubeError(
+                    404,
+                    f"the API server does not serve {resource.plural}.{group}/{resource.version}"
+                    + (
+                        ": install Istio's CRDs or set spec.traffic.router: builtin"
+                        if group == "networking.istio.io"
+                        else ""
+                    ),
+                ) from None
+            raise
+
+    def json_patch(self, kind: str, namespace: str, name: str, operations: list[dict[str, Any]]) -> dict[str, Any]:
+        return self._request(
+            "PATCH",
+            self._resource(kind).path(namespace, name),
+            body=operations,
+            content_type="application/json-patch+json",
+        )
+
+    def delete(self, kind: str, namespace: str, name: str, uid: str) -> None:
+        """Delete exactly the object seen (uid precondition), letting its dependents be collected."""
+        body = {"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
+        try:
+            self._request("DELETE", self._resource(kind).path(namespace, name), body=body)
+        except KubeError as error:
+            if error.status not in (404, 409):
+                raise
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self._request(
+            "PATCH",
+            RESOURCES["ShadowDeployment"].path(namespace, name, "status"),
+            body={"status": status},
+            content_type="application/merge-patch+json",
+        )
+
+    def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """Best effort: an event that cannot be posted is logged, never fatal to a reconcile."""
+        metadata = involved["metadata"]
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{metadata['name']}.{uuid.uuid4().hex[:12]}", "namespace": metadata["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved["apiVersion"],
+                "kind": involved["kind"],
+                "name": metadata["name"],
+                "namespace": metadata["namespace"],
+                "uid": metadata.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": FIELD_MANAGER},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": FIELD_MANAGER,
+        }
+        try:
+            self._request("POST", RESOURCES["Event"].path(metadata["namespace"]), body=event)
+        except KubeError as error:
+            log.warning("could not post event %s on %s: %s", reason, metadata["name"], error)

@@ -1,0 +1,178 @@
+"""Pure status computation: what was observed -> phase, conditions, mirror, coverage.
+
+Everything that changes with time is quantised (coverage moves in whole percent), so a
+reconcile with nothing new to say produces the same status and the operator writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from . import reasons
+from .api.durations import format_duration, parse_duration
+from .api.v1alpha1 import Coverage, Mirror, Phase, ShadowDeploymentStatus, Verdict
+from .conditions import set_condition
+from .observed import ObservedDeployment
+from .resource import ShadowDeployment
+from .validation import Problem
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconcile found, beyond the object itself."""
+
+    problems: tuple[Problem, ...] = ()
+    apply_error: str | None = None
+    # (role, name, observed or None when not created yet) for every Deployment the mirror depends on.
+    deployments: tuple[tuple[str, str, ObservedDeployment | None], ...] = ()
+
+
+_WAITING_REASON = {
+    "primary": reasons.PRIMARY_NOT_AVAILABLE,
+    "candidate": reasons.CANDIDATE_NOT_AVAILABLE,
+    "router": reasons.ROUTER_NOT_AVAILABLE,
+}
+
+
+def timestamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def compute_status(sd: ShadowDeployment, outcome: Outcome, now: datetime) -> ShadowDeploymentStatus:
+    previous = sd.status
+    generation = sd.identity.generation
+    now_text = timestamp(now)
+    base = previous.model_copy(
+        update={
+            "observed_generation": generation,
+            "primary": _primary_display(sd),
+            "candidate": sd.spec.candidate.image,
+        }
+    )
+
+    def conditions(*entries: tuple[str, bool | None, str, str]) -> list:
+        result = list(base.conditions)
+        for type_, status, reason, message in entries:
+            result = set_condition(result, type_, status, reason, message, generation, now_text)
+        return result
+
+    errors = list(outcome.problems)
+    if outcome.apply_error:
+        errors.append(Problem(reasons.APPLY_FAILED, outcome.apply_error))
+    if errors:
+        return error_status(base, generation, errors, now)
+
+    waiting = [(role, name, d) for role, name, d in outcome.deployments if d is None or not d.available]
+    mirror_host = sd.spec.service.name
+    if waiting:
+        role, name, deployment = waiting[0]
+        state = "not created yet" if deployment is None else deployment.availability()
+        message = f"Waiting for Deployment {name} ({role}): {state}."
+        reason = _WAITING_REASON[role]
+        return base.model_copy(
+            update={
+                "phase": Phase.DEPLOYING,
+                "mirror": Mirror(state="Inactive", router=sd.spec.traffic.router, percent=0, host=mirror_host),
+                "conditions": conditions(
+                    (reasons.READY, False, reason, message),
+                    (reasons.RECONCILING, True, reason, message),
+                    (reasons.STALLED, False, reasons.RECONCILED, ""),
+                    (reasons.MIRRORING, False, reasons.MIRROR_NOT_READY, message),
+                ),
+            }
+        )
+
+    since = base.shadowing_since
+    if since is None or previous.candidate != sd.spec.candidate.image:
+        since = now_text
+    coverage = compute_coverage(sd, since, now, previous.coverage)
+    percent = sd.spec.traffic.mirror_percent
+    mirror = Mirror(
+        state="Active" if percent > 0 else "Inactive", router=sd.spec.traffic.router, percent=percent, host=mirror_host
+    )
+    if percent > 0:
+        mirroring = (reasons.MIRRORING, True, reasons.MIRROR_ACTIVE, f"{percent:g}% of {mirror_host}'s requests.")
+    else:
+        mirroring = (reasons.MIRRORING, False, reasons.MIRROR_DISABLED, "spec.traffic.mirrorPercent is 0.")
+    phase = phase_for(previous.verdict, coverage)
+    ready, ready_reason, ready_message = _readiness(phase, previous.verdict, coverage)
+    return base.model_copy(
+        update={
+            "phase": phase,
+            "mirror": mirror,
+            "shadowing_since": since,
+            "coverage": coverage,
+            "conditions": conditions(
+                (reasons.READY, ready, ready_reason, ready_message),
+                (reasons.RECONCILING, False, reasons.RECONCILED, ""),
+                (
+                    reasons.STALLED,
+                    phase == Phase.FAILED,
+                    ready_reason if phase == Phase.FAILED else reasons.RECONCILED,
+                    "",
+                ),
+                mirroring,
+            ),
+        }
+    )
+
+
+def error_status(
+    previous: ShadowDeploymentStatus, generation: int, problems: list[Problem], now: datetime
+) -> ShadowDeploymentStatus:
+    """Phase Error: Ready False and Stalled True, both saying what to fix.
+
+    Children stay as the last good spec left them, so mirror and coverage keep their last state.
+    """
+    reason, message = problems[0].reason, "; ".join(problem.message for problem in problems)
+    conditions = list(previous.conditions)
+    for type_, value, text in (
+        (reasons.READY, False, message),
+        (reasons.STALLED, True, message),
+        (reasons.RECONCILING, False, "Waiting for the spec to be fixed."),
+    ):
+        conditions = set_condition(conditions, type_, value, reason, text, generation, timestamp(now))
+    return previous.model_copy(
+        update={"phase": Phase.ERROR, "observed_generation": generation, "conditions": conditions}
+    )
+
+
+def phase_for(verdict: Verdict | None, coverage: Coverage) -> Phase:
+    """Verdict to phase: Failed at once; Inconclusive only once the cycle is complete."""
+    if verdict is None:
+        return Phase.SHADOWING
+    if verdict.result == "Failed":
+        return Phase.FAILED
+    if verdict.result == "Passed":
+        return Phase.PASSED
+    return Phase.INCONCLUSIVE if coverage.percent >= 100 else Phase.SHADOWING
+
+
+def compute_coverage(sd: ShadowDeployment, since: str, now: datetime, previous: Coverage | None) -> Coverage:
+    required = parse_duration(sd.spec.analysis.min_duration)
+    started = datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
+    elapsed = max(now - started, timedelta(0))
+    percent = 100 if required.total_seconds() <= 0 else min(100, int(elapsed / required * 100))
+    shown = required * percent / 100
+    return Coverage(
+        elapsed=format_duration(shown),
+        required=sd.spec.analysis.min_duration,
+        samples=previous.samples if previous else 0,
+        required_samples=sd.spec.analysis.min_samples,
+        percent=percent,
+        summary=f"{percent}% of {sd.spec.analysis.min_duration}",
+    )
+
+
+def _readiness(phase: Phase, verdict: Verdict | None, coverage: Coverage) -> tuple[bool, str, str]:
+    if phase == Phase.FAILED and verdict is not None:
+        return False, verdict.reason, verdict.message
+    if phase in (Phase.PASSED, Phase.INCONCLUSIVE) and verdict is not None:
+        return True, verdict.reason, verdict.message
+    return True, reasons.SHADOWING, f"Shadowing; {coverage.summary} of the business cycle covered."
+
+
+def _primary_display(sd: ShadowDeployment) -> str:
+    ref = sd.spec.primary.deployment_ref
+    return f"deployment/{ref.name}" if ref is not None else str(sd.spec.primary.image)

@@ -1,0 +1,63 @@
+"""Every condition type and reason the operator writes, in one place.
+
+Reasons are CamelCase API values: tools (kstatus, Argo CD, alerts) match on them, so a
+reason is never renamed once released.
+"""
+
+# Condition types. Ready is the summary GitOps tools read; Reconciling and Stalled are
+# kstatus's "abnormal-true" pair; Mirroring says whether live traffic is being copied.
+READY = "Ready"
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+MIRRORING = "Mirroring"
+
+# The spec is wrong in a way only the operator can see: phase Error until it is fixed.
+INVALID_SPEC = "InvalidSpec"
+INVALID_JSON_PATH = "InvalidJsonPath"
+INVALID_INTERVAL = "InvalidInterval"
+PRIMARY_DEPLOYMENT_NOT_FOUND = "PrimaryDeploymentNotFound"
+PRIMARY_DEPLOYMENT_UNUSABLE = "PrimaryDeploymentUnusable"
+SERVICE_NOT_FOUND = "ServiceNotFound"
+SERVICE_PORT_MISMATCH = "ServicePortMismatch"
+SERVICE_NOT_SWITCHABLE = "ServiceNotSwitchable"
+SERVICE_CLAIMED = "ServiceClaimed"
+CANDIDATE_WOULD_SERVE_USERS = "CandidateWouldServeUsers"
+CHILD_NAME_CONFLICT = "ChildNameConflict"
+# The API server refused a child object (schema, quota, RBAC).
+APPLY_FAILED = "ApplyFailed"
+
+# Progress.
+RECONCILED = "Reconciled"
+PRIMARY_NOT_AVAILABLE = "PrimaryNotAvailable"
+CANDIDATE_NOT_AVAILABLE = "CandidateNotAvailable"
+ROUTER_NOT_AVAILABLE = "RouterNotAvailable"
+SHADOWING = "Shadowing"
+MIRROR_ACTIVE = "MirrorActive"
+MIRROR_DISABLED = "MirrorDisabled"
+MIRROR_NOT_READY = "MirrorNotReady"
+
+SPEC_ERRORS = frozenset(
+    {
+        INVALID_SPEC,
+        INVALID_JSON_PATH,
+        INVALID_INTERVAL,
+        PRIMARY_DEPLOYMENT_NOT_FOUND,
+        PRIMARY_DEPLOYMENT_UNUSABLE,
+        SERVICE_NOT_FOUND,
+        SERVICE_PORT_MISMATCH,
+        SERVICE_NOT_SWITCHABLE,
+        SERVICE_CLAIMED,
+        CANDIDATE_WOULD_SERVE_USERS,
+        CHILD_NAME_CONFLICT,
+    }
+)
+
+# Verdict reasons, written by the comparison job (one code per verdict).
+VERDICT_PASSED = "Passed"
+CANDIDATE_ERRORS = "CandidateErrors"
+LATENCY_REGRESSION = "LatencyRegression"
+PREDICTION_DIVERGENCE = "PredictionDivergence"
+FEATURE_UNAVAILABLE = "FeatureUnavailable"
+INSUFFICIENT_DATA = "InsufficientData"
+COVERAGE_INCOMPLETE = "CoverageIncomplete"
+METRICS_UNAVAILABLE = "MetricsUnavailable"

@@ -1,0 +1,276 @@
+"""The one idempotent reconcile: observe, validate, apply what differs, write status if it changed.
+
+Run on create, update, resume and a timer. A pass that finds everything as wanted makes
+reads only: children are compared with `diff.contains` before any apply, and status is
+patched only when the computed status differs from the stored one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from . import reasons
+from .api.v1alpha1 import Phase, ShadowDeploymentStatus
+from .builders import DesiredState, ServiceSwitch, all_child_keys, desired_state
+from .builders.naming import CANDIDATE, PRIMARY, ROUTER, child_name
+from .conditions import find_condition
+from .diff import contains
+from .kube import Kube, KubeError
+from .observed import ORIGINAL_ROUTING_ANNOTATION, Observed, ObservedDeployment, ObservedService
+from .progress import Outcome, compute_status, error_status
+from .resource import ShadowDeployment, SpecInvalid, identity_of, parse, parse_status
+from .validation import Problem, validate
+
+log = logging.getLogger(__name__)
+
+
+class TransientError(Exception):
+    """The API server could not answer now (5xx, timeout, conflict): retry with backoff."""
+
+
+def _is_transient(error: KubeError) -> bool:
+    return error.status in (0, 409, 429) or error.status >= 500
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A ShadowDeployment's claim on a Service, as kept in the operator's in-memory index."""
+
+    created: str
+    name: str
+
+
+def rivals(name: str, claims: list[Claim]) -> tuple[str, ...]:
+    """ShadowDeployments that claimed the same Service first (oldest wins, then by name)."""
+    ordered = sorted(claims, key=lambda claim: (claim.created, claim.name))
+    names = [claim.name for claim in ordered]
+    return tuple(names[: names.index(name)]) if name in names else tuple(names)
+
+
+class Reconciler:
+    def __init__(self, kube: Kube, image: str, clock: Callable[[], datetime] | None = None):
+        self.kube = kube
+        self.image = image
+        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, uid: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(uid, threading.Lock())
+
+    # -- the reconcile --------------------------------------------------------------
+
+    def reconcile(self, body: Mapping[str, Any], rival_claims: tuple[str, ...] = ()) -> None:
+        identity = identity_of(body)
+        with self._lock(identity.uid):
+            fresh = self.kube.get("ShadowDeployment", identity.namespace, identity.name)
+            if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+                return  # gone or going: the delete handler restores routing
+            self._reconcile(fresh, rival_claims)
+
+    def _reconcile(self, body: Mapping[str, Any], rival_claims: tuple[str, ...]) -> None:
+        try:
+            sd = parse(body)
+        except SpecInvalid as invalid:
+            self._write_invalid(body, invalid)
+            return
+        observed = self._observe(sd, rival_claims)
+        problems = validate(sd, observed)
+        outcome = Outcome(problems=tuple(problems))
+        if not problems:
+            outcome = self._converge(sd, observed)
+        self._write_status(body, sd, compute_status(sd, outcome, self.clock()))
+
+    def _observe(self, sd: ShadowDeployment, rival_claims: tuple[str, ...]) -> Observed:
+        service_body = self.kube.get("Service", sd.namespace, sd.spec.service.name)
+        ref = sd.spec.primary.deployment_ref
+        ref_body = self.kube.get("Deployment", sd.namespace, ref.name) if ref else None
+        return Observed(
+            service=ObservedService.from_body(service_body) if service_body else None,
+            primary_ref=ObservedDeployment.from_body(ref_body) if ref_body else None,
+            rival_claims=rival_claims,
+        )
+
+    def _converge(self, sd: ShadowDeployment, observed: Observed) -> Outcome:
+        desired = desired_state(sd, observed, self.image)
+        live_deployments: dict[str, ObservedDeployment] = {}
+        try:
+            for child in desired.children:
+                live = self._ensure(sd, child)
+                if live is None:
+                    return Outcome(problems=(self._conflict(sd, child),))
+                if child["kind"] == "Deployment":
+                    live_deployments[child["metadata"]["name"]] = ObservedDeployment.from_body(live)
+            self._ensure_routing(sd, observed.service, desired.switch)
+            if sd.status.observed_generation != sd.identity.generation:
+                self._remove_stale(sd, desired)
+        except KubeError as error:
+            if _is_transient(error):
+                raise TransientError(str(error)) from error
+            return Outcome(apply_error=str(error))
+        return Outcome(deployments=self._dependencies(sd, observed, live_deployments))
+
+    def _dependencies(
+        self, sd: ShadowDeployment, observed: Observed, live: dict[str, ObservedDeployment]
+    ) -> tuple[tuple[str, str, ObservedDeployment | None], ...]:
+        """Deployments the mirror needs available, in the order a person would fix them."""
+        ref = sd.spec.primary.deployment_ref
+        primary_name = ref.name if ref else child_name(sd, PRIMARY)
+        primary = observed.primary_ref if ref else live.get(primary_name)
+        entries = [("primary", primary_name, primary)]
+        entries.append(("candidate", child_name(sd, CANDIDATE), live.get(child_name(sd, CANDIDATE))))
+        if sd.spec.traffic.router == "builtin":
+            entries.append(("router", child_name(sd, ROUTER), live.get(child_name(sd, ROUTER))))
+        return tuple(entries)
+
+    def _ensure(self, sd: ShadowDeployment, child: dict[str, Any]) -> dict[str, Any] | None:
+        """The live child after making it match; None when the name belongs to someone else."""
+        metadata = child["metadata"]
+        live = self.kube.get(child["kind"], metadata["namespace"], metadata["name"])
+        if live is not None:
+            owners = {ref.get("uid") for ref in live["metadata"].get("ownerReferences") or []}
+            if sd.identity.uid not in owners:
+                return None
+            # apiVersion may differ where the server only serves an older version (CronJob on 1.20).
+            if contains(live, {key: value for key, value in child.items() if key != "apiVersion"}):
+                return live
+        log.info("applying %s %s/%s", child["kind"], metadata["namespace"], metadata["name"])
+        return self.kube.apply(child)
+
+    @staticmethod
+    def _conflict(sd: ShadowDeployment, child: dict[str, Any]) -> Problem:
+        name = child["metadata"]["name"]
+        return Problem(
+            reasons.CHILD_NAME_CONFLICT,
+            f"{child['kind']} {name} already exists and is not owned by ShadowDeployment {sd.name}; "
+            f"rename or delete it, or rename the ShadowDeployment.",
+        )
+
+    def _ensure_routing(self, sd: ShadowDeployment, service: ObservedService | None, switch: ServiceSwitch | None):
+        if service is None or sd.identity.uid in service.owner_uids:
+            return
+        ours = service.original_routing is not None and service.original_routing.get("owner") == sd.name
+        if switch is not None and not ours:
+            self._switch_service(sd.namespace, service, switch, sd.name)
+        elif switch is None and ours:
+            self.restore_service(sd.namespace, service)
+
+    def _switch_service(self, namespace: str, service: ObservedService, switch: ServiceSwitch, owner: str) -> None:
+        index = next(i for i, port in enumerate(service.ports) if port.get("port") == switch.port)
+        original = {
+            "owner": owner,
+            "selector": service.selector,
+            "targetPort": service.ports[index].get("targetPort", switch.port),
+        }
+        annotation = json.dumps(original, sort_keys=True)
+        log.info("switching Service %s/%s to the builtin router", namespace, service.name)
+        self.kube.json_patch(
+            "Service",
+            namespace,
+            service.name,
+            [
+                # Fails (409/422) if anyone changed the Service since it was read: retried next pass.
+                {"op": "test", "path": "/metadata/resourceVersion", "value": service.resource_version},
+                {
+                    "op": "add",
+                    "path": f"/metadata/annotations/{_escape(ORIGINAL_ROUTING_ANNOTATION)}",
+                    "value": annotation,
+                }
+                if service.has_annotations
+                else {"op": "add", "path": "/metadata/annotations", "value": {ORIGINAL_ROUTING_ANNOTATION: annotation}},
+                {"op": "replace", "path": "/spec/selector", "value": switch.selector},
+                {"op": "replace", "path": f"/spec/ports/{index}/targetPort", "value": switch.target_port},
+            ],
+        )
+
+    def restore_service(self, namespace: str, service: ObservedService) -> None:
+        """Put back the selector and target port the Service had before the router took over."""
+        original = service.original_routing or {}
+        operations: list[dict[str, Any]] = [
+            {"op": "remove", "path": f"/metadata/annotations/{_escape(ORIGINAL_ROUTING_ANNOTATION)}"},
+            {"op": "replace", "path": "/spec/selector", "value": original.get("selector") or {}},
+        ]
+        port_numbers = [port.get("port") for port in service.ports]
+        if len(port_numbers) == 1 and original.get("targetPort") is not None:
+            operations.append({"op": "replace", "path": "/spec/ports/0/targetPort", "value": original["targetPort"]})
+        log.info("restoring Service %s/%s to its original routing", namespace, service.name)
+        self.kube.json_patch("Service", namespace, service.name, operations)
+
+    def _remove_stale(self, sd: ShadowDeployment, desired: DesiredState) -> None:
+        """After a spec change (e.g. istio -> builtin), delete children the new spec no longer has."""
+        wanted = {(c["kind"], c["metadata"]["name"]) for c in desired.children}
+        for kind, name in sorted(all_child_keys(sd) - wanted):
+            live = self.kube.get(kind, sd.namespace, name)
+            if live is None:
+                continue
+            if any(ref.get("uid") == sd.identity.uid for ref in live["metadata"].get("ownerReferences") or []):
+                log.info("deleting %s %s/%s, no longer in the spec", kind, sd.namespace, name)
+                self.kube.delete(kind, sd.namespace, name, live["metadata"]["uid"])
+
+    # -- deletion -------------------------------------------------------------------
+
+    def finalize(self, body: Mapping[str, Any]) -> None:
+        """Leave the primary serving as before: restore a Service the builtin router took over.
+
+        Owned children are removed by the garbage collector through their owner references;
+        a referenced primary Deployment was never touched.
+        """
+        identity = identity_of(body)
+        service_name = ((body.get("spec") or {}).get("service") or {}).get("name")
+        if not service_name:
+            return
+        with self._lock(identity.uid):
+            live = self.kube.get("Service", identity.namespace, service_name)
+            if live is None:
+                return
+            service = ObservedService.from_body(live)
+            if service.original_routing is not None and service.original_routing.get("owner") == identity.name:
+                self.restore_service(identity.namespace, service)
+
+    # -- status ---------------------------------------------------------------------
+
+    def _write_invalid(self, body: Mapping[str, Any], invalid: SpecInvalid) -> None:
+        identity = identity_of(body)
+        previous = parse_status(body)
+        problems = [Problem(reasons.INVALID_SPEC, problem) for problem in invalid.problems]
+        self._patch_status_if_changed(
+            body, previous, error_status(previous, identity.generation, problems, self.clock())
+        )
+
+    def _write_status(self, body: Mapping[str, Any], sd: ShadowDeployment, status: ShadowDeploymentStatus) -> None:
+        self._patch_status_if_changed(body, sd.status, status)
+
+    def _patch_status_if_changed(
+        self, body: Mapping[str, Any], previous: ShadowDeploymentStatus, status: ShadowDeploymentStatus
+    ) -> None:
+        old, new = previous.to_wire(), status.to_wire()
+        if old == new and body.get("status"):
+            return
+        patch: dict[str, Any] = {key: None for key in old if key not in new}
+        patch.update(new)
+        identity = identity_of(body)
+        self.kube.patch_status(identity.namespace, identity.name, patch)
+        self._announce(body, previous, status)
+
+    def _announce(self, body: Mapping[str, Any], previous: ShadowDeploymentStatus, status: ShadowDeploymentStatus):
+        """One Event per change of the Ready condition's reason: a history, never a storm."""
+        before = find_condition(previous.conditions, reasons.READY)
+        after = find_condition(status.conditions, reasons.READY)
+        if after is None or (before is not None and (before.status, before.reason) == (after.status, after.reason)):
+            return
+        warning = status.phase in (Phase.ERROR, Phase.FAILED)
+        self.kube.post_event(
+            body, "Warning" if warning else "Normal", after.reason, after.message or status.phase.value
+        )
+
+
+def _escape(key: str) -> str:
+    """JSON Pointer escaping for an annotation key used as a path segment."""
+    return key.replace("~", "~0").replace("/", "~1")

@@ -1,0 +1,140 @@
+"""What the schema cannot check: paths, schedules, and the spec against the live cluster.
+
+Pure: takes the parsed object and the observed facts, returns problems that each name
+the field and say what to do. An empty list means the spec can be reconciled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from . import reasons
+from .builders import candidate_pod_labels, cron_schedule
+from .jsonpath import JsonPathError, compile_path
+from .observed import Observed
+from .resource import ShadowDeployment
+
+
+@dataclass(frozen=True)
+class Problem:
+    reason: str
+    message: str
+
+
+def validate(sd: ShadowDeployment, observed: Observed) -> list[Problem]:
+    return [*_static_problems(sd), *_cluster_problems(sd, observed)]
+
+
+def json_paths(sd: ShadowDeployment) -> list[tuple[str, str]]:
+    """(field, path) for every JSON path in the spec."""
+    recording = sd.spec.recording
+    return [
+        ("spec.recording.predictionPath", recording.prediction_path),
+        *((f"spec.recording.segments[{i}].path", s.path) for i, s in enumerate(recording.segments)),
+        *((f"spec.recording.features[{i}]", p) for i, p in enumerate(recording.features)),
+        *((f"spec.recording.redact[{i}]", p) for i, p in enumerate(recording.redact)),
+    ]
+
+
+def _static_problems(sd: ShadowDeployment) -> list[Problem]:
+    problems = []
+    for field, path in json_paths(sd):
+        try:
+            compile_path(path)
+        except JsonPathError as error:
+            problems.append(Problem(reasons.INVALID_JSON_PATH, f"{field}: {error}"))
+    try:
+        cron_schedule(sd.spec.analysis.interval)
+    except ValueError as error:
+        problems.append(Problem(reasons.INVALID_INTERVAL, str(error)))
+    names = [segment.name for segment in sd.spec.recording.segments]
+    if duplicates := sorted({name for name in names if names.count(name) > 1}):
+        problems.append(
+            Problem(reasons.INVALID_SPEC, f"spec.recording.segments: names must be unique, repeated: {duplicates}")
+        )
+    return problems
+
+
+def _cluster_problems(sd: ShadowDeployment, observed: Observed) -> list[Problem]:
+    spec = sd.spec
+    service_name, port = spec.service.name, spec.service.port
+    problems = []
+    if observed.rival_claims:
+        problems.append(
+            Problem(
+                reasons.SERVICE_CLAIMED,
+                f"Service {service_name} is already shadowed by ShadowDeployment {observed.rival_claims[0]}, "
+                "created earlier; a Service can have one shadow at a time: delete that one or set "
+                "spec.service.name to another Service.",
+            )
+        )
+    ref = spec.primary.deployment_ref
+    if ref is not None and observed.primary_ref is None:
+        problems.append(
+            Problem(
+                reasons.PRIMARY_DEPLOYMENT_NOT_FOUND,
+                f"spec.primary.deploymentRef: Deployment {ref.name} not found in namespace {sd.namespace}: "
+                "fix the name, create the Deployment, or set spec.primary.image to let the operator run the primary.",
+            )
+        )
+    service = observed.service
+    if service is None:
+        if ref is not None:
+            problems.append(
+                Problem(
+                    reasons.SERVICE_NOT_FOUND,
+                    f"spec.service.name: Service {service_name} not found in namespace {sd.namespace}; with "
+                    "spec.primary.deploymentRef the Service that clients call must already exist.",
+                )
+            )
+        return problems
+    if sd.identity.uid in service.owner_uids:
+        return problems  # the operator created it; its shape is the builders'
+    if service.port(port) is None:
+        available = ", ".join(str(p.get("port")) for p in service.ports) or "none"
+        problems.append(
+            Problem(
+                reasons.SERVICE_PORT_MISMATCH,
+                f"spec.service.port: Service {service_name} has no port {port} (its ports: {available}); "
+                "set spec.service.port to the port clients call.",
+            )
+        )
+    selector = service.serving_selector()
+    if not selector:
+        problems.append(
+            Problem(
+                reasons.SERVICE_NOT_SWITCHABLE,
+                f"spec.service.name: Service {service_name} has no selector (headless or external endpoints); "
+                "point spec.service.name at a Service that selects the primary's Pods.",
+            )
+        )
+        return problems
+    if _selects(selector, candidate_pod_labels(sd)):
+        problems.append(
+            Problem(
+                reasons.CANDIDATE_WOULD_SERVE_USERS,
+                f"spec.candidate.podTemplate.metadata.labels: the candidate's Pods would match Service "
+                f"{service_name}'s selector {selector} and receive live traffic; remove those labels.",
+            )
+        )
+    if observed.primary_ref is not None and not _selects(selector, observed.primary_ref.pod_labels):
+        problems.append(
+            Problem(
+                reasons.PRIMARY_DEPLOYMENT_UNUSABLE,
+                f"spec.primary.deploymentRef: Service {service_name}'s selector {selector} does not select the Pods "
+                f"of Deployment {observed.primary_ref.name}; reference the Deployment the Service sends traffic to.",
+            )
+        )
+    if spec.traffic.router == "builtin" and len(service.ports) > 1 and service.original_routing is None:
+        problems.append(
+            Problem(
+                reasons.SERVICE_NOT_SWITCHABLE,
+                f"spec.traffic.router: the builtin router takes over all of Service {service_name}'s Pods but it "
+                f"has {len(service.ports)} ports; use a single-port Service or router: istio.",
+            )
+        )
+    return problems
+
+
+def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
