@@ -182,7 +182,7 @@ up() {
   start kube-controller-manager "$BIN_DIR/kube-controller-manager" \
     --kubeconfig "$STATE_DIR/controller-manager.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port 0 --port 0 --leader-elect=false \
-    --use-service-account-credentials=false \
+    --use-service-account-credentials=true \
     --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
     --controllers garbagecollector,namespace,serviceaccount,serviceaccount-token
   wait_for 60 "default service account" "$BIN_DIR/kubectl" --kubeconfig "$KUBECONFIG_PATH" get serviceaccount default
@@ -201,6 +201,8 @@ omitStages: [RequestReceived]
 rules:
 - level: None
   users: [system:kube-controller-manager, system:apiserver]
+- level: None
+  userGroups: ["system:serviceaccounts:kube-system"]
 - level: None
   nonResourceURLs: ["/healthz*", "/readyz*", "/livez*", "/version"]
 - level: Metadata

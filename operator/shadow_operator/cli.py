@@ -53,10 +53,16 @@ def _validate(args: argparse.Namespace) -> int:
             failures += 1
             continue
         for document in documents:
+            if not isinstance(document, dict):
+                print(f"{path}: not a Kubernetes object (a {type(document).__name__}): expected a mapping")
+                failures += 1
+                continue
             if document.get("kind") != KIND:
                 continue
-            name = (document.get("metadata") or {}).get("name", "?")
-            document.setdefault("metadata", {}).setdefault("namespace", "default")
+            if not isinstance(document.get("metadata"), dict):
+                document["metadata"] = {}
+            name = document["metadata"].get("name", "?")
+            document["metadata"].setdefault("namespace", "default")
             try:
                 sd = parse(document)
             except SpecInvalid as invalid:

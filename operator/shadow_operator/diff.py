@@ -28,6 +28,8 @@ def contains(live: Any, desired: Any) -> bool:
         if live is None:
             return not desired
         return isinstance(live, list) and len(live) == len(desired) and all(map(contains, live, desired))
+    if isinstance(desired, bool) or isinstance(live, bool):
+        return type(desired) is type(live) and desired == live
     if desired == live:
         return True
     if isinstance(desired, (str, int, float)) and isinstance(live, (str, int, float)):

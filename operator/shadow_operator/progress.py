@@ -43,13 +43,15 @@ def compute_status(sd: ShadowDeployment, outcome: Outcome, now: datetime) -> Sha
     previous = sd.status
     generation = sd.identity.generation
     now_text = timestamp(now)
-    base = previous.model_copy(
-        update={
-            "observed_generation": generation,
-            "primary": _primary_display(sd),
-            "candidate": sd.spec.candidate.image,
-        }
-    )
+    update: dict = {
+        "observed_generation": generation,
+        "primary": _primary_display(sd),
+        "candidate": sd.spec.candidate.image,
+    }
+    if previous.candidate is not None and previous.candidate != sd.spec.candidate.image:
+        # A new candidate is judged afresh: its business cycle and verdict start from nothing.
+        update.update(shadowing_since=None, coverage=None, verdict=None)
+    base = previous.model_copy(update=update)
 
     def conditions(*entries: tuple[str, bool | None, str, str]) -> list:
         result = list(base.conditions)
@@ -83,10 +85,8 @@ def compute_status(sd: ShadowDeployment, outcome: Outcome, now: datetime) -> Sha
             }
         )
 
-    since = base.shadowing_since
-    if since is None or previous.candidate != sd.spec.candidate.image:
-        since = now_text
-    coverage = compute_coverage(sd, since, now, previous.coverage)
+    since = base.shadowing_since or now_text
+    coverage = compute_coverage(sd, since, now, base.coverage)
     percent = sd.spec.traffic.mirror_percent
     mirror = Mirror(
         state="Active" if percent > 0 else "Inactive", router=sd.spec.traffic.router, percent=percent, host=mirror_host
@@ -95,8 +95,8 @@ def compute_status(sd: ShadowDeployment, outcome: Outcome, now: datetime) -> Sha
         mirroring = (reasons.MIRRORING, True, reasons.MIRROR_ACTIVE, f"{percent:g}% of {mirror_host}'s requests.")
     else:
         mirroring = (reasons.MIRRORING, False, reasons.MIRROR_DISABLED, "spec.traffic.mirrorPercent is 0.")
-    phase = phase_for(previous.verdict, coverage)
-    ready, ready_reason, ready_message = _readiness(phase, previous.verdict, coverage)
+    phase = phase_for(base.verdict, coverage)
+    ready, ready_reason, ready_message = _readiness(phase, base.verdict, coverage)
     return base.model_copy(
         update={
             "phase": phase,
@@ -153,7 +153,8 @@ def compute_coverage(sd: ShadowDeployment, since: str, now: datetime, previous: 
     required = parse_duration(sd.spec.analysis.min_duration)
     started = datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
     elapsed = max(now - started, timedelta(0))
-    percent = 100 if required.total_seconds() <= 0 else min(100, int(elapsed / required * 100))
+    # Integer arithmetic: float division reads one percent low at exact boundaries.
+    percent = 100 if required <= timedelta(0) else min(100, elapsed * 100 // required)
     shown = required * percent / 100
     return Coverage(
         elapsed=format_duration(shown),

@@ -74,7 +74,8 @@ def parse_status(body: Mapping[str, Any]) -> ShadowDeploymentStatus:
 def parse(body: Mapping[str, Any]) -> ShadowDeployment:
     """Validate a ShadowDeployment body; raises SpecInvalid naming every bad field."""
     try:
-        spec = ShadowDeploymentSpec.model_validate(body.get("spec") or {})
+        # Only the wire names (camelCase) are accepted: the CRD knows no others.
+        spec = ShadowDeploymentSpec.model_validate(body.get("spec") or {}, by_alias=True, by_name=False)
     except ValidationError as error:
         raise SpecInvalid(describe_validation_error(error)) from None
     return ShadowDeployment(identity=identity_of(body), spec=spec, status=parse_status(body))

@@ -43,12 +43,18 @@ def describe_validation_error(error: ValidationError, prefix: str = "spec") -> l
     """One line per problem, naming the field as the user wrote it: `spec.traffic.mirrorPercent: ...`."""
     lines = []
     for item in error.errors():
-        location = ".".join([prefix, *(_loc(part) for part in item["loc"])]).replace(".[", "[")
+        parts = [_loc(part) for part in item["loc"] if not _is_union_member(part)]
+        location = ".".join([prefix, *parts]).replace(".[", "[")
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown field: check the spelling against `kubectl explain shadowdeployment.spec`"
         lines.append(f"{location}: {message}")
     return lines
+
+
+def _is_union_member(part: str | int) -> bool:
+    """pydantic names the member of `int | str` it tried (`.int`); users never wrote that."""
+    return isinstance(part, str) and (part in {"int", "str", "float", "bool"} or "[" in part)
 
 
 def _loc(part: str | int) -> str:

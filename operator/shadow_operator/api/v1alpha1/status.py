@@ -60,7 +60,7 @@ class Coverage(ApiModel):
     percent: int = Field(
         ge=0, le=100, description="Shadow time over minDuration, in whole percent (status moves in 1% steps)."
     )
-    summary: str = Field(description="One-line form for kubectl get, e.g. '26% (44h/168h)'.")
+    summary: str = Field(description="One-line form for kubectl get, e.g. '26% of 168h'.")
 
 
 class Check(ApiModel):
@@ -80,7 +80,10 @@ class Verdict(ApiModel):
     """The comparison job's latest conclusion."""
 
     result: Literal["Passed", "Failed", "Inconclusive"] = Field(description="Passed, Failed or Inconclusive.")
-    reason: str = Field(description="One code: e.g. CandidateErrors, LatencyRegression, InsufficientData.")
+    reason: str = Field(
+        pattern=r"^[A-Z][A-Za-z0-9]*$",
+        description="One code: e.g. CandidateErrors, LatencyRegression, InsufficientData.",
+    )
     message: str | None = Field(default=None, description="What decided the verdict.")
     evaluated_at: str = Field(json_schema_extra={"format": "date-time"}, description="When the job ran.")
     checks: list[Check] = Field(default_factory=list, description="Every check, one entry per segment.")

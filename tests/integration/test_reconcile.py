@@ -1,0 +1,150 @@
+"""The real operator against a real API server: children, printer columns, edits, idle, restarts."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+import yaml
+
+from .conftest import condition, get_json, mark_available, shadow_deployment, status_of, wait_phase
+from .harness import REPO, apply_yaml, now, table, wait_for
+
+pytestmark = pytest.mark.cluster
+
+ISTIO_CHILDREN = {
+    ("Deployment", "recommender-candidate"),
+    ("Deployment", "recommender-primary"),
+    ("Service", "recommender"),
+    ("Service", "recommender-candidate"),
+    ("DestinationRule", "recommender-candidate"),
+    ("VirtualService", "recommender"),
+    ("CronJob", "recommender-analysis"),
+}
+CHILD_TYPES = "deployments,services,configmaps,cronjobs,virtualservices,destinationrules"
+
+
+def children(cluster, namespace: str, owner: str) -> set[tuple[str, str]]:
+    """Every object in the namespace whose owner reference names the ShadowDeployment."""
+    listing = get_json(cluster, namespace, CHILD_TYPES) or {"items": []}
+    return {
+        (item["kind"], item["metadata"]["name"])
+        for item in listing["items"]
+        if any(ref.get("name") == owner for ref in item["metadata"].get("ownerReferences") or [])
+    }
+
+
+def test_istio_sample_creates_exactly_its_children_and_reaches_shadowing(cluster, operator, apps, namespace):
+    sample = yaml.safe_load((REPO / "manifests" / "samples" / "istio.yaml").read_text())
+    apply_yaml(cluster, [sample], namespace)
+    name = sample["metadata"]["name"]
+
+    status = wait_phase(cluster, namespace, name, "Deploying")
+    assert children(cluster, namespace, name) == ISTIO_CHILDREN
+    assert condition(status, "Ready")["status"] == "False"
+    assert condition(status, "Ready")["reason"] == "PrimaryNotAvailable"
+
+    route = get_json(cluster, namespace, "virtualservice", name)["spec"]["http"][0]
+    assert route["route"][0]["weight"] == 100
+    assert route["mirror"]["host"] == f"recommender-candidate.{namespace}.svc.cluster.local"
+    assert route["mirrorPercentage"] == {"value": 100}
+
+    for deployment in ("recommender-primary", "recommender-candidate"):
+        mark_available(apps, namespace, deployment)
+    status = wait_phase(cluster, namespace, name, "Shadowing")
+    generation = get_json(cluster, namespace, "shadowdeployment", name)["metadata"]["generation"]
+    ready = condition(status, "Ready")
+    # kstatus (Flux) and Argo CD read these two fields.
+    assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("True", "Shadowing", generation)
+    assert status["observedGeneration"] == generation
+    assert condition(status, "Mirroring")["status"] == "True"
+    assert status["mirror"] == {"state": "Active", "router": "istio", "percent": 100, "host": "recommender"}
+
+    [row] = table(cluster.kubectl("-n", namespace, "get", "shadowdeployments").stdout)
+    assert list(row) == ["NAME", "PRIMARY", "CANDIDATE", "MIRROR%", "PHASE", "VERDICT", "COVERAGE", "AGE"]
+    assert row["NAME"] == name
+    assert (row["PRIMARY"], row["CANDIDATE"]) == ("registry.example/recsys:1.4.2", "registry.example/recsys:2.0.0")
+    assert (row["MIRROR%"], row["PHASE"], row["VERDICT"], row["COVERAGE"]) == ("100", "Shadowing", "", "0% of 168h")
+
+
+def test_editing_the_spec_updates_the_children(cluster, operator, apps, namespace):
+    apply_yaml(cluster, [shadow_deployment("recommender")], namespace)
+    wait_phase(cluster, namespace, "recommender", "Deploying")
+    for deployment in ("recommender-primary", "recommender-candidate"):
+        mark_available(apps, namespace, deployment)
+    first = wait_phase(cluster, namespace, "recommender", "Shadowing")
+
+    cluster.kubectl(
+        "-n", namespace, "patch", "shadowdeployment", "recommender", "--type", "merge",
+        "-p", '{"spec": {"traffic": {"mirrorPercent": 25}, "candidate": {"image": "registry.example/recsys:2.0.1"}}}',
+    )  # fmt: skip
+    wait_for(
+        lambda: (
+            get_json(cluster, namespace, "virtualservice", "recommender")["spec"]["http"][0]["mirrorPercentage"]
+            == {"value": 25}
+        ),
+        what="mirror percentage 25",
+    )
+    image = wait_for(
+        lambda: (
+            (d := get_json(cluster, namespace, "deployment", "recommender-candidate"))
+            and d["spec"]["template"]["spec"]["containers"][0]["image"] == "registry.example/recsys:2.0.1"
+        ),
+        what="candidate image updated",
+    )
+    assert image
+    # The new candidate rolls out; once available, its business cycle starts over.
+    mark_available(apps, namespace, "recommender-candidate")
+    status = wait_for(
+        lambda: (
+            (s := status_of(cluster, namespace, "recommender")).get("candidate") == "registry.example/recsys:2.0.1"
+            and s.get("phase") == "Shadowing"
+            and s
+        ),
+        what="shadowing the new candidate",
+    )
+    assert status["mirror"]["percent"] == 25
+    assert status["shadowingSince"] >= first["shadowingSince"]
+
+
+def test_a_reconcile_with_nothing_to_change_writes_nothing(cluster, operator, apps, namespace):
+    apply_yaml(cluster, [shadow_deployment("recommender")], namespace)
+    wait_phase(cluster, namespace, "recommender", "Deploying")
+    for deployment in ("recommender-primary", "recommender-candidate"):
+        mark_available(apps, namespace, deployment)
+    wait_phase(cluster, namespace, "recommender", "Shadowing")
+    time.sleep(operator.resync_seconds)  # let the pass that saw "Shadowing" finish
+
+    window_start = now()
+    time.sleep(operator.resync_seconds * 4)
+    ours = [
+        e for e in cluster.audit_events(window_start, "system:serviceaccount:shadow-system:shadow-operator")
+        if e.get("objectRef", {}).get("namespace") == namespace
+    ]  # fmt: skip
+    reads = [e for e in ours if e["verb"] == "get"]
+    writes = [e for e in ours if e["verb"] not in ("get", "list", "watch")]
+    assert len(reads) >= 3 * 7, "the timer should have reconciled (read every child) several times"
+    assert writes == [], f"idle reconciles wrote: {writes}"
+
+
+def test_restarting_the_operator_mid_flight_neither_duplicates_nor_loses(cluster, operator, apps, namespace):
+    names = [f"model-{i}" for i in range(6)]
+    documents = []
+    for name in names:
+        spec = shadow_deployment(name)["spec"]
+        spec["service"] = {"name": f"{name}-svc", "port": 80}
+        documents.append(shadow_deployment(name, spec))
+    apply_yaml(cluster, documents, namespace)
+    time.sleep(0.5)
+    operator.stop(signal.SIGKILL)  # mid-flight: some objects half reconciled, none finalised
+    operator.start()
+    for name in names:
+        wait_phase(cluster, namespace, name, "Deploying", timeout=60)
+        expected = {(kind, child.replace("recommender", name)) for kind, child in ISTIO_CHILDREN}
+        expected = {
+            (kind, f"{name}-svc") if child == name and kind == "Service" else (kind, child) for kind, child in expected
+        }
+        assert children(cluster, namespace, name) == expected
+    deployments = get_json(cluster, namespace, "deployments")["items"]
+    assert len(deployments) == 2 * len(names)

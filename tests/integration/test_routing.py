@@ -1,0 +1,98 @@
+"""The primary's routing: taken over by the builtin router, restored exactly on deletion."""
+
+from __future__ import annotations
+
+import pytest
+
+from .conftest import get_json, mark_available, shadow_deployment, wait_phase
+from .harness import apply_yaml, wait_for
+from .test_errors import _deployment, _service
+
+pytestmark = pytest.mark.cluster
+
+
+def _builtin_with_existing_primary(namespace: str) -> dict:
+    spec = shadow_deployment("recommender")["spec"]
+    spec["primary"] = {"deploymentRef": {"name": "recommender-v1"}}
+    spec["service"] = {"name": "recommender-v1", "port": 80}
+    spec["traffic"] = {"router": "builtin", "mirrorPercent": 50, "candidateTimeout": "2s", "maxInFlight": 256}
+    return shadow_deployment("recommender", spec)
+
+
+def test_builtin_router_takes_over_the_service_and_deletion_restores_it(cluster, operator, apps, namespace):
+    apply_yaml(cluster, [_deployment("recommender-v1"), _service("recommender-v1")], namespace)
+    service_before = get_json(cluster, namespace, "service", "recommender-v1")
+    primary_before = get_json(cluster, namespace, "deployment", "recommender-v1")
+    apply_yaml(cluster, [_builtin_with_existing_primary(namespace)], namespace)
+
+    switched = wait_for(
+        lambda: (
+            (s := get_json(cluster, namespace, "service", "recommender-v1"))["spec"]["selector"]
+            == {"shadow.mlops.dev/name": "recommender", "shadow.mlops.dev/role": "router"}
+            and s
+        ),
+        what="the Service switched to the router",
+    )
+    assert switched["spec"]["ports"][0]["targetPort"] == 8080
+    assert switched["spec"]["clusterIP"] == service_before["spec"]["clusterIP"], "clients keep the same address"
+    # The router reaches the primary through a Service with the Service's original selector.
+    to_primary = get_json(cluster, namespace, "service", "recommender-primary")
+    assert to_primary["spec"]["selector"] == {"app": "recommender-v1"}
+    assert to_primary["spec"]["ports"][0]["targetPort"] == 8080
+    config = get_json(cluster, namespace, "configmap", "recommender-router")["data"]["router.json"]
+    assert f'"primary": "http://recommender-primary.{namespace}.svc.cluster.local:80"' in config
+
+    for deployment in ("recommender-v1", "recommender-candidate", "recommender-router"):
+        mark_available(apps, namespace, deployment)
+    status = wait_phase(cluster, namespace, "recommender", "Shadowing")
+    assert status["mirror"] == {"state": "Active", "router": "builtin", "percent": 50, "host": "recommender-v1"}
+
+    cluster.kubectl("-n", namespace, "delete", "shadowdeployment", "recommender", "--timeout=30s")
+    service_after = get_json(cluster, namespace, "service", "recommender-v1")
+    assert service_after["spec"] == service_before["spec"]
+    assert "shadow.mlops.dev/original-routing" not in (service_after["metadata"].get("annotations") or {})
+    primary_after = get_json(cluster, namespace, "deployment", "recommender-v1")
+    assert primary_after["spec"] == primary_before["spec"]
+    assert primary_after["metadata"]["generation"] == primary_before["metadata"]["generation"]
+    # Owned children are collected by the garbage collector.
+    for kind, name in [("deployment", "recommender-router"), ("deployment", "recommender-candidate"),
+                       ("service", "recommender-primary"), ("configmap", "recommender-router")]:  # fmt: skip
+        wait_for(
+            lambda kind=kind, name=name: get_json(cluster, namespace, kind, name) is None,
+            timeout=30,
+            what=f"{kind} {name} collected",
+        )
+
+
+def test_switching_router_mode_replaces_the_route(cluster, operator, namespace):
+    apply_yaml(cluster, [_deployment("recommender-v1"), _service("recommender-v1")], namespace)
+    apply_yaml(cluster, [_builtin_with_existing_primary(namespace)], namespace)
+    wait_for(lambda: get_json(cluster, namespace, "deployment", "recommender-router"), what="router Deployment")
+
+    cluster.kubectl(
+        "-n", namespace, "patch", "shadowdeployment", "recommender", "--type", "merge",
+        "-p", '{"spec": {"traffic": {"router": "istio"}}}',
+    )  # fmt: skip
+    wait_for(lambda: get_json(cluster, namespace, "virtualservice", "recommender"), what="the VirtualService")
+    wait_for(lambda: get_json(cluster, namespace, "deployment", "recommender-router") is None, what="router removed")
+    service = get_json(cluster, namespace, "service", "recommender-v1")
+    assert service["spec"]["selector"] == {"app": "recommender-v1"}, "istio mode leaves the Service as it was"
+    assert get_json(cluster, namespace, "configmap", "recommender-router") is None
+
+
+def test_the_api_server_validates_routes_against_istios_schema(cluster, namespace):
+    """The Istio CRDs applied in the tests are strict: a malformed mirror is refused."""
+    bad = {
+        "apiVersion": "networking.istio.io/v1beta1",
+        "kind": "VirtualService",
+        "metadata": {"name": "bad"},
+        "spec": {
+            "hosts": ["x"],
+            "http": [{"route": [{"destination": {"host": "x"}}], "mirror": {"host": "y"}, "mirrorPercentage": 50}],
+        },
+    }
+    import yaml
+
+    result = cluster.kubectl("-n", namespace, "create", "-f", "-", stdin=yaml.safe_dump(bad), check=False)
+    assert result.returncode != 0
+    assert "mirrorPercentage" in result.stderr

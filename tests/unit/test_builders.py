@@ -1,0 +1,449 @@
+"""Pure builders: a ShadowDeployment plus what was observed -> the child objects and the Service switch."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shadow_operator.builders import DesiredState, ServiceSwitch, all_child_keys, cron_schedule, desired_state
+from shadow_operator.observed import Observed
+
+from .factories import REFERENCED_PRIMARY, make_deployment, make_sd, make_service
+
+IMAGE = "registry.example/shadow-operator:0.1.0"
+NAME_LABELS = {"shadow.mlops.dev/name": "recommender"}
+PRIMARY_LABELS = {"shadow.mlops.dev/name": "recommender", "shadow.mlops.dev/role": "primary"}
+CANDIDATE_LABELS = {"shadow.mlops.dev/name": "recommender", "shadow.mlops.dev/role": "candidate"}
+ROUTER_LABELS = {"shadow.mlops.dev/name": "recommender", "shadow.mlops.dev/role": "router"}
+BUILTIN = {"traffic": {"router": "builtin"}}
+
+
+def _keys(state: DesiredState) -> list[tuple[str, str]]:
+    return [(c["kind"], c["metadata"]["name"]) for c in state.children]
+
+
+def _child(state: DesiredState, kind: str, name: str) -> dict:
+    (found,) = [c for c in state.children if (c["kind"], c["metadata"]["name"]) == (kind, name)]
+    return found
+
+
+def _container(deployment: dict, name: str = "model") -> dict:
+    (found,) = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name]
+    return found
+
+
+# -- istio ------------------------------------------------------------------------------------
+
+
+def test_istio_without_a_service_creates_everything():
+    state = desired_state(make_sd(), Observed(), IMAGE)
+    keys = _keys(state)
+    assert len(keys) == len(set(keys))
+    assert set(keys) == {
+        ("Deployment", "recommender-candidate"),
+        ("Service", "recommender-candidate"),
+        ("Deployment", "recommender-primary"),
+        ("Service", "recommender"),
+        ("DestinationRule", "recommender-candidate"),
+        ("VirtualService", "recommender"),
+        ("CronJob", "recommender-analysis"),
+    }
+    assert state.switch is None
+    assert state.deployment_names() == ["recommender-candidate", "recommender-primary"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "observed"),
+    [
+        ({}, Observed()),
+        (BUILTIN, Observed()),
+        (BUILTIN, Observed(service=make_service())),
+        ({**BUILTIN, **REFERENCED_PRIMARY}, Observed(service=make_service(), primary_ref=make_deployment())),
+    ],
+    ids=["istio", "builtin", "builtin-user-service", "builtin-deployment-ref"],
+)
+def test_every_child_is_owned_and_labelled(overrides, observed):
+    sd = make_sd(overrides, uid="uid-42")
+    state = desired_state(sd, observed, IMAGE)
+    assert state.children
+    for child in state.children:
+        metadata = child["metadata"]
+        where = f"{child['kind']} {metadata['name']}"
+        assert metadata["namespace"] == "default", where
+        assert metadata["ownerReferences"] == [
+            {
+                "apiVersion": "shadow.mlops.dev/v1alpha1",
+                "kind": "ShadowDeployment",
+                "name": "recommender",
+                "uid": "uid-42",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ], where
+        assert metadata["labels"]["app.kubernetes.io/managed-by"] == "shadow-operator", where
+        assert metadata["labels"]["shadow.mlops.dev/name"] == "recommender", where
+        # Every child is one cleanup can find.
+        assert (child["kind"], metadata["name"]) in all_child_keys(sd), where
+
+
+def test_entry_service_created_in_front_of_the_primary():
+    service = _child(desired_state(make_sd(), Observed(), IMAGE), "Service", "recommender")
+    assert service["spec"]["selector"] == PRIMARY_LABELS
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]
+
+
+def test_virtual_service_routes_everything_to_the_service_and_mirrors_to_the_candidate():
+    vs = _child(desired_state(make_sd(), Observed(), IMAGE), "VirtualService", "recommender")
+    assert vs["apiVersion"] == "networking.istio.io/v1beta1"
+    assert vs["spec"]["hosts"] == ["recommender.default.svc.cluster.local"]
+    (route,) = vs["spec"]["http"]
+    assert route["route"] == [
+        {"destination": {"host": "recommender.default.svc.cluster.local", "port": {"number": 80}}, "weight": 100}
+    ]
+    assert route["mirror"] == {
+        "host": "recommender-candidate.default.svc.cluster.local",
+        "subset": "candidate",
+        "port": {"number": 80},
+    }
+    assert route["mirrorPercentage"] == {"value": 100.0}
+    assert isinstance(route["mirrorPercentage"]["value"], float)
+
+
+def test_partial_mirror_percent():
+    vs = _child(
+        desired_state(make_sd({"traffic": {"mirrorPercent": 12.5}}), Observed(), IMAGE), "VirtualService", "recommender"
+    )
+    assert vs["spec"]["http"][0]["mirrorPercentage"] == {"value": 12.5}
+
+
+def test_mirror_percent_zero_omits_the_mirror():
+    vs = _child(
+        desired_state(make_sd({"traffic": {"mirrorPercent": 0}}), Observed(), IMAGE), "VirtualService", "recommender"
+    )
+    (route,) = vs["spec"]["http"]
+    assert "mirror" not in route
+    assert "mirrorPercentage" not in route
+    assert route["route"][0]["weight"] == 100
+
+
+def test_destination_rule_bounds_the_candidate():
+    sd = make_sd({"traffic": {"maxInFlight": 64, "candidateTimeout": "1500ms"}})
+    rule = _child(desired_state(sd, Observed(), IMAGE), "DestinationRule", "recommender-candidate")
+    assert rule["spec"]["host"] == "recommender-candidate.default.svc.cluster.local"
+    pool = rule["spec"]["trafficPolicy"]["connectionPool"]
+    assert pool["tcp"] == {"connectTimeout": "1.5s"}
+    assert pool["http"] == {"http1MaxPendingRequests": 64, "http2MaxRequests": 64}
+    assert rule["spec"]["subsets"] == [{"name": "candidate", "labels": CANDIDATE_LABELS}]
+
+
+def test_candidate_service_is_its_own_host():
+    service = _child(desired_state(make_sd(), Observed(), IMAGE), "Service", "recommender-candidate")
+    assert service["spec"]["selector"] == CANDIDATE_LABELS
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]
+
+
+def test_istio_with_a_user_service_leaves_it_alone_and_the_primary_keeps_its_labels():
+    service = make_service(selector={"app": "recommender", "tier": "model"})
+    state = desired_state(make_sd(), Observed(service=service), IMAGE)
+    assert ("Service", "recommender") not in _keys(state)
+    assert state.switch is None
+    primary = _child(state, "Deployment", "recommender-primary")
+    # The Service clients call keeps reaching the managed primary.
+    assert primary["spec"]["template"]["metadata"]["labels"] == {
+        "app": "recommender",
+        "tier": "model",
+        **PRIMARY_LABELS,
+    }
+    assert primary["spec"]["selector"] == {"matchLabels": PRIMARY_LABELS}
+
+
+def test_istio_with_a_service_the_operator_owns_keeps_managing_it():
+    service = make_service(owner_uids=["uid-1"])
+    state = desired_state(make_sd(uid="uid-1"), Observed(service=service), IMAGE)
+    assert ("Service", "recommender") in _keys(state)
+    primary = _child(state, "Deployment", "recommender-primary")
+    assert primary["spec"]["template"]["metadata"]["labels"] == PRIMARY_LABELS
+
+
+# -- builtin ------------------------------------------------------------------------------------
+
+
+def test_builtin_without_a_service():
+    state = desired_state(make_sd(BUILTIN), Observed(), IMAGE)
+    assert set(_keys(state)) == {
+        ("Deployment", "recommender-candidate"),
+        ("Service", "recommender-candidate"),
+        ("Deployment", "recommender-primary"),
+        ("Service", "recommender"),
+        ("Service", "recommender-primary"),
+        ("ConfigMap", "recommender-router"),
+        ("Deployment", "recommender-router"),
+        ("Service", "recommender-router"),
+        ("CronJob", "recommender-analysis"),
+    }
+    assert state.switch is None
+    entry = _child(state, "Service", "recommender")
+    assert entry["spec"]["selector"] == ROUTER_LABELS
+    assert entry["spec"]["ports"][0]["targetPort"] == 8080
+    primary = _child(state, "Service", "recommender-primary")
+    assert primary["spec"]["selector"] == PRIMARY_LABELS
+    assert primary["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]
+
+
+def test_builtin_has_no_istio_objects():
+    kinds = {kind for kind, _ in _keys(desired_state(make_sd(BUILTIN), Observed(), IMAGE))}
+    assert "VirtualService" not in kinds
+    assert "DestinationRule" not in kinds
+
+
+def test_builtin_with_a_user_service_switches_it():
+    state = desired_state(make_sd(BUILTIN), Observed(service=make_service()), IMAGE)
+    assert ("Service", "recommender") not in _keys(state)
+    assert ("Service", "recommender-primary") in _keys(state)
+    assert state.switch == ServiceSwitch(service="recommender", port=80, selector=ROUTER_LABELS, target_port=8080)
+
+
+def test_router_config_points_at_the_role_services():
+    state = desired_state(make_sd(BUILTIN), Observed(), IMAGE)
+    config = json.loads(_child(state, "ConfigMap", "recommender-router")["data"]["router.json"])
+    assert config["primary"] == "http://recommender-primary.default.svc.cluster.local:80"
+    assert config["candidate"] == "http://recommender-candidate.default.svc.cluster.local:80"
+    assert config["traffic"]["mirrorPercent"] == 100
+    assert config["traffic"]["router"] == "builtin"
+    assert config["recording"]["features"] == ["$.features.purchase_count", "$.features.last_seen_days"]
+    assert (config["name"], config["namespace"]) == ("recommender", "default")
+
+
+def test_router_deployment():
+    state = desired_state(make_sd({"traffic": {"router": "builtin", "routerReplicas": 3}}), Observed(), IMAGE)
+    router = _child(state, "Deployment", "recommender-router")
+    assert router["spec"]["replicas"] == 3
+    assert router["spec"]["selector"] == {"matchLabels": ROUTER_LABELS}
+    container = _container(router, "router")
+    assert container["image"] == IMAGE
+    assert container["args"][:3] == ["router", "--config", "/etc/shadow/router.json"]
+    volumes = router["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "config", "configMap": {"name": "recommender-router"}} in volumes
+    assert {"name": "records", "emptyDir": {}} in volumes
+
+
+def test_router_records_volume_from_the_sink():
+    sink = {"path": "/data", "volume": {"persistentVolumeClaim": {"claimName": "shadow-records"}}}
+    state = desired_state(make_sd({**BUILTIN, "recording": {"sink": sink}}), Observed(), IMAGE)
+    router = _child(state, "Deployment", "recommender-router")
+    volumes = router["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "records", "persistentVolumeClaim": {"claimName": "shadow-records"}} in volumes
+    assert {"name": "records", "mountPath": "/data"} in _container(router, "router")["volumeMounts"]
+
+
+def _config_hash(overrides) -> str:
+    state = desired_state(make_sd({**BUILTIN, **overrides}), Observed(), IMAGE)
+    router = _child(state, "Deployment", "recommender-router")
+    return router["spec"]["template"]["metadata"]["annotations"]["shadow.mlops.dev/config-hash"]
+
+
+def test_router_config_hash_follows_the_config():
+    assert _config_hash({}) == _config_hash({})
+    assert len(_config_hash({})) == 16
+    assert _config_hash({"traffic": {"router": "builtin", "mirrorPercent": 50}}) != _config_hash({})
+    assert _config_hash({"recording": {"sampleRate": 0.5}}) != _config_hash({})
+
+
+def test_router_service_exposes_http_and_admin():
+    state = desired_state(make_sd(BUILTIN), Observed(), IMAGE)
+    service = _child(state, "Service", "recommender-router")
+    assert service["spec"]["selector"] == ROUTER_LABELS
+    assert [(p["name"], p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
+        ("http", 80, 8080),
+        ("admin", 9901, 9901),
+    ]
+
+
+# -- referenced primary ---------------------------------------------------------------------------
+
+
+def test_referenced_primary_creates_no_primary_deployment():
+    for overrides in (REFERENCED_PRIMARY, {**BUILTIN, **REFERENCED_PRIMARY}):
+        observed = Observed(service=make_service(), primary_ref=make_deployment())
+        state = desired_state(make_sd(overrides), observed, IMAGE)
+        assert ("Deployment", "recommender-primary") not in _keys(state)
+        assert ("Deployment", "recsys") not in _keys(state)
+        assert "recommender-primary" not in state.deployment_names()
+
+
+def test_builtin_referenced_primary_service_selects_the_original_pods():
+    service = make_service(selector={"app": "recommender"}, ports=[{"name": "http", "port": 80, "targetPort": "web"}])
+    observed = Observed(service=service, primary_ref=make_deployment())
+    state = desired_state(make_sd({**BUILTIN, **REFERENCED_PRIMARY}), observed, IMAGE)
+    primary = _child(state, "Service", "recommender-primary")
+    assert primary["spec"]["selector"] == {"app": "recommender"}
+    assert primary["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "web", "protocol": "TCP"}]
+    assert state.switch == ServiceSwitch(service="recommender", port=80, selector=ROUTER_LABELS, target_port=8080)
+
+
+def test_builtin_referenced_primary_after_the_switch_uses_the_remembered_routing():
+    # The Service already points at the router; its annotation remembers where it pointed before.
+    service = make_service(
+        selector=ROUTER_LABELS,
+        ports=[{"name": "http", "port": 80, "targetPort": 8080}],
+        original_routing={"owner": "recommender", "selector": {"app": "recommender"}, "targetPort": 9000},
+    )
+    observed = Observed(service=service, primary_ref=make_deployment())
+    state = desired_state(make_sd({**BUILTIN, **REFERENCED_PRIMARY}), observed, IMAGE)
+    primary = _child(state, "Service", "recommender-primary")
+    assert primary["spec"]["selector"] == {"app": "recommender"}
+    assert primary["spec"]["ports"][0]["targetPort"] == 9000
+
+
+def test_builtin_referenced_primary_defaults_the_target_port_to_the_port():
+    service = make_service(ports=[{"name": "http", "port": 80}])
+    observed = Observed(service=service, primary_ref=make_deployment())
+    state = desired_state(make_sd({**BUILTIN, **REFERENCED_PRIMARY}), observed, IMAGE)
+    assert _child(state, "Service", "recommender-primary")["spec"]["ports"][0]["targetPort"] == 80
+
+
+# -- model workloads --------------------------------------------------------------------------------
+
+
+def test_model_deployments():
+    state = desired_state(make_sd(), Observed(), IMAGE)
+    primary = _child(state, "Deployment", "recommender-primary")
+    assert primary["spec"]["replicas"] == 3
+    assert primary["spec"]["selector"] == {"matchLabels": PRIMARY_LABELS}
+    assert _container(primary)["image"] == "registry.example/recsys:1.4.2"
+    assert _container(primary)["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    candidate = _child(state, "Deployment", "recommender-candidate")
+    assert candidate["spec"]["replicas"] == 1
+    assert candidate["spec"]["template"]["metadata"]["labels"] == CANDIDATE_LABELS
+    assert _container(candidate)["image"] == "registry.example/recsys:2.0.0"
+    # Unset optionals stay out, so the diff against the live object is not disturbed.
+    assert set(_container(candidate)) == {"name", "image", "ports"}
+
+
+def test_resources_env_and_args_reach_the_container():
+    candidate = {
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": 2, "memory": "2Gi"}},
+        "env": [
+            {"name": "MODEL_THREADS", "value": "4"},
+            {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "recsys", "key": "token"}}},
+        ],
+        "args": ["--port", "8080"],
+    }
+    deployment = _child(
+        desired_state(make_sd({"candidate": candidate}), Observed(), IMAGE), "Deployment", "recommender-candidate"
+    )
+    container = _container(deployment)
+    assert container["resources"] == {
+        "requests": {"cpu": "500m", "memory": "1Gi"},
+        "limits": {"cpu": 2, "memory": "2Gi"},
+    }
+    assert container["env"] == [
+        {"name": "MODEL_THREADS", "value": "4"},
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "recsys", "key": "token"}}},
+    ]
+    assert container["args"] == ["--port", "8080"]
+
+
+def test_empty_resources_are_left_out():
+    deployment = _child(
+        desired_state(make_sd({"candidate": {"resources": {}}}), Observed(), IMAGE),
+        "Deployment",
+        "recommender-candidate",
+    )
+    assert "resources" not in _container(deployment)
+
+
+def test_pod_template_is_merged_and_the_selector_labels_win():
+    pod_template = {
+        "metadata": {
+            "labels": {"team": "recsys", "shadow.mlops.dev/role": "hijack"},
+            "annotations": {"sidecar.istio.io/inject": "true"},
+        },
+        "spec": {
+            "nodeSelector": {"pool": "gpu"},
+            "tolerations": [{"key": "gpu", "operator": "Exists"}],
+            "serviceAccountName": "recsys",
+            "containers": [{"name": "log-shipper", "image": "fluent-bit:3"}],
+            "volumes": [{"name": "cache", "emptyDir": {}}],
+        },
+    }
+    sd = make_sd({"candidate": {"podTemplate": pod_template}})
+    deployment = _child(desired_state(sd, Observed(), IMAGE), "Deployment", "recommender-candidate")
+    template = deployment["spec"]["template"]
+    assert template["metadata"]["labels"] == {"team": "recsys", **CANDIDATE_LABELS}
+    assert template["metadata"]["annotations"] == {"sidecar.istio.io/inject": "true"}
+    assert [c["name"] for c in template["spec"]["containers"]] == ["model", "log-shipper"]
+    assert template["spec"]["nodeSelector"] == {"pool": "gpu"}
+    assert template["spec"]["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
+    assert template["spec"]["serviceAccountName"] == "recsys"
+    assert template["spec"]["volumes"] == [{"name": "cache", "emptyDir": {}}]
+    # The selector is never widened by user labels.
+    assert deployment["spec"]["selector"] == {"matchLabels": CANDIDATE_LABELS}
+
+
+def test_pod_template_merge_does_not_alias_the_spec():
+    sd = make_sd({"primary": {"podTemplate": {"spec": {"nodeSelector": {"pool": "cpu"}}}}})
+    first = _child(desired_state(sd, Observed(), IMAGE), "Deployment", "recommender-primary")
+    first["spec"]["template"]["spec"]["nodeSelector"]["pool"] = "changed"
+    second = _child(desired_state(sd, Observed(), IMAGE), "Deployment", "recommender-primary")
+    assert second["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "cpu"}
+    assert sd.spec.primary.pod_template == {"spec": {"nodeSelector": {"pool": "cpu"}}}
+
+
+# -- the comparison job --------------------------------------------------------------------------------
+
+
+def test_comparison_cronjob():
+    cronjob = _child(desired_state(make_sd(), Observed(), IMAGE), "CronJob", "recommender-analysis")
+    assert cronjob["apiVersion"] == "batch/v1"
+    assert cronjob["spec"]["schedule"] == "*/10 * * * *"
+    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    assert container["image"] == IMAGE
+    assert container["args"] == ["analyze", "--namespace", "default", "--name", "recommender", "--in-cluster"]
+
+
+@pytest.mark.parametrize(
+    ("interval", "schedule"),
+    [
+        ("1m", "* * * * *"),
+        ("5m", "*/5 * * * *"),
+        ("10m", "*/10 * * * *"),
+        ("15m", "*/15 * * * *"),
+        ("30m", "*/30 * * * *"),
+        ("60m", "0 * * * *"),
+        ("1h", "0 * * * *"),
+        ("2h", "0 */2 * * *"),
+        ("6h", "0 */6 * * *"),
+        ("12h", "0 */12 * * *"),
+        ("24h", "0 0 * * *"),
+        ("0.5h", "*/30 * * * *"),
+        ("120s", "*/2 * * * *"),
+    ],
+)
+def test_cron_schedule(interval, schedule):
+    assert cron_schedule(interval) == schedule
+
+
+@pytest.mark.parametrize("interval", ["7m", "90s", "5h", "45m", "48h", "30s", "0s", "1h30m"])
+def test_cron_schedule_refuses_what_cron_cannot_express(interval):
+    with pytest.raises(ValueError, match=r"cannot be run on a schedule: use whole minutes that divide an hour"):
+        cron_schedule(interval)
+
+
+def test_cron_schedule_refuses_non_durations():
+    with pytest.raises(ValueError, match="is not a duration"):
+        cron_schedule("10 minutes")
+
+
+def test_all_child_keys_cover_every_mode():
+    sd = make_sd()
+    every = set()
+    for overrides, observed in [
+        ({}, Observed()),
+        (BUILTIN, Observed()),
+        ({**BUILTIN, **REFERENCED_PRIMARY}, Observed(service=make_service(), primary_ref=make_deployment())),
+    ]:
+        every |= set(_keys(desired_state(make_sd(overrides), observed, IMAGE)))
+    assert every == all_child_keys(sd)

@@ -1,0 +1,228 @@
+"""The ClusterRole grants every call the code can make, found by reading kube.py and reconcile.py."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from functools import cache
+
+import pytest
+
+from shadow_operator import kube, reconcile
+from shadow_operator.builders import all_child_keys
+from shadow_operator.kube import PERMISSIONS, RESOURCES
+from shadow_operator.rbac import ROLE_NAME, cluster_role
+
+from .factories import make_sd
+
+VERBS = {"GET": "get", "PATCH": "patch", "DELETE": "delete", "POST": "create"}
+# Server-side apply (a PATCH) of an object that does not exist yet is checked as `create`.
+APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
+CHILD_KINDS = frozenset(kind for kind, _ in all_child_keys(make_sd()))
+GENERIC = "<any child kind>"
+
+
+def _kube_class() -> ast.ClassDef:
+    tree = ast.parse(inspect.getsource(kube))
+    (found,) = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name == "Kube"]
+    return found
+
+
+def _is_self_call(node: ast.AST, owner: str | None, method: str | None = None) -> bool:
+    """`self._request(...)` (owner None) or `self.kube.get(...)` (owner "kube")."""
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+        return False
+    target = node.func.value
+    if owner is None:
+        on_self = isinstance(target, ast.Name) and target.id == "self"
+    else:
+        on_self = (
+            isinstance(target, ast.Attribute)
+            and target.attr == owner
+            and isinstance(target.value, ast.Name)
+            and target.value.id == "self"
+        )
+    return on_self and (method is None or node.func.attr == method)
+
+
+def _target(path: ast.expr) -> tuple[str, str | None] | None:
+    """What a request path names: (kind, subresource), (GENERIC, None), or None for a discovery path."""
+    if isinstance(path, ast.JoinedStr):
+        return None
+    assert isinstance(path, ast.Call) and isinstance(path.func, ast.Attribute) and path.func.attr == "path", (
+        f"unrecognised request path: {ast.unparse(path)}"
+    )
+    resource = path.func.value
+    subresource = None
+    if len(path.args) >= 3:
+        assert isinstance(path.args[2], ast.Constant), ast.unparse(path)
+        subresource = path.args[2].value
+    if isinstance(resource, ast.Subscript) and isinstance(resource.slice, ast.Constant):
+        return resource.slice.value, subresource  # RESOURCES["Event"]
+    return GENERIC, subresource  # self._resource(kind) or a local `resource`
+
+
+@cache
+def kube_requests() -> dict[str, list[tuple[str, str, str | None]]]:
+    """Kube method -> [(verb, kind or GENERIC, subresource)] for every `self._request` it makes."""
+    requests: dict[str, list[tuple[str, str, str | None]]] = {}
+    for function in _kube_class().body:
+        if not isinstance(function, ast.FunctionDef):
+            continue
+        for node in ast.walk(function):
+            if not _is_self_call(node, None, "_request"):
+                continue
+            method = node.args[0]
+            assert isinstance(method, ast.Constant), f"{function.name}: HTTP method must be a literal"
+            target = _target(node.args[1] if len(node.args) > 1 else node.keywords[0].value)
+            if target is None:
+                assert function.name == "_served_version", f"{function.name} requests a non-resource path"
+                continue
+            verbs = [VERBS[method.value]]
+            content_type = next((k.value for k in node.keywords if k.arg == "content_type"), None)
+            if isinstance(content_type, ast.Constant) and content_type.value == APPLY_CONTENT_TYPE:
+                verbs.append("create")
+            requests.setdefault(function.name, []).extend((verb, *target) for verb in verbs)
+    return requests
+
+
+@cache
+def reconcile_calls() -> dict[str, set[str]]:
+    """Kube method -> kinds reconcile.py calls it with (GENERIC when the kind comes from a child)."""
+    calls: dict[str, set[str]] = {}
+    for node in ast.walk(ast.parse(inspect.getsource(reconcile))):
+        if _is_self_call(node, "kube"):
+            first = node.args[0] if node.args else None
+            kind = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else GENERIC
+            calls.setdefault(node.func.attr, set()).add(kind)
+    return calls
+
+
+@cache
+def required_grants() -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) for every request the operator can make."""
+    needed = set()
+    used = reconcile_calls()
+    for method, requests in kube_requests().items():
+        for verb, kind, subresource in requests:
+            if kind == GENERIC:
+                kinds = set()
+                for called in used.get(method, set()):
+                    kinds |= CHILD_KINDS if called == GENERIC else {called}
+            else:
+                kinds = {kind}
+            for each in kinds:
+                resource = RESOURCES[each]
+                plural = resource.plural + (f"/{subresource}" if subresource else "")
+                needed.add((resource.group, plural, verb))
+    return needed
+
+
+def granted() -> set[tuple[str, str, str]]:
+    return {
+        (group, resource, verb)
+        for rule in cluster_role()["rules"]
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }
+
+
+# -- what the reading found --------------------------------------------------------------------------
+
+
+def test_kube_uses_exactly_the_known_http_methods():
+    verbs = {verb for requests in kube_requests().values() for verb, _, _ in requests}
+    assert verbs == {"get", "patch", "create", "delete"}
+
+
+def test_reading_finds_every_public_kube_call():
+    requests = kube_requests()
+    assert {verb for verb, _, _ in requests["get"]} == {"get"}
+    assert {verb for verb, _, _ in requests["apply"]} == {"patch", "create"}
+    assert {verb for verb, _, _ in requests["json_patch"]} == {"patch"}
+    assert {verb for verb, _, _ in requests["delete"]} == {"delete"}
+    assert requests["patch_status"] == [("patch", "ShadowDeployment", "status")]
+    assert requests["post_event"] == [("create", "Event", None)]
+
+
+def test_reading_finds_how_reconcile_uses_the_client():
+    calls = reconcile_calls()
+    assert {"ShadowDeployment", "Service", "Deployment", GENERIC} <= calls["get"]
+    assert calls["apply"] == {GENERIC}
+    assert calls["delete"] == {GENERIC}
+    assert "Service" in calls["json_patch"]
+
+
+def test_every_child_kind_is_a_known_resource():
+    assert set(RESOURCES) >= CHILD_KINDS
+    assert {"Deployment", "Service", "ConfigMap", "CronJob", "VirtualService", "DestinationRule"} == CHILD_KINDS
+
+
+# -- the grants -------------------------------------------------------------------------------------------
+
+
+def test_cluster_role_grants_every_request_the_code_can_make():
+    missing = sorted(required_grants() - granted())
+    assert missing == [], f"the ClusterRole lacks {missing}: add them to kube.PERMISSIONS and run `make manifests`"
+
+
+@pytest.mark.parametrize("kind", sorted(CHILD_KINDS))
+def test_children_can_be_read_applied_created_and_deleted(kind):
+    resource = RESOURCES[kind]
+    for verb in ("get", "patch", "create", "delete"):
+        assert (resource.group, resource.plural, verb) in required_grants()
+        assert (resource.group, resource.plural, verb) in granted(), f"{verb} {resource.plural}"
+
+
+def test_shadow_deployments_can_be_read_and_their_status_patched():
+    assert ("shadow.mlops.dev", "shadowdeployments", "get") in granted()
+    assert ("shadow.mlops.dev", "shadowdeployments/status", "patch") in granted()
+    assert ("shadow.mlops.dev", "shadowdeployments/status", "patch") in required_grants()
+
+
+def test_events_can_be_created():
+    assert ("", "events", "create") in required_grants()
+    assert ("", "events", "create") in granted()
+
+
+def test_kopf_can_watch_and_finalize():
+    for grant in (
+        ("shadow.mlops.dev", "shadowdeployments", "list"),
+        ("shadow.mlops.dev", "shadowdeployments", "watch"),
+        ("shadow.mlops.dev", "shadowdeployments", "patch"),
+        ("shadow.mlops.dev", "shadowdeployments/finalizers", "update"),
+    ):
+        assert grant in granted()
+
+
+def test_cluster_role_is_exactly_the_permissions():
+    role = cluster_role()
+    assert role["apiVersion"] == "rbac.authorization.k8s.io/v1"
+    assert role["kind"] == "ClusterRole"
+    assert role["metadata"]["name"] == ROLE_NAME
+    assert role["rules"] == [
+        {"apiGroups": [p.group], "resources": list(p.resources), "verbs": list(p.verbs)} for p in PERMISSIONS
+    ]
+    assert granted() == {(p.group, r, v) for p in PERMISSIONS for r in p.resources for v in p.verbs}
+
+
+def test_no_wildcards():
+    for rule in cluster_role()["rules"]:
+        assert "*" not in rule["apiGroups"], rule
+        assert "*" not in rule["resources"], rule
+        assert "*" not in rule["verbs"], rule
+        assert not any(r.endswith("/*") for r in rule["resources"]), rule
+        assert "nonResourceURLs" not in rule and "resourceNames" not in rule
+
+
+def test_no_secrets_and_no_escalation():
+    resources = {resource for _, resource, _ in granted()}
+    assert not resources & {"secrets", "pods/exec", "roles", "clusterroles", "rolebindings", "clusterrolebindings"}
+    verbs = {verb for _, _, verb in granted()}
+    assert not verbs & {"escalate", "bind", "impersonate", "deletecollection"}
+
+
+def test_every_permission_says_why():
+    for permission in PERMISSIONS:
+        assert permission.why.strip(), permission
