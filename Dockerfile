@@ -20,8 +20,7 @@ RUN pip install --no-cache-dir . \
     && shadowctl --version
 
 FROM ${PYTHON_IMAGE}
-LABEL org.opencontainers.image.source="https://github.com/shadow-operator/shadow-operator" \
-      org.opencontainers.image.description="Kubernetes operator for shadow rollouts of ML models" \
+LABEL org.opencontainers.image.description="Kubernetes operator for shadow rollouts of ML models" \
       org.opencontainers.image.licenses="Apache-2.0"
 # The venv's interpreter links to /usr/local/bin/python3.11, which both stages share.
 COPY --from=builder /opt/venv /opt/venv

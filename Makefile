@@ -8,8 +8,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 CACHE_DIR ?= $(HOME)/.cache/shadow-operator
 K8S_BIN := $(CACHE_DIR)/k8s-1.20.2
-KUBECTL ?= $(K8S_BIN)/kubectl
+LOCAL_KUBECTL := $(K8S_BIN)/kubectl
 CLUSTER_KUBECONFIG := $(CACHE_DIR)/cluster/kubeconfig
+# deploy/undeploy talk to whatever cluster KUBECONFIG names, with the user's own kubectl.
+KUBECTL ?= kubectl
 IMG ?= shadow-operator:0.1.0
 PYTEST_ARGS ?=
 
@@ -57,8 +59,8 @@ cluster-binaries: ## Build kube-apiserver, kube-controller-manager and kubectl o
 
 cluster: ## Start the local control plane (etcd, kube-apiserver, kube-controller-manager) and install the CRDs
 	hack/local-cluster.sh up
-	$(KUBECTL) --kubeconfig $(CLUSTER_KUBECONFIG) apply -f crds/shadow.mlops.dev_shadowdeployments.yaml
-	$(KUBECTL) --kubeconfig $(CLUSTER_KUBECONFIG) create -f ../shared/istio/networking-crds.yaml 2>/dev/null \
+	$(LOCAL_KUBECTL) --kubeconfig $(CLUSTER_KUBECONFIG) apply -f crds/shadow.mlops.dev_shadowdeployments.yaml
+	$(LOCAL_KUBECTL) --kubeconfig $(CLUSTER_KUBECONFIG) create -f ../shared/istio/networking-crds.yaml 2>/dev/null \
 	  || echo "Istio CRDs: already present or ../shared/istio missing (router: istio needs them)"
 	@echo; echo "  export KUBECONFIG=$(CLUSTER_KUBECONFIG) PATH=$(K8S_BIN):\$$PATH"
 

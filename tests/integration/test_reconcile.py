@@ -68,6 +68,42 @@ def test_istio_sample_creates_exactly_its_children_and_reaches_shadowing(cluster
     assert (row["MIRROR%"], row["PHASE"], row["VERDICT"], row["COVERAGE"]) == ("100", "Shadowing", "", "0% of 168h")
 
 
+SAMPLE_CHILDREN = {
+    "builtin.yaml": {
+        ("Deployment", "recommender-builtin-candidate"),
+        ("Deployment", "recommender-builtin-primary"),
+        ("Deployment", "recommender-builtin-router"),
+        ("Service", "recommender-builtin"),
+        ("Service", "recommender-builtin-candidate"),
+        ("Service", "recommender-builtin-primary"),
+        ("Service", "recommender-builtin-router"),
+        ("ConfigMap", "recommender-builtin-router"),
+        ("CronJob", "recommender-builtin-analysis"),
+    },
+    "existing-primary.yaml": {
+        ("Deployment", "recommender-ref-candidate"),
+        ("Service", "recommender-ref-candidate"),
+        ("DestinationRule", "recommender-ref-candidate"),
+        ("VirtualService", "recommender-ref"),
+        ("CronJob", "recommender-ref-analysis"),
+    },
+}
+
+
+@pytest.mark.parametrize("sample", sorted(SAMPLE_CHILDREN))
+def test_each_sample_creates_exactly_its_children(cluster, operator, namespace, sample):
+    documents = list(yaml.safe_load_all((REPO / "manifests" / "samples" / sample).read_text()))
+    apply_yaml(cluster, documents, namespace)
+    [shadow] = [d for d in documents if d["kind"] == "ShadowDeployment"]
+    name = shadow["metadata"]["name"]
+    wait_phase(cluster, namespace, name, "Deploying")
+    assert children(cluster, namespace, name) == SAMPLE_CHILDREN[sample]
+    if sample == "builtin.yaml":
+        # The operator created the client-facing Service, so it points straight at the router.
+        entry = get_json(cluster, namespace, "service", "recommender-builtin")
+        assert entry["spec"]["selector"] == {"shadow.mlops.dev/name": name, "shadow.mlops.dev/role": "router"}
+
+
 def test_editing_the_spec_updates_the_children(cluster, operator, apps, namespace):
     apply_yaml(cluster, [shadow_deployment("recommender")], namespace)
     wait_phase(cluster, namespace, "recommender", "Deploying")
