@@ -19,36 +19,20 @@ def set_condition(
     """Return `conditions` with `type_` set; lastTransitionTime moves only when status flips."""
     wire_status = {True: "True", False: "False", None: "Unknown"}[status]
     message = message or None  # omitted rather than "", which some API servers store as null
-    result: list[Condition] = []
-    replaced = False
-    for condition in conditions:
-        if condition.type != type_:
-            result.append(condition)
-            continue
-        transition = condition.last_transition_time if condition.status == wire_status else now
-        result.append(
-            Condition(
-                type=type_,
-                status=wire_status,
-                reason=reason,
-                message=message,
-                last_transition_time=transition,
-                observed_generation=generation,
-            )
-        )
-        replaced = True
-    if not replaced:
-        result.append(
-            Condition(
-                type=type_,
-                status=wire_status,
-                reason=reason,
-                message=message,
-                last_transition_time=now,
-                observed_generation=generation,
-            )
-        )
-    return result
+    conditions = list(conditions)
+    existing = find_condition(conditions, type_)
+    keep_time = existing is not None and existing.status == wire_status
+    updated = Condition(
+        type=type_,
+        status=wire_status,
+        reason=reason,
+        message=message,
+        last_transition_time=existing.last_transition_time if keep_time else now,
+        observed_generation=generation,
+    )
+    if existing is None:
+        return [*conditions, updated]
+    return [updated if condition.type == type_ else condition for condition in conditions]
 
 
 def find_condition(conditions: Iterable[Condition], type_: str) -> Condition | None:

@@ -101,7 +101,5 @@ class Observed:
 
     service: ObservedService | None = None
     primary_ref: ObservedDeployment | None = None
-    # Children the operator owns, by name (Deployments only: their status drives the phase).
-    deployments: Mapping[str, ObservedDeployment] = field(default_factory=dict)
     # Older ShadowDeployments that name the same Service, oldest first.
     rival_claims: tuple[str, ...] = ()

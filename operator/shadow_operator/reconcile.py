@@ -86,7 +86,7 @@ class Reconciler:
         outcome = Outcome(problems=tuple(problems))
         if not problems:
             outcome = self._converge(sd, observed)
-        self._write_status(body, sd, compute_status(sd, outcome, self.clock()))
+        self._patch_status_if_changed(body, sd.status, compute_status(sd, outcome, self.clock()))
 
     def _observe(self, sd: ShadowDeployment, rival_claims: tuple[str, ...]) -> Observed:
         service_body = self.kube.get("Service", sd.namespace, sd.spec.service.name)
@@ -226,13 +226,15 @@ class Reconciler:
         service_name = ((body.get("spec") or {}).get("service") or {}).get("name")
         if not service_name:
             return
-        with self._lock(identity.uid):
-            live = self.kube.get("Service", identity.namespace, service_name)
-            if live is None:
-                return
-            service = ObservedService.from_body(live)
-            if service.original_routing is not None and service.original_routing.get("owner") == identity.name:
-                self.restore_service(identity.namespace, service)
+        try:
+            with self._lock(identity.uid):
+                live = self.kube.get("Service", identity.namespace, service_name)
+                service = ObservedService.from_body(live) if live else None
+                if service and service.original_routing and service.original_routing.get("owner") == identity.name:
+                    self.restore_service(identity.namespace, service)
+        finally:
+            with self._locks_guard:
+                self._locks.pop(identity.uid, None)
 
     # -- status ---------------------------------------------------------------------
 
@@ -243,9 +245,6 @@ class Reconciler:
         self._patch_status_if_changed(
             body, previous, error_status(previous, identity.generation, problems, self.clock())
         )
-
-    def _write_status(self, body: Mapping[str, Any], sd: ShadowDeployment, status: ShadowDeploymentStatus) -> None:
-        self._patch_status_if_changed(body, sd.status, status)
 
     def _patch_status_if_changed(
         self, body: Mapping[str, Any], previous: ShadowDeploymentStatus, status: ShadowDeploymentStatus

@@ -30,9 +30,6 @@ class DesiredState:
     # Set when the builtin router must take over an existing Service the operator does not own.
     switch: ServiceSwitch | None = None
 
-    def deployment_names(self) -> list[str]:
-        return [c["metadata"]["name"] for c in self.children if c["kind"] == "Deployment"]
-
 
 def desired_state(sd: ShadowDeployment, observed: Observed, image: str) -> DesiredState:
     spec = sd.spec
