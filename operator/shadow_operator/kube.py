@@ -49,6 +49,8 @@ RESOURCES: dict[str, Resource] = {
     "Service": Resource("", "v1", "services"),
     "ConfigMap": Resource("", "v1", "configmaps"),
     "CronJob": Resource("batch", "v1", "cronjobs"),
+    "ServiceAccount": Resource("", "v1", "serviceaccounts"),
+    "RoleBinding": Resource("rbac.authorization.k8s.io", "v1", "rolebindings"),
     "VirtualService": Resource("networking.istio.io", "v1beta1", "virtualservices"),
     "DestinationRule": Resource("networking.istio.io", "v1beta1", "destinationrules"),
     "ShadowDeployment": Resource(GROUP, VERSION, PLURAL),
@@ -62,11 +64,14 @@ class Permission:
     resources: tuple[str, ...]
     verbs: tuple[str, ...]
     why: str
+    resource_names: tuple[str, ...] = ()
 
 
 # Server-side apply of an object that does not exist yet creates it, which RBAC checks as
 # `create`; reading before writing is what keeps an idle reconcile free of writes.
 _CHILD_VERBS = ("get", "create", "patch", "delete")
+OPERATOR_ROLE = "shadow-operator"
+ANALYZER_ROLE = "shadow-analyzer"
 PERMISSIONS: tuple[Permission, ...] = (
     Permission(GROUP, (PLURAL,), ("get", "list", "watch", "patch"), "watch, finalizer and kopf's bookkeeping"),
     Permission(GROUP, (f"{PLURAL}/status",), ("patch",), "status is the operator's only output"),
@@ -76,10 +81,27 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("", ("configmaps",), _CHILD_VERBS, "router configuration"),
     Permission("batch", ("cronjobs",), _CHILD_VERBS, "the comparison job"),
     Permission("networking.istio.io", ("virtualservices", "destinationrules"), _CHILD_VERBS, "the mirror route"),
+    Permission("", ("serviceaccounts",), _CHILD_VERBS, "the comparison job's identity"),
+    Permission("rbac.authorization.k8s.io", ("rolebindings",), _CHILD_VERBS, "binds the job to shadow-analyzer"),
+    # Binding a role needs either every permission in it or `bind` on exactly that role.
+    Permission(
+        "rbac.authorization.k8s.io",
+        ("clusterroles",),
+        ("bind",),
+        "bind shadow-analyzer",
+        resource_names=(ANALYZER_ROLE,),
+    ),
     Permission("", ("events",), ("create",), "events on ShadowDeployments"),
     # kopf watches CRDs and namespaces to notice resources and namespaces appearing at run time.
     Permission("apiextensions.k8s.io", ("customresourcedefinitions",), ("list", "watch"), "kopf's discovery"),
     Permission("", ("namespaces",), ("list", "watch"), "kopf's namespace observation"),
+)
+
+
+# What the comparison job (`shadowctl analyze --publish`) does, bound per namespace.
+ANALYZER_PERMISSIONS: tuple[Permission, ...] = (
+    Permission(GROUP, (PLURAL,), ("get",), "read the ShadowDeployment it judges"),
+    Permission("", ("configmaps",), ("get", "create", "patch"), "publish the report ConfigMap"),
 )
 
 

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from .analysis.report import Report
+
 # Written on a Service the builtin router took over, in the same patch as the switch, so
 # the original routing can be restored even if the operator dies right after.
 ORIGINAL_ROUTING_ANNOTATION = "shadow.mlops.dev/original-routing"
@@ -103,3 +105,5 @@ class Observed:
     primary_ref: ObservedDeployment | None = None
     # Older ShadowDeployments that name the same Service, oldest first.
     rival_claims: tuple[str, ...] = ()
+    # The comparison job's latest published report (analysis.report.Report), if any.
+    report: Report | None = None

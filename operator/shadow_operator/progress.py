@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from . import reasons
+from .analysis.report import Report
 from .api.durations import format_duration, parse_duration
 from .api.v1alpha1 import Coverage, Mirror, Phase, ShadowDeploymentStatus, Verdict
 from .conditions import set_condition
@@ -26,6 +27,12 @@ class Outcome:
     apply_error: str | None = None
     # (role, name, observed or None when not created yet) for every Deployment the mirror depends on.
     deployments: tuple[tuple[str, str, ObservedDeployment | None], ...] = ()
+    # The comparison job's latest report; used only when it judged the current candidate.
+    report: Report | None = None
+
+
+# Status is read by people and stored in etcd: the full list of checks stays in the report.
+MAX_CHECKS_IN_STATUS = 40
 
 
 _WAITING_REASON = {
@@ -52,6 +59,12 @@ def compute_status(sd: ShadowDeployment, outcome: Outcome, now: datetime) -> Sha
         # A new candidate is judged afresh: its business cycle and verdict start from nothing.
         update.update(shadowing_since=None, coverage=None, verdict=None)
     base = previous.model_copy(update=update)
+    report = outcome.report
+    if report is not None and report.candidate == sd.spec.candidate.image:
+        base = base.model_copy(update={"verdict": verdict_for_status(report.verdict)})
+        samples = report.coverage.samples
+    else:
+        samples = base.coverage.samples if base.coverage else 0
 
     def conditions(*entries: tuple[str, bool | None, str, str]) -> list:
         result = list(base.conditions)
@@ -86,7 +99,7 @@ def compute_status(sd: ShadowDeployment, outcome: Outcome, now: datetime) -> Sha
         )
 
     since = base.shadowing_since or now_text
-    coverage = compute_coverage(sd, since, now, base.coverage)
+    coverage = compute_coverage(sd, since, now, samples)
     percent = sd.spec.traffic.mirror_percent
     mirror = Mirror(
         state="Active" if percent > 0 else "Inactive", router=sd.spec.traffic.router, percent=percent, host=mirror_host
@@ -113,6 +126,7 @@ def compute_status(sd: ShadowDeployment, outcome: Outcome, now: datetime) -> Sha
                     "",
                 ),
                 mirroring,
+                _analyzed(base.verdict),
             ),
         }
     )
@@ -138,6 +152,16 @@ def error_status(
     )
 
 
+def verdict_for_status(verdict: Verdict) -> Verdict:
+    """The report's verdict trimmed for status: failing checks first, then overall ones, capped."""
+
+    def rank(check) -> tuple[int, int]:
+        return (0 if check.passed is False else 1, 0 if check.segment == "all" else 1)
+
+    checks = sorted(verdict.checks, key=rank)[:MAX_CHECKS_IN_STATUS]
+    return verdict.model_copy(update={"checks": checks})
+
+
 def phase_for(verdict: Verdict | None, coverage: Coverage) -> Phase:
     """Verdict to phase: Failed at once; Inconclusive only once the cycle is complete."""
     if verdict is None:
@@ -149,7 +173,7 @@ def phase_for(verdict: Verdict | None, coverage: Coverage) -> Phase:
     return Phase.INCONCLUSIVE if coverage.percent >= 100 else Phase.SHADOWING
 
 
-def compute_coverage(sd: ShadowDeployment, since: str, now: datetime, previous: Coverage | None) -> Coverage:
+def compute_coverage(sd: ShadowDeployment, since: str, now: datetime, samples: int) -> Coverage:
     required = parse_duration(sd.spec.analysis.min_duration)
     started = datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
     elapsed = max(now - started, timedelta(0))
@@ -159,11 +183,18 @@ def compute_coverage(sd: ShadowDeployment, since: str, now: datetime, previous: 
     return Coverage(
         elapsed=format_duration(shown),
         required=sd.spec.analysis.min_duration,
-        samples=previous.samples if previous else 0,
+        samples=samples,
         required_samples=sd.spec.analysis.min_samples,
         percent=percent,
         summary=f"{percent}% of {sd.spec.analysis.min_duration}",
     )
+
+
+def _analyzed(verdict: Verdict | None) -> tuple[str, bool | None, str, str]:
+    if verdict is None:
+        return (reasons.ANALYZED, False, reasons.AWAITING_ANALYSIS, "No report for this candidate yet.")
+    status = {"Passed": True, "Failed": False}.get(verdict.result)
+    return (reasons.ANALYZED, status, verdict.reason, verdict.message or verdict.result)
 
 
 def _readiness(phase: Phase, verdict: Verdict | None, coverage: Coverage) -> tuple[bool, str, str]:

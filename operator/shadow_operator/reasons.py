@@ -5,11 +5,13 @@ reason is never renamed once released.
 """
 
 # Condition types. Ready is the summary GitOps tools read; Reconciling and Stalled are
-# kstatus's "abnormal-true" pair; Mirroring says whether live traffic is being copied.
+# kstatus's "abnormal-true" pair; Mirroring says whether live traffic is being copied;
+# Analyzed carries the comparison job's latest verdict for the current candidate.
 READY = "Ready"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
 MIRRORING = "Mirroring"
+ANALYZED = "Analyzed"
 
 # The spec is wrong in a way only the operator can see: phase Error until it is fixed.
 INVALID_SPEC = "InvalidSpec"
@@ -35,6 +37,7 @@ SHADOWING = "Shadowing"
 MIRROR_ACTIVE = "MirrorActive"
 MIRROR_DISABLED = "MirrorDisabled"
 MIRROR_NOT_READY = "MirrorNotReady"
+AWAITING_ANALYSIS = "AwaitingAnalysis"
 
 SPEC_ERRORS = frozenset(
     {

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from . import reasons
+from .analysis.report import report_from_configmap, report_name
 from .api.v1alpha1 import Phase, ShadowDeploymentStatus
 from .builders import DesiredState, ServiceSwitch, all_child_keys, desired_state
 from .builders.naming import CANDIDATE, PRIMARY, ROUTER, child_name
@@ -92,10 +93,12 @@ class Reconciler:
         service_body = self.kube.get("Service", sd.namespace, sd.spec.service.name)
         ref = sd.spec.primary.deployment_ref
         ref_body = self.kube.get("Deployment", sd.namespace, ref.name) if ref else None
+        report_body = self.kube.get("ConfigMap", sd.namespace, report_name(sd.name))
         return Observed(
             service=ObservedService.from_body(service_body) if service_body else None,
             primary_ref=ObservedDeployment.from_body(ref_body) if ref_body else None,
             rival_claims=rival_claims,
+            report=report_from_configmap(report_body),
         )
 
     def _converge(self, sd: ShadowDeployment, observed: Observed) -> Outcome:
@@ -115,7 +118,7 @@ class Reconciler:
             if _is_transient(error):
                 raise TransientError(str(error)) from error
             return Outcome(apply_error=str(error))
-        return Outcome(deployments=self._dependencies(sd, observed, live_deployments))
+        return Outcome(deployments=self._dependencies(sd, observed, live_deployments), report=observed.report)
 
     def _dependencies(
         self, sd: ShadowDeployment, observed: Observed, live: dict[str, ObservedDeployment]

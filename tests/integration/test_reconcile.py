@@ -21,8 +21,10 @@ ISTIO_CHILDREN = {
     ("DestinationRule", "recommender-candidate"),
     ("VirtualService", "recommender"),
     ("CronJob", "recommender-analysis"),
+    ("ServiceAccount", "recommender-analysis"),
+    ("RoleBinding", "recommender-analysis"),
 }
-CHILD_TYPES = "deployments,services,configmaps,cronjobs,virtualservices,destinationrules"
+CHILD_TYPES = "deployments,services,configmaps,cronjobs,virtualservices,destinationrules,serviceaccounts,rolebindings"
 
 
 def children(cluster, namespace: str, owner: str) -> set[tuple[str, str]]:
@@ -79,6 +81,8 @@ SAMPLE_CHILDREN = {
         ("Service", "recommender-builtin-router"),
         ("ConfigMap", "recommender-builtin-router"),
         ("CronJob", "recommender-builtin-analysis"),
+        ("ServiceAccount", "recommender-builtin-analysis"),
+        ("RoleBinding", "recommender-builtin-analysis"),
     },
     "existing-primary.yaml": {
         ("Deployment", "recommender-ref-candidate"),
@@ -86,6 +90,8 @@ SAMPLE_CHILDREN = {
         ("DestinationRule", "recommender-ref-candidate"),
         ("VirtualService", "recommender-ref"),
         ("CronJob", "recommender-ref-analysis"),
+        ("ServiceAccount", "recommender-ref-analysis"),
+        ("RoleBinding", "recommender-ref-analysis"),
     },
 }
 
@@ -160,7 +166,7 @@ def test_a_reconcile_with_nothing_to_change_writes_nothing(cluster, operator, ap
     ]  # fmt: skip
     reads = [e for e in ours if e["verb"] == "get"]
     writes = [e for e in ours if e["verb"] not in ("get", "list", "watch")]
-    assert len(reads) >= 3 * 7, "the timer should have reconciled (read every child) several times"
+    assert len(reads) >= 3 * 9, "the timer should have reconciled (read every child) several times"
     assert writes == [], f"idle reconciles wrote: {writes}"
 
 

@@ -48,6 +48,8 @@ def test_istio_without_a_service_creates_everything():
         ("DestinationRule", "recommender-candidate"),
         ("VirtualService", "recommender"),
         ("CronJob", "recommender-analysis"),
+        ("ServiceAccount", "recommender-analysis"),
+        ("RoleBinding", "recommender-analysis"),
     }
     assert state.switch is None
     assert [c["metadata"]["name"] for c in state.children if c["kind"] == "Deployment"] == [
@@ -184,6 +186,8 @@ def test_builtin_without_a_service():
         ("Deployment", "recommender-router"),
         ("Service", "recommender-router"),
         ("CronJob", "recommender-analysis"),
+        ("ServiceAccount", "recommender-analysis"),
+        ("RoleBinding", "recommender-analysis"),
     }
     assert state.switch is None
     entry = _child(state, "Service", "recommender")
@@ -404,7 +408,10 @@ def test_comparison_cronjob():
     assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
     (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     assert container["image"] == IMAGE
-    assert container["args"] == ["analyze", "--namespace", "default", "--name", "recommender", "--in-cluster"]
+    assert container["args"] == [
+        "analyze", "--namespace", "default", "--name", "recommender", "--publish", "--records", "/var/lib/shadow/records",
+    ]  # fmt: skip
+    assert cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"] == "recommender-analysis"
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,14 @@ import yaml
 from shadow_operator.api.crd import crd_manifest, openapi_schema
 from shadow_operator.api.durations import DURATION_PATTERN
 from shadow_operator.api.v1alpha1 import ShadowDeploymentSpec
-from shadow_operator.cli import CRD_PATH, GENERATED_HEADER, REFERENCE_PATH, ROLE_PATH, generated_manifests
+from shadow_operator.cli import (
+    ANALYZER_ROLE_PATH,
+    CRD_PATH,
+    GENERATED_HEADER,
+    REFERENCE_PATH,
+    ROLE_PATH,
+    generated_manifests,
+)
 
 from .factories import CONTRACT_DOCUMENT
 
@@ -69,7 +76,7 @@ def _at(schema: dict[str, Any], dotted: str) -> dict[str, Any]:
 # -- drift ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("relative", [CRD_PATH, ROLE_PATH, REFERENCE_PATH], ids=str)
+@pytest.mark.parametrize("relative", [CRD_PATH, ROLE_PATH, ANALYZER_ROLE_PATH, REFERENCE_PATH], ids=str)
 def test_committed_manifest_matches_the_generator(relative):
     generated = generated_manifests()[relative]
     committed = (REPO / relative).read_text()
@@ -80,8 +87,8 @@ def test_committed_manifest_matches_the_generator(relative):
 
 def test_generated_manifests_are_the_crd_and_role_with_the_header():
     files = generated_manifests()
-    assert set(files) == {CRD_PATH, ROLE_PATH, REFERENCE_PATH}
-    for path in (CRD_PATH, ROLE_PATH):
+    assert set(files) == {CRD_PATH, ROLE_PATH, ANALYZER_ROLE_PATH, REFERENCE_PATH}
+    for path in (CRD_PATH, ROLE_PATH, ANALYZER_ROLE_PATH):
         assert files[path].startswith(GENERATED_HEADER)
     assert "| `spec.traffic.mirrorPercent` | number |" in files[REFERENCE_PATH]
     assert yaml.safe_load(files[CRD_PATH]) == crd_manifest()

@@ -216,7 +216,9 @@ def test_everything_available_is_shadowing():
 def test_condition_types_are_written_once_each():
     status = compute_status(make_sd(), _all_available(), NOW)
     types = [c.type for c in status.conditions]
-    assert sorted(types) == sorted({reasons.READY, reasons.RECONCILING, reasons.STALLED, reasons.MIRRORING})
+    assert sorted(types) == sorted(
+        {reasons.READY, reasons.RECONCILING, reasons.STALLED, reasons.MIRRORING, reasons.ANALYZED}
+    )
 
 
 def test_referenced_primary_is_shown_as_a_deployment():
@@ -272,31 +274,30 @@ def test_coverage_half_way():
 )
 def test_coverage_is_quantised_down_to_whole_percent(elapsed, percent, shown):
     since = timestamp(NOW - elapsed)
-    coverage = compute_coverage(make_sd(), since, NOW, None)
+    coverage = compute_coverage(make_sd(), since, NOW, 0)
     assert (coverage.percent, coverage.elapsed) == (percent, shown)
     assert coverage.summary == f"{percent}% of 168h"
 
 
 def test_coverage_at_an_exact_percent_boundary():
     since = timestamp(NOW - timedelta(hours=168) * 29 / 100)
-    assert compute_coverage(make_sd(), since, NOW, None).percent == 29
+    assert compute_coverage(make_sd(), since, NOW, 0).percent == 29
 
 
 def test_coverage_keeps_the_samples_the_job_reported():
-    previous = _coverage(10).model_copy(update={"samples": 4321})
-    coverage = compute_coverage(make_sd(), timestamp(NOW - timedelta(hours=1)), NOW, previous)
+    coverage = compute_coverage(make_sd(), timestamp(NOW - timedelta(hours=1)), NOW, 4321)
     assert coverage.samples == 4321
     assert coverage.required_samples == 1000
 
 
 def test_coverage_follows_min_duration():
     sd = make_sd({"analysis": {"minDuration": "24h"}})
-    coverage = compute_coverage(sd, timestamp(NOW - timedelta(hours=6)), NOW, None)
+    coverage = compute_coverage(sd, timestamp(NOW - timedelta(hours=6)), NOW, 0)
     assert (coverage.percent, coverage.elapsed, coverage.required, coverage.summary) == (25, "6h", "24h", "25% of 24h")
 
 
 def test_zero_min_duration_is_covered_at_once():
-    coverage = compute_coverage(make_sd({"analysis": {"minDuration": "0s"}}), NOW_TEXT, NOW, None)
+    coverage = compute_coverage(make_sd({"analysis": {"minDuration": "0s"}}), NOW_TEXT, NOW, 0)
     assert coverage.percent == 100
 
 

@@ -11,7 +11,7 @@ import pytest
 from shadow_operator import kube, reconcile
 from shadow_operator.builders import all_child_keys
 from shadow_operator.kube import PERMISSIONS, RESOURCES
-from shadow_operator.rbac import ROLE_NAME, cluster_role
+from shadow_operator.rbac import ROLE_NAME, analyzer_cluster_role, cluster_role
 
 from .factories import make_sd
 
@@ -156,7 +156,16 @@ def test_reading_finds_how_reconcile_uses_the_client():
 
 def test_every_child_kind_is_a_known_resource():
     assert set(RESOURCES) >= CHILD_KINDS
-    assert {"Deployment", "Service", "ConfigMap", "CronJob", "VirtualService", "DestinationRule"} == CHILD_KINDS
+    assert {
+        "Deployment",
+        "Service",
+        "ConfigMap",
+        "CronJob",
+        "VirtualService",
+        "DestinationRule",
+        "ServiceAccount",
+        "RoleBinding",
+    } == CHILD_KINDS
 
 
 # -- the grants -------------------------------------------------------------------------------------------
@@ -202,7 +211,9 @@ def test_cluster_role_is_exactly_the_permissions():
     assert role["kind"] == "ClusterRole"
     assert role["metadata"]["name"] == ROLE_NAME
     assert role["rules"] == [
-        {"apiGroups": [p.group], "resources": list(p.resources), "verbs": list(p.verbs)} for p in PERMISSIONS
+        {"apiGroups": [p.group], "resources": list(p.resources), "verbs": list(p.verbs)}
+        | ({"resourceNames": list(p.resource_names)} if p.resource_names else {})
+        for p in PERMISSIONS
     ]
     assert granted() == {(p.group, r, v) for p in PERMISSIONS for r in p.resources for v in p.verbs}
 
@@ -213,14 +224,33 @@ def test_no_wildcards():
         assert "*" not in rule["resources"], rule
         assert "*" not in rule["verbs"], rule
         assert not any(r.endswith("/*") for r in rule["resources"]), rule
-        assert "nonResourceURLs" not in rule and "resourceNames" not in rule
+        assert "nonResourceURLs" not in rule
 
 
 def test_no_secrets_and_no_escalation():
     resources = {resource for _, resource, _ in granted()}
-    assert not resources & {"secrets", "pods/exec", "roles", "clusterroles", "rolebindings", "clusterrolebindings"}
+    assert not resources & {"secrets", "pods/exec", "roles", "clusterrolebindings"}
     verbs = {verb for _, _, verb in granted()}
-    assert not verbs & {"escalate", "bind", "impersonate", "deletecollection"}
+    assert not verbs & {"escalate", "impersonate", "deletecollection"}
+    # The one RBAC power: binding exactly the comparison job's role, nothing else.
+    [bind] = [rule for rule in cluster_role()["rules"] if "bind" in rule["verbs"]]
+    assert bind == {
+        "apiGroups": ["rbac.authorization.k8s.io"],
+        "resources": ["clusterroles"],
+        "verbs": ["bind"],
+        "resourceNames": ["shadow-analyzer"],
+    }
+    clusterroles = [rule for rule in cluster_role()["rules"] if "clusterroles" in rule["resources"]]
+    assert clusterroles == [bind]
+
+
+def test_the_analyzer_role_reads_its_object_and_writes_only_configmaps():
+    role = analyzer_cluster_role()
+    assert role["metadata"]["name"] == "shadow-analyzer"
+    assert role["rules"] == [
+        {"apiGroups": ["shadow.mlops.dev"], "resources": ["shadowdeployments"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]},
+    ]
 
 
 def test_every_permission_says_why():

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..observed import Observed
 from ..resource import ShadowDeployment
-from .analysis import comparison_cronjob, cron_schedule
+from .analysis import analyzer_role_binding, analyzer_service_account, comparison_cronjob, cron_schedule
 from .istio import destination_rule, virtual_service
 from .naming import CANDIDATE, PRIMARY, ROUTER, ROUTER_HTTP_PORT, child_name, role_labels
 from .router import ServiceSwitch, router_configmap, router_deployment, router_service, service_switch
@@ -63,7 +63,7 @@ def desired_state(sd: ShadowDeployment, observed: Observed, image: str) -> Desir
             switch = service_switch(sd)
     else:
         children += [destination_rule(sd), virtual_service(sd)]
-    children.append(comparison_cronjob(sd, image))
+    children += [analyzer_service_account(sd), analyzer_role_binding(sd), comparison_cronjob(sd, image)]
     return DesiredState(children=children, switch=switch)
 
 
@@ -81,6 +81,8 @@ def all_child_keys(sd: ShadowDeployment) -> set[tuple[str, str]]:
         ("DestinationRule", child_name(sd, CANDIDATE)),
         ("VirtualService", sd.name),
         ("CronJob", child_name(sd, "analysis")),
+        ("ServiceAccount", child_name(sd, "analysis")),
+        ("RoleBinding", child_name(sd, "analysis")),
     }
 
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..api.durations import parse_duration
+from ..kube import ANALYZER_ROLE
 from ..resource import ShadowDeployment
-from .naming import ANALYSIS, metadata
+from .naming import ANALYSIS, child_name, metadata
 
 
 def cron_schedule(interval: str) -> str:
@@ -24,11 +25,27 @@ def cron_schedule(interval: str) -> str:
     )
 
 
+def analyzer_service_account(sd: ShadowDeployment) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(sd, ANALYSIS)}
+
+
+def analyzer_role_binding(sd: ShadowDeployment) -> dict[str, Any]:
+    """Grants the job the shadow-analyzer ClusterRole in this namespace only."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(sd, ANALYSIS),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ANALYZER_ROLE},
+        "subjects": [{"kind": "ServiceAccount", "name": child_name(sd, ANALYSIS), "namespace": sd.namespace}],
+    }
+
+
 def comparison_cronjob(sd: ShadowDeployment, image: str) -> dict[str, Any]:
-    container = {
+    sink = sd.spec.recording.sink
+    container: dict[str, Any] = {
         "name": "analyze",
         "image": image,
-        "args": ["analyze", "--namespace", sd.namespace, "--name", sd.name, "--in-cluster"],
+        "args": ["analyze", "--namespace", sd.namespace, "--name", sd.name, "--publish", "--records", sink.path],
         "securityContext": {
             "runAsNonRoot": True,
             "allowPrivilegeEscalation": False,
@@ -37,6 +54,15 @@ def comparison_cronjob(sd: ShadowDeployment, image: str) -> dict[str, Any]:
         },
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
     }
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": child_name(sd, ANALYSIS),
+        "containers": [container],
+    }
+    if sink.volume:
+        # The records the router or recorders wrote; a ReadWriteMany volume lets both mount it.
+        pod_spec["volumes"] = [{"name": "records", **sink.volume}]
+        container["volumeMounts"] = [{"name": "records", "mountPath": sink.path, "readOnly": True}]
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",
@@ -52,7 +78,7 @@ def comparison_cronjob(sd: ShadowDeployment, image: str) -> dict[str, Any]:
                     "backoffLimit": 1,
                     "template": {
                         "metadata": {"labels": metadata(sd, ANALYSIS)["labels"]},
-                        "spec": {"restartPolicy": "Never", "containers": [container]},
+                        "spec": pod_spec,
                     },
                 }
             },

@@ -1,0 +1,122 @@
+"""The comparison job's report: everything measured, and the verdict drawn from it.
+
+The job is the only writer of a report (a ConfigMap `<name>-report`, key `report.json`);
+the operator is the only writer of status and copies the verdict and coverage into it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..api.v1alpha1 import Verdict
+
+REPORT_VERSION = 1
+REPORT_KEY = "report.json"
+REPORT_SUFFIX = "report"
+
+# Codes of data problems: what was wrong with the input, never silently ignored.
+CORRUPT_RECORD = "CorruptRecord"  # unparseable or truncated line, wrong shape
+FOREIGN_RECORD = "ForeignRecord"  # written for another ShadowDeployment
+CLOCK_SKEW = "ClockSkew"  # timestamp in the future, or the two sides of a pair far apart
+UNPAIRED_RECORD = "UnpairedRecord"  # one-sided record whose other side never arrived
+METRICS_ERROR = "MetricsError"  # Prometheus unreachable, erroring, or returning nothing
+THRESHOLDS_INCONSISTENT = "ThresholdsInconsistent"  # limits that make no sense together
+
+
+class ReportModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ErrorText(ReportModel):
+    text: str
+    count: int
+
+
+class Latency(ReportModel):
+    p50: float
+    p95: float
+    p99: float
+
+
+class HistogramBucket(ReportModel):
+    le_ms: float  # upper bound; float("inf") is written as 1e308 for JSON
+    count: int  # requests with latency <= le_ms and > the previous bound
+
+
+class SideStats(ReportModel):
+    """One role's answers in one slice."""
+
+    requests: int
+    errors: int
+    error_rate: float | None = None
+    outcomes: dict[str, int] = Field(default_factory=dict)
+    top_errors: list[ErrorText] = Field(default_factory=list)
+    latency_ms: Latency | None = None
+    latency_histogram: list[HistogramBucket] = Field(default_factory=list)
+
+
+class SliceStats(ReportModel):
+    """Both roles on one slice of traffic: a segment bucket (or `all`), optionally one hour of day."""
+
+    segment: str  # "all" or "<name>=<bucket>"
+    hour: int | None = None  # 0-23: hour of day (UTC); None: the whole period
+    pairs: int
+    primary: SideStats
+    candidate: SideStats
+    agreement: float | None = None  # classification: share of comparable pairs that agree
+    comparable: int = 0  # pairs where both sides answered with a prediction
+    abs_diff_mean: float | None = None  # regression
+    abs_diff_p95: float | None = None
+    feature_missing: dict[str, float] = Field(default_factory=dict)  # feature path -> missing rate
+
+
+class ReportCoverage(ReportModel):
+    first_ts: float | None = None
+    last_ts: float | None = None
+    elapsed_seconds: float = 0
+    required_seconds: float
+    samples: int = 0
+    required_samples: int
+    percent: int = 0  # the lower of time and sample coverage
+
+
+class DataProblem(ReportModel):
+    code: str
+    count: int = 1
+    message: str
+
+
+class Report(ReportModel):
+    version: int = REPORT_VERSION
+    shadow: str  # "namespace/name"
+    generated_at: str
+    candidate: str | None = None  # the candidate image the records were judged for
+    coverage: ReportCoverage
+    slices: list[SliceStats] = Field(default_factory=list)
+    verdict: Verdict
+    problems: list[DataProblem] = Field(default_factory=list)
+    queries: dict[str, float | None] = Field(default_factory=dict)  # PromQL -> value, as issued
+
+    def slice(self, segment: str = "all", hour: int | None = None) -> SliceStats | None:
+        return next((s for s in self.slices if s.segment == segment and s.hour == hour), None)
+
+
+def report_name(shadow_name: str) -> str:
+    """The ConfigMap the job publishes its report in."""
+    return f"{shadow_name}-{REPORT_SUFFIX}"
+
+
+def report_from_configmap(body: dict[str, Any] | None) -> Report | None:
+    """The published report, or None when absent or unreadable (a bad report never breaks status)."""
+    if not body:
+        return None
+    text = (body.get("data") or {}).get(REPORT_KEY)
+    if not text:
+        return None
+    try:
+        return Report.model_validate(json.loads(text))
+    except ValueError:
+        return None

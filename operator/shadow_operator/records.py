@@ -1,0 +1,117 @@
+"""The record format shared by the router/recorder (writer) and the comparison job (reader).
+
+One JSON object per line in rotating `*.jsonl` files. A pair record holds both answers to
+one request (builtin router); a one-sided record holds one role's answer (recorder sidecar
+in Istio mode), and the job joins primary and candidate by request id.
+
+    {"v": 1, "shadow": "ns/name", "id": "...", "ts": 1764000000.123,
+     "segments": {"history": "<1"}, "features": {"$.features.purchase_count": false},
+     "primary":   {"outcome": "ok", "status": 200, "latency_ms": 12.5, "prediction": 1, "error": null},
+     "candidate": {"outcome": "http_5xx", "status": 500, "latency_ms": 3.1, "prediction": null,
+                   "error": "KeyError: 'purchase_history'"},
+     "agree": null, "abs_diff": null}
+
+    one-sided: {"v": 1, "shadow": ..., "id": ..., "ts": ..., "role": "candidate",
+                "segments": ..., "features": ..., "result": {<side>}}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+RECORD_VERSION = 1
+RECORD_SUFFIX = ".jsonl"
+
+# Outcome classes, the same words in records, metrics labels and reports.
+OK = "ok"
+HTTP_4XX = "http_4xx"
+HTTP_5XX = "http_5xx"
+TIMEOUT = "timeout"
+CONNECTION_ERROR = "connection_error"
+OUTCOMES = (OK, HTTP_4XX, HTTP_5XX, TIMEOUT, CONNECTION_ERROR)
+ROLES = ("primary", "candidate")
+MISSING_SEGMENT = "missing"
+OTHER_SEGMENT = "other"
+
+
+def outcome_for_status(status: int) -> str:
+    if status >= 500:
+        return HTTP_5XX
+    if status >= 400:
+        return HTTP_4XX
+    return OK
+
+
+@dataclass(frozen=True)
+class SideResult:
+    """One role's answer to one request."""
+
+    outcome: str
+    latency_ms: float
+    status: int | None = None
+    prediction: Any = None
+    error: str | None = None  # exception name or error text the body reported, e.g. "KeyError: 'x'"
+
+
+def compare(primary: SideResult, candidate: SideResult, regression: bool) -> tuple[bool | None, float | None]:
+    """(agree, abs_diff) of two answers; None where either side has no prediction to compare."""
+    if primary.outcome != OK or candidate.outcome != OK or primary.prediction is None or candidate.prediction is None:
+        return None, None
+    if regression:
+        try:
+            return None, abs(float(primary.prediction) - float(candidate.prediction))
+        except (TypeError, ValueError):
+            return None, None
+    return primary.prediction == candidate.prediction, None
+
+
+def pair_record(
+    shadow: str,
+    request_id: str,
+    ts: float,
+    segments: dict[str, str],
+    features: dict[str, bool],
+    primary: SideResult,
+    candidate: SideResult,
+    regression: bool = False,
+) -> dict[str, Any]:
+    agree, abs_diff = compare(primary, candidate, regression)
+    return {
+        "v": RECORD_VERSION,
+        "shadow": shadow,
+        "id": request_id,
+        "ts": ts,
+        "segments": segments,
+        "features": features,
+        "primary": asdict(primary),
+        "candidate": asdict(candidate),
+        "agree": agree,
+        "abs_diff": abs_diff,
+    }
+
+
+def one_sided_record(
+    shadow: str,
+    request_id: str,
+    ts: float,
+    role: str,
+    segments: dict[str, str],
+    features: dict[str, bool],
+    result: SideResult,
+) -> dict[str, Any]:
+    return {
+        "v": RECORD_VERSION,
+        "shadow": shadow,
+        "id": request_id,
+        "ts": ts,
+        "role": role,
+        "segments": segments,
+        "features": features,
+        "result": asdict(result),
+    }
+
+
+def dumps(record: dict[str, Any]) -> str:
+    return json.dumps(record, separators=(",", ":"), default=str) + "\n"
