@@ -16,7 +16,7 @@ IMG ?= shadow-operator:0.1.0
 PYTEST_ARGS ?=
 
 .PHONY: help install manifests lint format test test-unit test-integration test-e2e run cluster cluster-down \
-        deploy undeploy docker-build demo bench-operator clean
+        deploy undeploy docker-build demo bench-operator bench-analyze clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -40,18 +40,28 @@ format: install ## Format the code
 	$(BIN)/ruff format operator tests
 	$(BIN)/ruff check --fix operator tests
 
-test: install cluster-binaries ## Everything: lint, unit and integration tests against a real control plane
+test: install cluster-binaries test-deps ## Everything: lint, unit and integration tests against a real control plane
 	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
-test-unit: install ## Unit tests only (no cluster)
+test-unit: install test-deps ## Unit tests only (no cluster)
 	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: install cluster-binaries ## Integration tests: the real operator against a private control plane
+test-integration: install cluster-binaries test-deps ## Integration tests: the real operator against a private control plane
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
 test-e2e: install cluster-binaries ## End-to-end tests
 	$(BIN)/python -m pytest tests -m e2e $(PYTEST_ARGS)
+
+.PHONY: test-deps
+DEBIAN_TEST_TOOLS := /usr/bin/prometheus:prometheus /usr/bin/lua5.4:lua5.4
+test-deps: ## Install the Debian packages the tests use (prometheus, lua5.4) when missing
+	@missing=$$(for entry in $(DEBIAN_TEST_TOOLS); do [ -x "$${entry%%:*}" ] || echo "$${entry#*:}"; done); \
+	if [ -n "$$missing" ]; then \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing $$missing"; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 .PHONY: cluster-binaries
 cluster-binaries: ## Build kube-apiserver, kube-controller-manager and kubectl once (cached in ~/.cache)
@@ -84,6 +94,9 @@ demo: install cluster ## Start the control plane and the operator, apply the sam
 
 bench-operator: install cluster-binaries ## Converge 200 ShadowDeployments; time, memory and API writes
 	$(BIN)/python -m benchmarks.operator_convergence
+
+bench-analyze: install ## Analyse 100k/1M/3M generated pair records; time and memory beside DuckDB
+	$(BIN)/python -m benchmarks.analyze
 
 clean: ## Remove the virtual environment and caches in the checkout
 	rm -rf $(VENV) .pytest_cache .ruff_cache operator/*.egg-info

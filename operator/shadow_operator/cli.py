@@ -130,6 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check ShadowDeployment YAML files without a cluster")
     validate.add_argument("files", nargs="+")
     validate.set_defaults(handler=_validate)
+
+    from .analysis.cli import add_commands
+
+    add_commands(commands)
     return parser
 
 

@@ -36,7 +36,9 @@ class TransientError(Exception):
 
 
 def _is_transient(error: KubeError) -> bool:
-    return error.status in (0, 409, 429) or error.status >= 500
+    # A namespace being deleted refuses new objects (403) until it takes this object along.
+    terminating = error.status == 403 and "being terminated" in str(error)
+    return terminating or error.status in (0, 409, 429) or error.status >= 500
 
 
 @dataclass(frozen=True)

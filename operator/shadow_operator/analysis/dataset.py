@@ -1,0 +1,523 @@
+"""Load record files into DuckDB: one normalised table of pairs, and every data problem met on the way.
+
+The fast path is a single `read_json` over all files with explicit columns: DuckDB parses the
+lines in parallel, and a line it cannot parse (not JSON, truncated, not an object, invalid
+UTF-8) comes back as a row of NULLs, so it is counted, never lost. Lines are also counted
+with a cheap byte scan; Python reads a file line by line only when something in it is wrong,
+to name an example line in the problem's message.
+
+The table `pairs` has one row per request id:
+
+    id, ts (epoch seconds), hour (0-23 UTC), segments MAP(VARCHAR, VARCHAR),
+    features MAP(VARCHAR, BOOLEAN), primary_outcome, primary_status, primary_latency_ms,
+    primary_prediction (JSON), primary_error, candidate_* the same, agree, abs_diff
+
+Pair records go straight in; one-sided records are joined by id (primary + candidate).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from ..records import OK, RECORD_SUFFIX, RECORD_VERSION, ROLES
+from .report import CLOCK_SKEW, CORRUPT_RECORD, FOREIGN_RECORD, UNPAIRED_RECORD, DataProblem
+
+TABLE = "pairs"
+FUTURE_TOLERANCE_SECONDS = 300.0  # a timestamp further ahead of `now` is clock skew
+PAIR_SKEW_SECONDS = 60.0  # the two sides of a one-sided join further apart are clock skew
+# Per role: the table has `<role>_<name>` for each of these.
+SIDE_TYPES = {
+    "outcome": "VARCHAR",
+    "status": "INTEGER",
+    "latency_ms": "DOUBLE",
+    "prediction": "JSON",
+    "error": "VARCHAR",
+}
+SIDE_COLUMNS = tuple(SIDE_TYPES)
+COLUMNS = (
+    "id",
+    "ts",
+    "hour",
+    "segments",
+    "features",
+    *(f"{role}_{name}" for role in ROLES for name in SIDE_COLUMNS),
+    "agree",
+    "abs_diff",
+)
+
+_SIDE_TYPE = f"STRUCT({', '.join(f'{name} {type_}' for name, type_ in SIDE_TYPES.items())})"
+_JSON_COLUMNS = {
+    "v": "BIGINT",
+    "shadow": "VARCHAR",
+    "id": "VARCHAR",
+    "ts": "DOUBLE",
+    "role": "VARCHAR",
+    "segments": "MAP(VARCHAR, VARCHAR)",
+    "features": "MAP(VARCHAR, BOOLEAN)",
+    "primary": _SIDE_TYPE,
+    "candidate": _SIDE_TYPE,
+    "result": _SIDE_TYPE,
+    "agree": "BOOLEAN",
+    "abs_diff": "DOUBLE",
+}
+_CHUNK = 1 << 23
+_EXCERPT = 80
+
+# Kinds of rows in `_records`, the table every line lands in; everything but `pair` and `one` is a problem to count.
+_PAIR, _ONE, _CORRUPT, _FOREIGN, _FUTURE = "pair", "one", "corrupt", "foreign", "future"
+_DUPLICATE = "duplicate"  # a one-sided record repeating an id and role
+
+
+@dataclass
+class Dataset:
+    """The pairs of one ShadowDeployment in an in-memory DuckDB, and what was wrong with the input."""
+
+    con: duckdb.DuckDBPyConnection
+    shadow: str
+    regression: bool
+    files: list[Path] = field(default_factory=list)
+    problems: list[DataProblem] = field(default_factory=list)
+    total_lines: int = 0  # non-blank lines in every readable file
+    pairs: int = 0  # rows of the table: pairs after joining, without excluded records
+    table: str = TABLE
+
+    def time_range(self) -> tuple[float | None, float | None]:
+        """Timestamps of the first and the last pair."""
+        first, last = self.con.execute(f"SELECT min(ts), max(ts) FROM {self.table}").fetchone()
+        return first, last
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Dataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def load(
+    paths: Iterable[Path],
+    shadow: str,
+    now: float | None = None,
+    regression: bool = False,
+    *,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> Dataset:
+    """Read record files (or directories of `*.jsonl`) into the table `pairs`; never raises on bad input.
+
+    `regression` decides how joined one-sided records are compared (absolute difference, not
+    equality); pair records keep the `agree`/`abs_diff` their writer computed.
+    """
+    now = time.time() if now is None else now
+    con = con if con is not None else duckdb.connect(config={"preserve_insertion_order": False})
+    files, unreadable = _expand([Path(p) for p in paths])
+    lines: dict[Path, int] = {}
+    for path in files:
+        try:
+            lines[path] = _count_lines(path)
+        except OSError as exc:
+            unreadable.append((path, exc))
+    files = [p for p in files if p in lines]
+
+    _create_records(con)
+    failed = _insert(con, files, shadow, now)
+    unreadable += failed
+    files = [p for p in files if p not in {path for path, _ in failed}]
+    problems = [
+        DataProblem(code=CORRUPT_RECORD, message=f"cannot read {path}: {_reason(exc)}") for path, exc in unreadable
+    ]
+
+    counts: dict[tuple[int, str], int] = {
+        (file_idx, kind): n
+        for file_idx, kind, n in con.execute("SELECT file_idx, kind, count(*) FROM _records GROUP BY ALL").fetchall()
+    }
+    total_lines, corrupt_per_file = _count_corrupt(files, lines, counts)
+    problems += _corrupt_problem(files, corrupt_per_file)
+    problems += _foreign_problem(con, files, counts)
+    joined = any(kind == _ONE for _, kind in counts)
+    if joined:
+        problems += _join_one_sided(con, now, regression, files)
+    problems += _future_problem(con, files, now, joined)
+    problems += _finish(con, files, counts, joined)
+    pairs = con.execute(f"SELECT count(*) FROM {TABLE}").fetchone()[0]
+    return Dataset(
+        con=con,
+        shadow=shadow,
+        regression=regression,
+        files=files,
+        problems=problems,
+        total_lines=total_lines,
+        pairs=pairs,
+    )
+
+
+def _count_corrupt(
+    files: list[Path], lines: dict[Path, int], counts: dict[tuple[int, str], int]
+) -> tuple[int, dict[int, int]]:
+    """Non-blank lines in all files, and corrupt records per file index.
+
+    DuckDB gives a row of NULLs for a line it cannot parse, so rows normally equal lines; where
+    there are fewer rows (blank lines, or a DuckDB that skips bad lines), Python counts exactly.
+    """
+    rows_per_file = [0] * len(files)
+    for (file_idx, _), n in counts.items():
+        rows_per_file[file_idx] += n
+    total_lines = 0
+    corrupt: dict[int, int] = {}
+    for idx, path in enumerate(files):
+        rows, nonblank = rows_per_file[idx], lines[path]
+        if rows < nonblank:
+            nonblank = _scan(path).nonblank
+        total_lines += max(nonblank, rows)  # more rows than lines: the file grew while read
+        corrupt[idx] = counts.get((idx, _CORRUPT), 0) + max(nonblank - rows, 0)
+    return total_lines, corrupt
+
+
+def _corrupt_problem(files: list[Path], corrupt_per_file: dict[int, int]) -> list[DataProblem]:
+    corrupt = sum(corrupt_per_file.values())
+    if not corrupt:
+        return []
+    first = next(i for i, n in corrupt_per_file.items() if n)
+    example = _scan(files[first], find_example=True).example
+    where = f"{files[first]}:{example[0]}: {example[1]!r}" if example else str(files[first])
+    in_files = sum(1 for n in corrupt_per_file.values() if n)
+    return [
+        DataProblem(
+            code=CORRUPT_RECORD,
+            count=corrupt,
+            message=f"{corrupt} corrupt records in {in_files} file(s) were skipped (unparseable or truncated "
+            f"lines, not a JSON object, wrong version or missing required keys), e.g. {where}",
+        )
+    ]
+
+
+def _foreign_problem(
+    con: duckdb.DuckDBPyConnection, files: list[Path], counts: dict[tuple[int, str], int]
+) -> list[DataProblem]:
+    foreign = sum(n for (_, kind), n in counts.items() if kind == _FOREIGN)
+    if not foreign:
+        return []
+    other, file_idx = con.execute(f"SELECT shadow, file_idx FROM _records WHERE kind = '{_FOREIGN}' LIMIT 1").fetchone()
+    return [
+        DataProblem(
+            code=FOREIGN_RECORD,
+            count=foreign,
+            message=f"{foreign} records written for another ShadowDeployment were excluded, "
+            f"e.g. one for {other!r} in {files[file_idx]}",
+        )
+    ]
+
+
+def _future_problem(con: duckdb.DuckDBPyConnection, files: list[Path], now: float, joined: bool) -> list[DataProblem]:
+    source = "SELECT ts, file_idx, kind FROM _records"
+    if joined:
+        source += " UNION ALL SELECT ts, file_idx, kind FROM _joined"
+    future, ts, file_idx = con.execute(
+        f"SELECT count(*), any_value(ts), any_value(file_idx) FROM ({source}) WHERE kind = '{_FUTURE}'"
+    ).fetchone()
+    if not future:
+        return []
+    return [
+        DataProblem(
+            code=CLOCK_SKEW,
+            count=future,
+            message=f"{future} pairs more than {FUTURE_TOLERANCE_SECONDS:g}s in the future were excluded, "
+            f"e.g. ts {ts!r} ({_seconds(ts - now)} ahead) in {files[file_idx]}",
+        )
+    ]
+
+
+def _expand(paths: list[Path]) -> tuple[list[Path], list[tuple[Path, Exception]]]:
+    files: list[Path] = []
+    unreadable: list[tuple[Path, Exception]] = []
+    for path in paths:
+        try:
+            if path.is_dir():
+                files += sorted(p for p in path.rglob(f"*{RECORD_SUFFIX}") if not p.is_dir())
+            elif path.exists():
+                files.append(path)
+            else:
+                unreadable.append((path, FileNotFoundError("no such file or directory")))
+        except OSError as exc:
+            unreadable.append((path, exc))
+    seen: set[Path] = set()
+    return [p for p in files if not (p in seen or seen.add(p))], unreadable
+
+
+def _reason(exc: Exception) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+
+
+def _count_lines(path: Path) -> int:
+    """Lines in a file, the last one counted even without its newline (it is being written)."""
+    count, last = 0, b"\n"
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            count += chunk.count(b"\n")
+            last = chunk[-1:]
+    return count + (last != b"\n")
+
+
+@dataclass
+class _Scan:
+    nonblank: int = 0
+    example: tuple[int, str] | None = None  # line number (1-based) and an excerpt of a corrupt line
+
+
+def _scan(path: Path, find_example: bool = False) -> _Scan:
+    """Read one file line by line: the slow path, only for files where something is wrong.
+
+    Counts non-blank lines, or (find_example) stops at the first corrupt line.
+    """
+    result = _Scan()
+    try:
+        with path.open("rb") as f:
+            for number, raw in enumerate(f, start=1):
+                if not raw.strip():
+                    continue
+                result.nonblank += 1
+                if find_example and _corrupt(raw):
+                    result.example = (number, raw[:_EXCERPT].decode("utf-8", "replace").rstrip("\r\n"))
+                    break
+    except OSError:
+        pass
+    return result
+
+
+def _corrupt(raw: bytes) -> bool:
+    """The Python twin of the SQL `kind` check, used only to name an example line."""
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return True
+    if not isinstance(record, dict):
+        return True
+    try:
+        if int(record.get("v")) != RECORD_VERSION:
+            return True
+        if not math.isfinite(float(record["ts"])):
+            return True
+    except (TypeError, ValueError, KeyError):
+        return True
+    if record.get("shadow") is None or record.get("id") is None:
+        return True
+    if record.get("role") is not None:
+        return record["role"] not in ROLES or not _side_ok(record.get("result"))
+    return not (_side_ok(record.get("primary")) and _side_ok(record.get("candidate")))
+
+
+def _side_ok(side: Any) -> bool:
+    return isinstance(side, dict) and isinstance(side.get("outcome"), str)
+
+
+def _create_records(con: duckdb.DuckDBPyConnection) -> None:
+    """The table every line lands in; it becomes `pairs` once only pairs are left."""
+    side_columns = ", ".join(f"{role}_{name} {type_}" for role in ROLES for name, type_ in SIDE_TYPES.items())
+    con.execute(
+        f"CREATE OR REPLACE TABLE _records (id VARCHAR, ts DOUBLE, hour INTEGER, "
+        f"segments MAP(VARCHAR, VARCHAR), features MAP(VARCHAR, BOOLEAN), {side_columns}, "
+        f"agree BOOLEAN, abs_diff DOUBLE, kind VARCHAR, role VARCHAR, shadow VARCHAR, file_idx INTEGER)"
+    )
+
+
+def _select_from_json(file_idx: str, shadow: str, now: float) -> str:
+    """Rows from a read_json over `$files`: normalised columns, the row's kind, and its file's index."""
+    sides = []
+    for role in ROLES:
+        for name in SIDE_COLUMNS:
+            sides.append(
+                f"CASE WHEN role IS NULL THEN \"{role}\".{name} WHEN role = '{role}' THEN result.{name} END "
+                f"AS {role}_{name}"
+            )
+    corrupt = (
+        f"v IS DISTINCT FROM {RECORD_VERSION} OR shadow IS NULL OR id IS NULL OR ts IS NULL OR NOT isfinite(ts) OR "
+        f'CASE WHEN role IS NULL THEN "primary".outcome IS NULL OR candidate.outcome IS NULL '
+        f"ELSE role NOT IN {tuple(ROLES)} OR result.outcome IS NULL END"
+    )
+    kind = (
+        f"CASE WHEN {corrupt} THEN '{_CORRUPT}' WHEN shadow <> {_quote(shadow)} THEN '{_FOREIGN}' "
+        f"WHEN role IS NOT NULL THEN '{_ONE}' WHEN ts > {now + FUTURE_TOLERANCE_SECONDS!r} THEN '{_FUTURE}' "
+        f"ELSE '{_PAIR}' END"
+    )
+    return (
+        f"SELECT id, ts, {_hour('ts')} AS hour, coalesce(segments, MAP {{}}) AS segments, "
+        f"coalesce(features, MAP {{}}) AS features, {', '.join(sides)}, agree, abs_diff, "
+        f"{kind} AS kind, role, CASE WHEN kind = '{_FOREIGN}' THEN shadow END, {file_idx} AS file_idx "
+        f"FROM read_json($files, format = 'newline_delimited', ignore_errors = true, filename = true, "
+        f"columns = {_JSON_COLUMNS!r})"
+    )
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.0f}s" if abs(value) < 1e9 else f"{value:.3g}s"
+
+
+def _hour(ts: str) -> str:
+    return f"CASE WHEN isfinite({ts}) THEN CAST(((floor({ts} / 3600) % 24) + 24) % 24 AS INTEGER) END"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _insert(con: duckdb.DuckDBPyConnection, files: list[Path], shadow: str, now: float) -> list[tuple[Path, Exception]]:
+    """Insert every file in one parallel scan; if DuckDB fails on the batch, file by file to isolate the culprit."""
+    if not files:
+        return []
+    names = [str(p) for p in files]
+    try:
+        con.execute(
+            f"INSERT INTO _records {_select_from_json('list_position($files, filename) - 1', shadow, now)}",
+            {"files": names},
+        )
+        return []
+    except duckdb.Error:
+        con.execute("DELETE FROM _records")
+    failed = []
+    for idx, name in enumerate(names):
+        try:
+            con.execute(f"INSERT INTO _records {_select_from_json(str(idx), shadow, now)}", {"files": [name]})
+        except duckdb.Error as exc:
+            con.execute(f"DELETE FROM _records WHERE file_idx = {idx}")
+            failed.append((files[idx], exc))
+    if failed:  # renumber the survivors
+        keep = [i for i, p in enumerate(files) if p not in {f for f, _ in failed}]
+        con.execute("UPDATE _records SET file_idx = list_position($keep, file_idx) - 1", {"keep": keep})
+    return failed
+
+
+def _compare_sql(regression: bool) -> tuple[str, str]:
+    """(agree, abs_diff) of two joined sides, as records.compare computes them."""
+    both = (
+        f"primary_outcome = '{OK}' AND candidate_outcome = '{OK}' "
+        "AND primary_prediction IS NOT NULL AND candidate_prediction IS NOT NULL"
+    )
+    if regression:
+        diff = (
+            "abs(TRY_CAST(json_extract_string(primary_prediction, '$') AS DOUBLE) "
+            "- TRY_CAST(json_extract_string(candidate_prediction, '$') AS DOUBLE))"
+        )
+        return "CAST(NULL AS BOOLEAN)", f"CASE WHEN {both} THEN {diff} END"
+    numbers = "('UBIGINT', 'BIGINT', 'DOUBLE')"
+    agree = (
+        f"CASE WHEN {both} THEN CASE WHEN json_type(primary_prediction) IN {numbers} "
+        f"AND json_type(candidate_prediction) IN {numbers} "
+        "THEN CAST(primary_prediction AS DOUBLE) = CAST(candidate_prediction AS DOUBLE) "
+        "ELSE CAST(primary_prediction AS VARCHAR) = CAST(candidate_prediction AS VARCHAR) END END"
+    )
+    return agree, "CAST(NULL AS DOUBLE)"
+
+
+def _join_one_sided(
+    con: duckdb.DuckDBPyConnection, now: float, regression: bool, files: list[Path]
+) -> list[DataProblem]:
+    """Join one-sided records by id (a hash join) into the table `_joined`; count duplicates, unpaired and skew."""
+    p, c = ROLES
+    problems = []
+    ones = f"kind = '{_ONE}'"
+    duplicates = con.execute(f"SELECT count(*) - count(DISTINCT (id, role)) FROM _records WHERE {ones}").fetchone()[0]
+    if duplicates:  # keep the earliest answer of each role to a request
+        con.execute(
+            f"UPDATE _records SET kind = '{_DUPLICATE}' WHERE rowid IN (SELECT rowid FROM _records WHERE {ones} "
+            "QUALIFY row_number() OVER (PARTITION BY id, role ORDER BY ts, file_idx) > 1)"
+        )
+        problems.append(
+            DataProblem(
+                code=CORRUPT_RECORD,
+                count=duplicates,
+                message=f"{duplicates} one-sided records repeat a request id and role already seen; "
+                "only the earliest of each was kept",
+            )
+        )
+    agree, abs_diff = _compare_sql(regression)
+    primary_columns = ", ".join(f"{p}_{name}" for name in SIDE_COLUMNS)
+    candidate_columns = ", ".join(f"{c}_{name}" for name in SIDE_COLUMNS)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _joined AS SELECT id, ts, hour, "
+        "CASE WHEN cardinality(c_segments) = 0 THEN segments ELSE map_concat(c_segments, segments) END AS segments, "
+        "CASE WHEN cardinality(c_features) = 0 THEN features ELSE map_concat(c_features, features) END AS features, "
+        f"{primary_columns}, {candidate_columns}, {agree} AS agree, {abs_diff} AS abs_diff, "
+        f"CASE WHEN ts > {now + FUTURE_TOLERANCE_SECONDS!r} THEN '{_FUTURE}' ELSE '{_PAIR}' END AS kind, "
+        "abs(ts - c_ts) AS skew, file_idx "
+        f"FROM (SELECT id, ts, hour, segments, features, {primary_columns}, file_idx FROM _records "
+        f"WHERE {ones} AND role = '{p}') "
+        f"JOIN (SELECT id, ts AS c_ts, segments AS c_segments, features AS c_features, {candidate_columns} "
+        f"FROM _records WHERE {ones} AND role = '{c}') USING (id)"
+    )
+    kept, joined = con.execute(
+        f"SELECT (SELECT count(*) FROM _records WHERE {ones}), (SELECT count(*) FROM _joined)"
+    ).fetchone()
+    unpaired = kept - 2 * joined
+    if unpaired:
+        example_id, role, file_idx = con.execute(
+            f"SELECT id, role, file_idx FROM _records WHERE {ones} AND id NOT IN (SELECT id FROM _joined) "
+            "ORDER BY id LIMIT 1"
+        ).fetchone()
+        other = p if role == c else c
+        problems.append(
+            DataProblem(
+                code=UNPAIRED_RECORD,
+                count=unpaired,
+                message=f"{unpaired} one-sided records have no other side, e.g. the {role} answer "
+                f"to id {example_id!r} in {files[file_idx]} has no {other} answer",
+            )
+        )
+    skewed, example = con.execute(
+        f"SELECT count(*), arg_max(id, skew) FROM _joined WHERE kind = '{_PAIR}' AND skew > {PAIR_SKEW_SECONDS!r}"
+    ).fetchone()
+    if skewed:
+        problems.append(
+            DataProblem(
+                code=CLOCK_SKEW,
+                count=skewed,
+                message=f"{skewed} pairs joined from one-sided records have sides more than "
+                f"{PAIR_SKEW_SECONDS:g}s apart (kept), e.g. id {example!r}",
+            )
+        )
+    return problems
+
+
+def _finish(
+    con: duckdb.DuckDBPyConnection, files: list[Path], counts: dict[tuple[int, str], int], joined: bool
+) -> list[DataProblem]:
+    """Leave only pairs in `_records` (no copy on the clean path), one row per id, and rename it `pairs`."""
+    if any(kind != _PAIR for _, kind in counts):
+        con.execute(f"DELETE FROM _records WHERE kind <> '{_PAIR}'")
+    if joined:
+        columns = ", ".join(COLUMNS)
+        con.execute(
+            f"INSERT INTO _records SELECT {columns}, '{_PAIR}', NULL, NULL, file_idx FROM _joined WHERE kind = '{_PAIR}'"
+        )
+        con.execute("DROP TABLE _joined")
+    rows, distinct = con.execute("SELECT count(*), count(DISTINCT id) FROM _records").fetchone()
+    problems = []
+    if rows != distinct:
+        example, file_idx = con.execute(
+            "SELECT id, any_value(file_idx) FROM _records GROUP BY id HAVING count(*) > 1 LIMIT 1"
+        ).fetchone()
+        problems.append(
+            DataProblem(
+                code=CORRUPT_RECORD,
+                count=rows - distinct,
+                message=f"{rows - distinct} records repeat a request id already seen; only the earliest of each "
+                f"was kept, e.g. id {example!r} in {files[file_idx]}",
+            )
+        )
+        con.execute(
+            "CREATE OR REPLACE TABLE _records AS SELECT * FROM _records "
+            "QUALIFY row_number() OVER (PARTITION BY id ORDER BY ts, file_idx) = 1"
+        )
+    for column in ("kind", "role", "shadow", "file_idx"):  # dropping a column is lazy: no copy
+        con.execute(f"ALTER TABLE _records DROP COLUMN {column}")
+    con.execute(f"DROP TABLE IF EXISTS {TABLE}")
+    con.execute(f"ALTER TABLE _records RENAME TO {TABLE}")
+    return problems

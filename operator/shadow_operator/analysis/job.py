@@ -1,0 +1,115 @@
+"""The comparison job: records (+ Prometheus) -> slices -> checks -> a Report.
+
+`shadowctl analyze` calls `analyze`; in a cluster it then `publish`es the report as the
+ConfigMap `<name>-report`, the one object the job writes. The operator reads it back and
+reflects verdict and samples into the ShadowDeployment's status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..api.durations import parse_duration
+from ..builders.naming import common_labels
+from ..resource import ShadowDeployment
+from . import dataset as datasets
+from . import metrics, stats
+from .report import METRICS_ERROR, REPORT_KEY, REPORT_SUFFIX, Report, ReportCoverage, report_name
+from .verdict import decide
+
+
+def _timestamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def coverage_for(sd: ShadowDeployment, first_ts: float | None, last_ts: float | None, samples: int, now: datetime):
+    """Time covered counts from when shadowing of this candidate began (status), else the first record."""
+    required = parse_duration(sd.spec.analysis.min_duration).total_seconds()
+    since = sd.status.shadowing_since if sd.status.candidate == sd.spec.candidate.image else None
+    start = (
+        datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp() if since else first_ts
+    )
+    elapsed = max(0.0, (now.timestamp() - start) if start is not None else 0.0)
+    time_percent = 100 if required <= 0 else min(100, int(elapsed * 100 // required))
+    sample_percent = min(100, samples * 100 // max(1, sd.spec.analysis.min_samples))
+    return ReportCoverage(
+        first_ts=first_ts,
+        last_ts=last_ts,
+        elapsed_seconds=elapsed,
+        required_seconds=required,
+        samples=samples,
+        required_samples=sd.spec.analysis.min_samples,
+        percent=min(time_percent, sample_percent),
+    )
+
+
+def analyze(
+    sd: ShadowDeployment,
+    record_paths: Iterable[Path],
+    now: datetime | None = None,
+    prometheus_url: str | None = None,
+) -> Report:
+    now = now or datetime.now(timezone.utc)
+    spec = sd.spec
+    regression = spec.recording.prediction_type == "regression"
+    shadow = f"{sd.namespace}/{sd.name}"
+    loaded = datasets.load(list(record_paths), shadow, now=now.timestamp(), regression=regression)
+    slices = stats.compute_slices(
+        loaded, [s.name for s in spec.recording.segments], list(spec.recording.features), regression
+    )
+    problems = list(loaded.problems)
+    overall = next((s for s in slices if s.segment == "all" and s.hour is None), None)
+    first_ts, last_ts = loaded.time_range() if hasattr(loaded, "time_range") else (None, None)
+    coverage = coverage_for(sd, first_ts, last_ts, overall.pairs if overall else 0, now)
+
+    queries: dict[str, float | None] = {}
+    metrics_available = True
+    url = prometheus_url or (spec.analysis.prometheus.url if spec.analysis.prometheus else None)
+    if url:
+        timeout = spec.analysis.prometheus.timeout if spec.analysis.prometheus else "10s"
+        provider = metrics.provider_for("prometheus", {"url": url, "timeout": timeout})
+        segments = sorted({s.segment for s in slices if s.segment != "all" and s.hour is None})
+        window = max(coverage.elapsed_seconds, 60.0)
+        queries, metric_problems = asyncio.run(metrics.collect(provider, segments, window))
+        problems += metric_problems
+        metrics_available = not any(p.code == METRICS_ERROR for p in metric_problems)
+
+    verdict = decide(
+        spec.analysis,
+        spec.recording.prediction_type,
+        slices,
+        coverage,
+        problems,
+        metrics_available,
+        _timestamp(now),
+    )
+    return Report(
+        shadow=shadow,
+        generated_at=_timestamp(now),
+        candidate=spec.candidate.image,
+        coverage=coverage,
+        slices=slices,
+        verdict=verdict,
+        problems=problems,
+        queries=queries,
+    )
+
+
+def report_configmap(sd: ShadowDeployment, report: Report) -> dict[str, Any]:
+    """The report as the ConfigMap the operator reads (owned by the ShadowDeployment)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": report_name(sd.name),
+            "namespace": sd.namespace,
+            "labels": {**common_labels(sd), "shadow.mlops.dev/role": REPORT_SUFFIX},
+            # Not blocking the owner's deletion: that would need update on shadowdeployments/finalizers.
+            "ownerReferences": [{**sd.identity.owner_reference(), "blockOwnerDeletion": False}],
+        },
+        "data": {REPORT_KEY: report.model_dump_json()},
+    }

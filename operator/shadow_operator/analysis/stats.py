@@ -1,0 +1,172 @@
+"""Per-slice statistics of a loaded Dataset: two GROUP BY GROUPING SETS queries, whatever the slice count.
+
+Slices: `all` and every `<segment name>=<bucket>` in the data, each over the whole period
+(hour None) and per hour of day (UTC, 0-23). A record without a value for a segment counts in
+its `missing` bucket, as the router writes it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..metric_names import ALL_SEGMENTS, LATENCY_BUCKETS, segment_label
+from ..records import MISSING_SEGMENT, OK, OUTCOMES, ROLES
+from .dataset import Dataset
+from .report import ErrorText, HistogramBucket, Latency, SideStats, SliceStats
+
+TOP_ERRORS = 5
+INFINITY_MS = 1e308  # the last histogram bucket's bound, as JSON can carry it
+BOUNDS_MS = (*(round(b * 1000, 6) for b in LATENCY_BUCKETS), INFINITY_MS)
+QUANTILES = (0.5, 0.95, 0.99)
+
+
+def compute_slices(
+    dataset: Dataset, segment_names: list[str], feature_paths: list[str], regression: bool
+) -> list[SliceStats]:
+    """Stats of every slice present in the data: `all` first, then segments in the order given; whole period first."""
+    segment_names = list(dict.fromkeys(segment_names))
+    feature_paths = list(dict.fromkeys(feature_paths))
+    con = dataset.con
+    segs = [f"seg_{i}" for i in range(len(segment_names))]
+    base = _base(dataset.table, segment_names)
+    sets = _grouping_sets(segs)
+    grouping = ", ".join(f"GROUPING({c}) AS g_{c}" for c in ("hour", *segs))
+    keys = ", ".join(("hour", *segs))
+
+    aggregates = ["count(*) AS pairs"]
+    for role in ROLES:
+        outcome, latency = f"{role}_outcome", f"{role}_latency_ms"
+        aggregates += [
+            f"count(*) FILTER (WHERE {outcome} IS DISTINCT FROM '{OK}') AS {role}_errors",
+            f"histogram({outcome}) AS {role}_outcomes",
+            f"quantile_cont({latency}, {list(QUANTILES)}) AS {role}_latency",
+        ]
+        lower = None
+        for i, upper in enumerate(BOUNDS_MS):
+            cond = [f"{latency} > {lower!r}"] if lower is not None else []
+            cond += [f"{latency} <= {upper!r}"] if upper != INFINITY_MS else []
+            where = " AND ".join(cond) if cond else f"{latency} IS NOT NULL"
+            aggregates.append(f"count(*) FILTER (WHERE {where}) AS {role}_h{i}")
+            lower = upper
+    if regression:
+        aggregates += ["count(abs_diff) AS comparable", "avg(abs_diff) AS diff_mean"]
+        aggregates += ["quantile_cont(abs_diff, 0.95) AS diff_p95"]
+    else:
+        aggregates += ["count(agree) AS comparable", "count(*) FILTER (WHERE agree) AS agreed"]
+    aggregates += [
+        f"count(*) FILTER (WHERE map_extract(features, {_quote(path)})[1] = false) AS missing_{j}"
+        for j, path in enumerate(feature_paths)
+    ]
+    rows = _fetch(
+        con,
+        f"SELECT {grouping}, {keys}, {', '.join(aggregates)} FROM ({base}) GROUP BY GROUPING SETS ({sets})",
+    )
+
+    unions = " UNION ALL ".join(
+        f"SELECT {keys}, '{role}' AS role, coalesce(nullif({role}_error, ''), {role}_outcome) AS text "
+        f"FROM ({base}) WHERE {role}_outcome IS DISTINCT FROM '{OK}'"
+        for role in ROLES
+    )
+    group_keys = ", ".join(f"g_{c}" for c in ("hour", *segs))
+    top = _fetch(
+        con,
+        f"SELECT * FROM (SELECT {grouping}, {keys}, role, text, count(*) AS n FROM ({unions}) "
+        f"GROUP BY GROUPING SETS ({_grouping_sets(segs, extra='role, text')})) "
+        f"QUALIFY row_number() OVER (PARTITION BY {group_keys}, {keys}, role ORDER BY n DESC, text) <= {TOP_ERRORS}",
+    )
+    top_errors: dict[tuple[str, int | None, str], list[ErrorText]] = {}
+    for row in sorted(top, key=lambda r: (-r["n"], r["text"] or "")):
+        slice_key = _slice_key(row, segment_names)
+        top_errors.setdefault((*slice_key, row["role"]), []).append(ErrorText(text=str(row["text"]), count=row["n"]))
+
+    slices = []
+    for row in rows:
+        segment, hour = _slice_key(row, segment_names)
+        sides = {role: _side(row, role, top_errors.get((segment, hour, role), [])) for role in ROLES}
+        comparable = row["comparable"]
+        pairs = row["pairs"]
+        slices.append(
+            SliceStats(
+                segment=segment,
+                hour=hour,
+                pairs=pairs,
+                primary=sides[ROLES[0]],
+                candidate=sides[ROLES[1]],
+                comparable=comparable,
+                agreement=None if regression or not comparable else row["agreed"] / comparable,
+                abs_diff_mean=row["diff_mean"] if regression else None,
+                abs_diff_p95=row["diff_p95"] if regression else None,
+                feature_missing={path: row[f"missing_{j}"] / pairs for j, path in enumerate(feature_paths)}
+                if pairs
+                else {},
+            )
+        )
+    order = {name: i for i, name in enumerate(segment_names)}
+
+    def sort_key(s: SliceStats) -> tuple:
+        name, _, bucket = s.segment.partition("=")
+        rank = -1 if s.segment == ALL_SEGMENTS else order.get(name, len(order))
+        return (s.hour is not None, s.hour or 0, rank, bucket)
+
+    return sorted(slices, key=sort_key)
+
+
+def _base(table: str, segment_names: list[str]) -> str:
+    segs = "".join(
+        f", coalesce(map_extract(segments, {_quote(name)})[1], '{MISSING_SEGMENT}') AS seg_{i}"
+        for i, name in enumerate(segment_names)
+    )
+    return f"SELECT *{segs} FROM {table}"
+
+
+def _grouping_sets(segs: list[str], extra: str = "") -> str:
+    prefix = f"{extra}, " if extra else ""
+    sets = [f"({extra})", f"({prefix}hour)"]
+    for seg in segs:
+        sets += [f"({prefix}{seg})", f"({prefix}{seg}, hour)"]
+    return ", ".join(sets)
+
+
+def _fetch(con: Any, sql: str) -> list[dict[str, Any]]:
+    cursor = con.execute(sql)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _slice_key(row: dict[str, Any], segment_names: list[str]) -> tuple[str, int | None]:
+    hour = None if row["g_hour"] else row["hour"]
+    for i, name in enumerate(segment_names):
+        if not row[f"g_seg_{i}"]:
+            return segment_label(name, row[f"seg_{i}"]), hour
+    return ALL_SEGMENTS, hour
+
+
+def _side(row: dict[str, Any], role: str, top_errors: list[ErrorText]) -> SideStats:
+    requests, errors = row["pairs"], row[f"{role}_errors"]
+    outcomes = dict.fromkeys(OUTCOMES, 0)
+    outcomes.update({str(k): v for k, v in _as_dict(row[f"{role}_outcomes"]).items()})
+    quantiles = row[f"{role}_latency"]
+    return SideStats(
+        requests=requests,
+        errors=errors,
+        error_rate=errors / requests if requests else None,
+        outcomes=outcomes,
+        top_errors=top_errors,
+        latency_ms=Latency(p50=quantiles[0], p95=quantiles[1], p99=quantiles[2]) if quantiles else None,
+        latency_histogram=[
+            HistogramBucket(le_ms=bound, count=row[f"{role}_h{i}"]) for i, bound in enumerate(BOUNDS_MS)
+        ],
+    )
+
+
+def _as_dict(value: Any) -> dict[Any, Any]:
+    """A DuckDB MAP as Python gets it: a dict, or {"key": [...], "value": [...]} before DuckDB 1.1."""
+    if not value:
+        return {}
+    if set(value) == {"key", "value"} and isinstance(value["key"], list):
+        return dict(zip(value["key"], value["value"], strict=True))
+    return dict(value)
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

@@ -1,0 +1,305 @@
+"""Intervals against published values, and each check's pass / fail / inconclusive boundary."""
+
+from __future__ import annotations
+
+import pytest
+
+from shadow_operator.analysis import checks
+from shadow_operator.analysis.checks import (
+    abs_diff_checks,
+    agreement_check,
+    difference_interval,
+    error_rate_check,
+    error_rate_increase_check,
+    feature_missing_checks,
+    latency_ratio_check,
+    threshold_problems,
+    wilson_interval,
+)
+from shadow_operator.api.v1alpha1.spec import AbsDiff
+
+from .slices_factory import analysis, make_slice
+
+# --- intervals: Newcombe (1998) worked examples and well-known values --------------------
+
+
+@pytest.mark.parametrize(
+    ("successes", "n", "expected"),
+    [
+        (0, 1000, (0.0, 0.00383)),
+        (8, 100, (0.0411, 0.1500)),
+        (81, 263, (0.2553, 0.3662)),
+        (15, 148, (0.0624, 0.1605)),
+        (0, 20, (0.0, 0.1611)),
+        (1, 29, (0.0061, 0.1718)),
+        (29, 29, (0.8830, 1.0)),
+    ],
+)
+def test_wilson_interval_matches_published_values(successes, n, expected):
+    low, high = wilson_interval(successes, n, 0.95)
+    assert low == pytest.approx(expected[0], abs=5e-5)
+    assert high == pytest.approx(expected[1], abs=5e-5)
+
+
+def test_wilson_interval_without_samples_is_everything():
+    assert wilson_interval(0, 0, 0.95) == (0.0, 1.0)
+
+
+def test_wilson_interval_widens_with_confidence():
+    low95, high95 = wilson_interval(8, 100, 0.95)
+    low99, high99 = wilson_interval(8, 100, 0.99)
+    assert low99 < low95 and high99 > high95
+    assert checks.z_value(0.95) == pytest.approx(1.959964, abs=1e-6)
+
+
+def test_wilson_interval_refuses_impossible_counts():
+    with pytest.raises(ValueError, match="between 0 and n=10"):
+        wilson_interval(11, 10, 0.95)
+
+
+@pytest.mark.parametrize(
+    ("x1", "n1", "x2", "n2", "expected"),
+    [
+        (48, 80, 56, 70, (0.0524, 0.3339)),  # Newcombe 1998, table II, method 10
+        (3, 10, 9, 10, (0.1705, 0.8090)),
+        (0, 10, 0, 20, (-0.2775, 0.1611)),
+    ],
+)
+def test_difference_interval_is_newcombes_hybrid_score(x1, n1, x2, n2, expected):
+    low, high = difference_interval(x1, n1, x2, n2, 0.95)
+    assert low == pytest.approx(expected[0], abs=5e-5)
+    assert high == pytest.approx(expected[1], abs=5e-5)
+
+
+def test_difference_interval_is_antisymmetric_and_open_without_samples():
+    low, high = difference_interval(48, 80, 56, 70, 0.95)
+    assert difference_interval(56, 70, 48, 80, 0.95) == (pytest.approx(-high), pytest.approx(-low))
+    assert difference_interval(0, 0, 5, 10, 0.95) == (-1.0, 1.0)
+
+
+# --- error rate --------------------------------------------------------------------------
+
+
+def test_error_rate_fails_when_the_whole_interval_is_above_the_limit():
+    check = error_rate_check(make_slice("history=<1", pairs=100, candidate_errors=8), 0.001, 0.95, 100)
+    assert check.name == "errorRate"
+    assert check.segment == "history=<1"
+    assert check.passed is False
+    assert check.candidate == pytest.approx(0.08)
+    assert check.primary == 0.0
+    assert check.threshold == 0.001
+    assert check.samples == 100
+    assert "8 of 100 requests" in check.message
+    assert "95% interval 4.11% to 15%" in check.message
+    assert "maxErrorRate 0.1%" in check.message
+
+
+def test_error_rate_passes_when_the_whole_interval_is_within_the_limit():
+    check = error_rate_check(make_slice(pairs=5000, candidate_errors=1), 0.002, 0.95, 1000)
+    assert check.passed is True
+    assert "within the limit" in check.message
+
+
+def test_error_rate_straddling_the_limit_is_inconclusive():
+    # 2 of 1000 = 0.2%, interval about 0.055% to 0.73%: the limit 0.3% lies inside it.
+    check = error_rate_check(make_slice(pairs=1000, candidate_errors=2), 0.003, 0.95, 1000)
+    assert check.passed is None
+    assert "straddles" in check.message
+
+
+def test_zero_errors_in_1000_cannot_prove_a_limit_of_one_in_a_thousand():
+    check = error_rate_check(make_slice(pairs=1000), 0.001, 0.95, 1000)
+    assert check.passed is None
+    assert "0.383%" in check.message
+
+
+def test_error_rate_with_too_few_requests_is_inconclusive_however_bad():
+    check = error_rate_check(make_slice(pairs=50, candidate_errors=50), 0.001, 0.95, 100)
+    assert check.passed is None
+    assert "only 50 requests, fewer than the 100 needed" in check.message
+
+
+def test_hour_window_label():
+    check = error_rate_check(make_slice("history=<1", hour=14, pairs=500), 0.01, 0.95, 100)
+    assert check.segment == "history=<1@14h"
+    assert checks.describe_label("all@2h") == "all traffic at 02:00-03:00 UTC (all@2h)"
+    assert checks.describe_label("history=<1") == "segment history=<1"
+
+
+# --- error-rate increase -----------------------------------------------------------------
+
+
+def test_error_rate_increase_fails_on_a_clear_rise():
+    stats = make_slice(pairs=10000, primary_errors=10, candidate_errors=100)
+    check = error_rate_increase_check(stats, 0.002, 0.95, 1000)
+    assert check.name == "errorRateIncrease"
+    assert check.passed is False
+    assert check.primary == pytest.approx(0.001)
+    assert check.candidate == pytest.approx(0.01)
+    assert "candidate 100 errors of 10000 requests, primary 10 of 10000" in check.message
+
+
+def test_error_rate_increase_passes_when_rates_match_and_samples_suffice():
+    stats = make_slice(pairs=20000, primary_errors=20, candidate_errors=20)
+    assert error_rate_increase_check(stats, 0.001, 0.95, 1000).passed is True
+
+
+def test_error_rate_increase_straddling_is_inconclusive():
+    stats = make_slice(pairs=1000, primary_errors=1, candidate_errors=3)
+    assert error_rate_increase_check(stats, 0.002, 0.95, 1000).passed is None
+
+
+# --- latency -----------------------------------------------------------------------------
+
+
+def test_latency_ratio_fails_above_the_limit_and_reports_the_ratio():
+    stats = make_slice("history=<1", pairs=1000, candidate_latency=(500.0, 900.0, 1200.0))
+    check = latency_ratio_check(stats, "p95", 1.3, 100)
+    assert check.name == "latencyP95Ratio"
+    assert check.passed is False
+    assert (check.primary, check.candidate, check.threshold) == (90.0, 900.0, 1.3)
+    assert "10.00x the primary's 90 ms" in check.message
+    assert "latencyRatio.p95 1.3x" in check.message
+
+
+def test_latency_ratio_at_the_limit_passes():
+    stats = make_slice(pairs=1000, primary_latency=(100.0, 200.0, 300.0), candidate_latency=(120.0, 200.0, 300.0))
+    assert latency_ratio_check(stats, "p50", 1.2, 1000).passed is True
+    assert latency_ratio_check(stats, "p50", 1.19, 1000).passed is False
+
+
+def test_latency_ratio_needs_samples_on_both_sides():
+    stats = make_slice(pairs=1000, candidate_latency=(500.0, 900.0, 1200.0)).model_copy(
+        update={"primary": make_slice(pairs=99).primary}
+    )
+    check = latency_ratio_check(stats, "p99", 1.5, 100)
+    assert check.passed is None
+    assert "1000 candidate and 99 primary requests" in check.message
+
+
+def test_latency_ratio_without_latency_is_inconclusive():
+    stats = make_slice(pairs=1000, candidate_latency=None)
+    check = latency_ratio_check(stats, "p50", 1.2, 100)
+    assert check.passed is None
+    assert "no latency measured for the candidate" in check.message
+    with pytest.raises(ValueError, match="p50, p95, p99"):
+        latency_ratio_check(stats, "p90", 1.2, 100)
+
+
+# --- agreement and absolute difference ---------------------------------------------------
+
+
+def test_agreement_fails_when_the_interval_is_below_the_minimum():
+    check = agreement_check(make_slice("all", hour=2, pairs=700, agreement=0.6), 0.95, 0.95, 100)
+    assert check.name == "agreement"
+    assert check.segment == "all@2h"
+    assert check.passed is False
+    assert "420 of 700" in check.message
+    assert "minAgreement 95%" in check.message
+
+
+def test_agreement_passes_when_the_interval_is_above_the_minimum():
+    assert agreement_check(make_slice(pairs=2000, agreement=0.99), 0.95, 0.95, 1000).passed is True
+
+
+def test_agreement_straddling_the_minimum_is_inconclusive():
+    assert agreement_check(make_slice(pairs=200, agreement=0.955), 0.95, 0.95, 100).passed is None
+
+
+def test_agreement_without_comparable_pairs_is_inconclusive():
+    check = agreement_check(make_slice(pairs=500, agreement=None, comparable=0), 0.95, 0.95, 100)
+    assert check.passed is None
+    assert "no comparable pairs" in check.message
+
+
+def test_abs_diff_checks_mean_and_p95():
+    stats = make_slice(pairs=1000, abs_diff_mean=0.02, abs_diff_p95=0.3)
+    mean, p95 = abs_diff_checks(stats, AbsDiff(mean=0.05, p95=0.2), 1000)
+    assert (mean.name, mean.passed, mean.candidate) == ("absDiffMean", True, 0.02)
+    assert (p95.name, p95.passed, p95.candidate) == ("absDiffP95", False, 0.3)
+    assert "maxAbsDiff.p95 0.2: above the limit" in p95.message
+    assert [k.name for k in abs_diff_checks(stats, AbsDiff(p95=0.5), 1000)] == ["absDiffP95"]
+    assert [k.passed for k in abs_diff_checks(stats, AbsDiff(mean=0.05, p95=0.2), 1001)] == [None, None]
+
+
+# --- features ----------------------------------------------------------------------------
+
+
+def test_feature_missing_one_check_per_path():
+    stats = make_slice(
+        pairs=2000, feature_missing={"$.features.purchase_count": 0.3, "$.features.last_seen_days": 0.001}
+    )
+    found = feature_missing_checks(stats, 0.01, 0.95, 1000)
+    assert [(k.name, k.passed) for k in found] == [
+        ("featureMissing:$.features.last_seen_days", True),
+        ("featureMissing:$.features.purchase_count", False),
+    ]
+    assert "600 of 2000" in found[1].message
+    assert feature_missing_checks(stats, 0.01, 0.95, 2001)[1].passed is None
+
+
+def test_feature_missing_straddling_is_inconclusive():
+    stats = make_slice(pairs=1000, feature_missing={"$.x": 0.01})
+    assert feature_missing_checks(stats, 0.012, 0.95, 100)[0].passed is None
+
+
+# --- thresholds --------------------------------------------------------------------------
+
+
+def test_sensible_thresholds_have_no_problems():
+    spec = analysis(
+        latency_ratio={"p50": 1.2, "p95": 1.3, "p99": 1.5},
+        max_error_rate=0.001,
+        max_error_rate_increase=0.0005,
+        min_agreement=0.95,
+        max_feature_missing_rate=0.01,
+    )
+    assert threshold_problems(spec, "classification") == []
+    assert threshold_problems(analysis(max_abs_diff={"mean": 0.1}), "regression") == []
+
+
+def test_no_threshold_at_all():
+    assert threshold_problems(analysis(), "classification") == [
+        "spec.analysis.thresholds: no threshold is set, so there is nothing to judge the candidate by"
+    ]
+    assert threshold_problems(analysis(latency_ratio={}), "classification") == [
+        "spec.analysis.thresholds: no threshold is set, so there is nothing to judge the candidate by"
+    ]
+
+
+def test_prediction_thresholds_of_the_other_type():
+    problems = threshold_problems(analysis(min_agreement=0.9), "regression")
+    assert problems[0].startswith("spec.analysis.thresholds.minAgreement: set, but spec.recording.predictionType")
+    assert problems[1] == "spec.analysis.thresholds: no threshold that applies to regression predictions is set"
+    problems = threshold_problems(analysis(max_abs_diff={"p95": 0.2}, max_error_rate=0.01), "classification")
+    assert len(problems) == 1
+    assert problems[0].startswith("spec.analysis.thresholds.maxAbsDiff: set, but")
+
+
+def test_a_stricter_tail_than_median_is_a_legitimate_choice():
+    # Users feel the tail: allowing the median to move more than p99 makes sense.
+    assert threshold_problems(analysis(latency_ratio={"p50": 1.5, "p95": 1.3, "p99": 1.2}), "classification") == []
+
+
+def test_error_rate_increase_above_the_error_rate():
+    problems = threshold_problems(analysis(max_error_rate=0.001, max_error_rate_increase=0.01), "classification")
+    assert len(problems) == 1
+    assert problems[0].startswith("spec.analysis.thresholds.maxErrorRateIncrease: 0.01 is above maxErrorRate 0.001")
+
+
+def test_limits_no_interval_can_confirm():
+    problems = threshold_problems(analysis(max_error_rate=0, min_agreement=1), "classification")
+    assert [p.split(":")[0] for p in problems] == [
+        "spec.analysis.thresholds.maxErrorRate",
+        "spec.analysis.thresholds.minAgreement",
+    ]
+
+
+def test_sample_and_duration_limits():
+    spec = analysis(max_error_rate=0.01, min_samples=100, min_samples_per_segment=500, min_duration="5m")
+    assert threshold_problems(spec, "classification") == [
+        "spec.analysis.minSamplesPerSegment: 500 is above minSamples 100; a segment is part of all traffic "
+        "and cannot need more pairs than the whole",
+        "spec.analysis.minDuration: 5m is shorter than spec.analysis.interval 10m, the time between two "
+        "comparison runs",
+    ]
