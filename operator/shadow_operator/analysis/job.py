@@ -67,6 +67,7 @@ def analyze(
     coverage = coverage_for(sd, first_ts, last_ts, overall.pairs if overall else 0, now)
 
     queries: dict[str, float | None] = {}
+    metric_slices: list = []
     metrics_available = True
     url = prometheus_url or (spec.analysis.prometheus.url if spec.analysis.prometheus else None)
     if url:
@@ -77,6 +78,7 @@ def analyze(
         queries, metric_problems = asyncio.run(metrics.collect(provider, segments, window))
         problems += metric_problems
         metrics_available = not any(p.code == METRICS_ERROR for p in metric_problems)
+        metric_slices = metrics.slices_from_queries(queries, segments, window)
 
     verdict = decide(
         spec.analysis,
@@ -86,6 +88,7 @@ def analyze(
         problems,
         metrics_available,
         _timestamp(now),
+        metric_slices=metric_slices,
     )
     return Report(
         shadow=shadow,

@@ -31,7 +31,7 @@ from urllib3.util import Retry, Timeout
 from ..api.durations import parse_duration
 from ..metric_names import ALL_SEGMENTS, REQUEST_DURATION, REQUESTS_TOTAL
 from ..records import OK, ROLES
-from .report import METRICS_ERROR, DataProblem
+from .report import METRICS_ERROR, DataProblem, Latency, SideStats, SliceStats
 
 PROMETHEUS = "prometheus"
 DEFAULT_TIMEOUT = "10s"  # PrometheusSpec's default
@@ -354,3 +354,42 @@ async def collect(
             )
         )
     return values, problems
+
+
+# ---------------------------------------------------------------- answers as slices
+
+METRICS_SEGMENT_PREFIX = "prometheus:"
+
+
+def slices_from_queries(
+    queries: Mapping[str, float | None], segments: Sequence[str], window_seconds: float
+) -> list[SliceStats]:
+    """Prometheus's answers as slices (segment `prometheus:<segment>`): all traffic, not just
+    the sampled records, for the error-rate and latency checks. A segment with any answer
+    missing is left out (collect already listed it as a problem)."""
+    window = window_for(window_seconds)
+    result = []
+    for segment in dict.fromkeys([ALL_SEGMENTS, *segments]):
+        sides = {}
+        for role in ROLES:
+            requests_, error_rate, *quantiles = (queries.get(q) for q in queries_for(role, segment, window))
+            if requests_ is None or error_rate is None or any(v is None or not math.isfinite(v) for v in quantiles):
+                break
+            count = round(requests_)
+            p50, p95, p99 = (v * 1000 for v in quantiles)
+            sides[role] = SideStats(
+                requests=count,
+                errors=round(error_rate * count),
+                error_rate=error_rate,
+                latency_ms=Latency(p50=p50, p95=p95, p99=p99),
+            )
+        if len(sides) == len(ROLES):
+            result.append(
+                SliceStats(
+                    segment=f"{METRICS_SEGMENT_PREFIX}{segment}",
+                    pairs=min(side.requests for side in sides.values()),
+                    primary=sides["primary"],
+                    candidate=sides["candidate"],
+                )
+            )
+    return result

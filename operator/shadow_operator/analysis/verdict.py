@@ -74,6 +74,22 @@ def slice_checks(analysis: AnalysisSpec, prediction_type: str, stats: SliceStats
     return found
 
 
+def _traffic_checks(analysis: AnalysisSpec, stats: SliceStats, minimum: int) -> list[Check]:
+    """The checks a metrics slice can support: errors and latency, no predictions or features."""
+    t = analysis.thresholds
+    found = []
+    if t.max_error_rate is not None:
+        found.append(c.error_rate_check(stats, t.max_error_rate, analysis.confidence, minimum))
+    if t.max_error_rate_increase is not None:
+        found.append(c.error_rate_increase_check(stats, t.max_error_rate_increase, analysis.confidence, minimum))
+    if t.latency_ratio is not None:
+        for percentile in c.LATENCY_RATIO_NAMES:
+            limit = getattr(t.latency_ratio, percentile)
+            if limit is not None:
+                found.append(c.latency_ratio_check(stats, percentile, limit, minimum))
+    return found
+
+
 def decide(
     analysis: AnalysisSpec,
     prediction_type: str,
@@ -82,8 +98,13 @@ def decide(
     problems: list[DataProblem],
     metrics_available: bool,
     now: str,
+    metric_slices: Iterable[SliceStats] = (),
 ) -> Verdict:
-    """The verdict on the candidate from the slices measured so far."""
+    """The verdict on the candidate from the slices measured so far.
+
+    `metric_slices` are Prometheus's view of all traffic (records may be sampled): they add
+    error-rate and latency checks, with the same minimum samples as the records' slices.
+    """
     overall = next((s for s in slices if s.segment == c.OVERALL and s.hour is None), None)
     total = overall.pairs if overall else 0
     checks: list[Check] = []
@@ -100,6 +121,11 @@ def decide(
         else:
             judged += 1
         checks.extend(found)
+
+    for stats in metric_slices:
+        minimum = analysis.min_samples if stats.segment.endswith(f":{c.OVERALL}") else analysis.min_samples_per_segment
+        if stats.pairs >= minimum:
+            checks.extend(_traffic_checks(analysis, stats, minimum))
 
     def verdict(result: str, reason: str, message: str) -> Verdict:
         return Verdict(result=result, reason=reason, message=message, evaluated_at=now, checks=checks)
