@@ -165,7 +165,8 @@ def decide(
         return verdict(
             "Inconclusive",
             reasons.INSUFFICIENT_DATA,
-            "no records: no mirrored pairs have been analysed yet",
+            "no records: no mirrored pairs have been analysed yet"
+            + (f" ({problems[0].message})" if problems else ""),
         )
     if total < analysis.min_samples:
         return verdict(
