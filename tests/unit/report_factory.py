@@ -165,7 +165,39 @@ def make_checks(extra_segments: Sequence[str] = ()) -> list[Check]:
     return checks
 
 
-def make_report(extra_segments: Sequence[str] = (), result: str = "Failed", reason: str = VERDICT_REASON) -> Report:
+def hour_checks(
+    name: str = "errorRate",
+    segment: str = "all",
+    failing: Sequence[int] = (),
+    inconclusive: Sequence[int] = (),
+    hours: Sequence[int] = range(24),
+) -> list[Check]:
+    """One check per hour of day, labelled as checks.slice_label does (`all@14h`): passing but for the hours given."""
+    checks = []
+    for hour in hours:
+        passed = False if hour in failing else None if hour in inconclusive else True
+        candidate = 0.03 if passed is False else 0.004
+        checks.append(
+            Check(
+                name=name,
+                segment=f"{segment}@{hour}h",
+                primary=0.001,
+                candidate=candidate,
+                threshold=0.01,
+                passed=passed,
+                samples=2000,
+                message=None if passed else f"candidate error rate {candidate:.1%} at {hour:02d}:00",
+            )
+        )
+    return checks
+
+
+def make_report(
+    extra_segments: Sequence[str] = (),
+    result: str = "Failed",
+    reason: str = VERDICT_REASON,
+    extra_checks: Sequence[Check] = (),
+) -> Report:
     slices = [
         segment_slice("all", 48210, 453, 0.9712, top_errors=[(KEY_ERROR, 127), ("TimeoutError: no answer in 2s", 6)]),
         segment_slice(
@@ -186,7 +218,7 @@ def make_report(extra_segments: Sequence[str] = (), result: str = "Failed", reas
         reason=reason,
         message=f"candidate error rate 4.13% exceeds the 1.00% limit in segment {FAILING_SEGMENT} (3,120 pairs)",
         evaluated_at="2024-05-08T06:10:00Z",
-        checks=make_checks(extra_segments),
+        checks=[*make_checks(extra_segments), *extra_checks],
     )
     return Report(
         shadow="default/recommender",

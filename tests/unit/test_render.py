@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from html.parser import HTMLParser
 
@@ -11,7 +12,7 @@ from shadow_operator.analysis.render import FORMATS, render
 from shadow_operator.analysis.report import Report, ReportCoverage, SideStats, SliceStats
 from shadow_operator.api.v1alpha1 import Check, Verdict
 
-from .report_factory import FAILING_SEGMENT, KEY_ERROR, VERDICT_REASON, make_report
+from .report_factory import FAILING_SEGMENT, KEY_ERROR, VERDICT_REASON, hour_checks, make_report
 
 VOID_ELEMENTS = {"meta", "br", "hr", "img", "input", "link", "wbr", "col", "area", "base", "source"}
 SVG_LEAVES = {"line", "rect", "circle", "polyline", "path"}  # written as <x .../>
@@ -57,6 +58,28 @@ def _check_rows(table: str) -> list[str]:
             break
         rows.append(line)
     return rows
+
+
+def _markdown_check_rows(markdown: str) -> list[str]:
+    lines = markdown.splitlines()
+    start = lines.index("#### Checks") + 4  # heading, blank, column names, alignment
+    return lines[start : lines.index("", start)]
+
+
+def _html_check_rows(document: str) -> list[str]:
+    """The text of each row of the checks table, tags stripped."""
+    section = re.search(r'<section id="checks">(.*?)</section>', document).group(1)
+    rows = re.findall(r"<tbody>.*</tbody>", section)[0]
+    return [
+        " ".join(html.unescape(re.sub(r"<[^>]+>", " ", row)).split()) for row in re.findall(r"<tr[^>]*>.*?</tr>", rows)
+    ]
+
+
+def _summaries(text: str) -> list[str]:
+    """The hour-of-day summary lines of a table or Markdown report, or rows of an HTML one, as plain text."""
+    lines = re.findall(r'<tr class="hours">(.*?)</tr>', text) if text.startswith("<!DOCTYPE") else text.splitlines()
+    plain = [html.unescape(re.sub(r"<[^>]+>", "", line)).replace("`", "").replace("*", "") for line in lines]
+    return [" ".join(line.split()) for line in plain if " hour window" in line]
 
 
 @pytest.fixture(scope="module")
@@ -263,3 +286,88 @@ def test_a_failing_hour_of_day_check_flags_its_segment(report: Report) -> None:
     headings = re.findall(r'<h3 id="seg-\d+">Segment <code>([^<]*)</code>(<span class="flag">[^<]*</span>)?', document)
     assert [h[0] for h in headings[:3]] == ["all", "history=&lt;1", "history=1-100"]
     assert headings[2][1] == '<span class="flag">errorRate failed</span>'
+
+
+# --- hour-of-day windows: a week has 24 per check and segment -----------------------------------------------
+
+
+def _rows(text: str, fmt: str) -> list[str]:
+    return {"table": _check_rows, "markdown": _markdown_check_rows, "html": _html_check_rows}[fmt](text)
+
+
+def _segment_cell(row: str, fmt: str) -> str:
+    return row.split("|")[2].strip().strip("`") if fmt == "markdown" else row.split()[1]
+
+
+HUMAN_FORMATS = ("table", "markdown", "html")
+
+
+@pytest.mark.parametrize("fmt", HUMAN_FORMATS)
+def test_passing_hour_windows_are_one_summary_line(fmt: str) -> None:
+    plain = render(make_report(), fmt)
+    hourly = render(make_report(extra_checks=hour_checks("errorRate", "all")), fmt)
+
+    assert _summaries(hourly) == ["errorRate on all, 24 hour windows: 24 passed"]
+    assert _summaries(plain) == []
+    assert not any("@" in _segment_cell(row, fmt) for row in _rows(hourly, fmt) if " hour window" not in row)
+    assert "all@" not in hourly
+    # no row per hour: the same rows as without them, but for the summary
+    assert [row for row in _rows(hourly, fmt) if " hour window" not in row] == _rows(plain, fmt)
+    if fmt == "html":
+        assert hourly.count('<tr class="hours">') == 1
+        assert _parse(hourly).errors == []
+
+
+@pytest.mark.parametrize("fmt", HUMAN_FORMATS)
+def test_a_failing_hour_window_is_listed_and_named_in_the_summary(fmt: str) -> None:
+    extra = [
+        *hour_checks("errorRate", "all"),
+        *hour_checks("agreement", "all", failing=(2, 3, 4), inconclusive=(7,)),
+    ]
+    text = render(make_report(extra_checks=extra), fmt)
+
+    assert _summaries(text) == [
+        "agreement on all, 24 hour windows: 20 passed, 3 FAILED (2h, 3h, 4h), 1 inconclusive",
+        "errorRate on all, 24 hour windows: 24 passed",
+    ]
+    hourly = [(_segment_cell(row, fmt), row) for row in _rows(text, fmt) if "@" in row and " hour window" not in row]
+    assert [segment for segment, _row in hourly] == ["all@2h", "all@3h", "all@4h", "all@7h"]
+    assert all("agreement" in row for _segment, row in hourly)
+    assert all("FAIL" in row for _segment, row in hourly[:3])
+    assert "FAIL" not in hourly[3][1]
+    # failing rows first: whole-period, then the hours; inconclusive ones after all failing ones
+    segments = [_segment_cell(row, fmt) for row in _rows(text, fmt) if " hour window" not in row]
+    assert segments[:4] == [FAILING_SEGMENT, "all@2h", "all@3h", "all@4h"]
+    assert segments.index("all@7h") > segments.index("history=>=100")
+
+
+@pytest.mark.parametrize("fmt", HUMAN_FORMATS)
+def test_at_most_six_hour_rows_per_check_and_segment(fmt: str) -> None:
+    extra = [
+        *hour_checks("errorRate", "all", failing=range(10)),
+        *hour_checks("errorRate", FAILING_SEGMENT, failing=(20, 21), inconclusive=range(8)),
+    ]
+    text = render(make_report(extra_checks=extra), fmt)
+
+    assert _summaries(text) == [
+        "errorRate on all, 24 hour windows: 14 passed, 10 FAILED (0h, 1h, 2h, 3h, 4h, 5h and 4 more not listed)",
+        f"errorRate on {FAILING_SEGMENT}, 24 hour windows: 14 passed, 2 FAILED (20h, 21h), 8 inconclusive (4 not listed)",
+    ]
+    listed = [_segment_cell(row, fmt) for row in _rows(text, fmt) if "@" in row and " hour window" not in row]
+    assert listed == [
+        *(f"all@{h}h" for h in range(6)),
+        f"{FAILING_SEGMENT}@20h",
+        f"{FAILING_SEGMENT}@21h",
+        *(f"{FAILING_SEGMENT}@{h}h" for h in range(4)),
+    ]
+
+
+def test_whole_period_checks_are_listed_as_before(report: Report) -> None:
+    extra = [*hour_checks("errorRate", "all", failing=(5,)), *hour_checks("agreement", "history=1-100")]
+    with_hours = make_report(extra_checks=extra)
+    for fmt in HUMAN_FORMATS:
+        whole = [row for row in _rows(render(with_hours, fmt), fmt) if "@" not in row and " hour window" not in row]
+        assert whole == _rows(render(report, fmt), fmt), fmt
+    table = render(with_hours, "table")
+    assert len(_check_rows(table)) == len(report.verdict.checks) + 1
+    assert "  FAIL errorRate [all@5h]: candidate error rate 3.0% at 05:00" in table.splitlines()

@@ -165,8 +165,7 @@ def decide(
         return verdict(
             "Inconclusive",
             reasons.INSUFFICIENT_DATA,
-            "no records: no mirrored pairs have been analysed yet"
-            + (f" ({problems[0].message})" if problems else ""),
+            "no records: no mirrored pairs have been analysed yet" + (f" ({problems[0].message})" if problems else ""),
         )
     if total < analysis.min_samples:
         return verdict(
