@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -104,6 +105,19 @@ class Dataset:
         self.close()
 
 
+def connect() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with a thread per core this process may use.
+
+    DuckDB's own default already counts the cores and honours a cgroup CPU quota (the Job's
+    limit); the CPU affinity can only lower it.
+    """
+    con = duckdb.connect(config={"preserve_insertion_order": False})
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if cores < con.execute("SELECT current_setting('threads')").fetchone()[0]:
+        con.execute(f"SET threads = {cores}")
+    return con
+
+
 def load(
     paths: Iterable[Path],
     shadow: str,
@@ -118,7 +132,7 @@ def load(
     equality); pair records keep the `agree`/`abs_diff` their writer computed.
     """
     now = time.time() if now is None else now
-    con = con if con is not None else duckdb.connect(config={"preserve_insertion_order": False})
+    con = con if con is not None else connect()
     files, unreadable = _expand([Path(p) for p in paths])
     lines: dict[Path, int] = {}
     for path in files:
@@ -512,9 +526,10 @@ def _finish(
                 f"was kept, e.g. id {example!r} in {files[file_idx]}",
             )
         )
-        con.execute(
-            "CREATE OR REPLACE TABLE _records AS SELECT * FROM _records "
-            "QUALIFY row_number() OVER (PARTITION BY id ORDER BY ts, file_idx) = 1"
+        con.execute(  # in place, ranking only the repeated ids: no copy of the table
+            "DELETE FROM _records WHERE rowid IN (SELECT rowid FROM _records "
+            "WHERE id IN (SELECT id FROM _records GROUP BY id HAVING count(*) > 1) "
+            "QUALIFY row_number() OVER (PARTITION BY id ORDER BY ts, file_idx) > 1)"
         )
     for column in ("kind", "role", "shadow", "file_idx"):  # dropping a column is lazy: no copy
         con.execute(f"ALTER TABLE _records DROP COLUMN {column}")

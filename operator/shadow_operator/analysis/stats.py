@@ -1,8 +1,15 @@
-"""Per-slice statistics of a loaded Dataset: two GROUP BY GROUPING SETS queries, whatever the slice count.
+"""Per-slice statistics of a loaded Dataset: three GROUP BY GROUPING SETS queries, whatever the slice count.
 
 Slices: `all` and every `<segment name>=<bucket>` in the data, each over the whole period
 (hour None) and per hour of day (UTC, 0-23). A record without a value for a segment counts in
 its `missing` bucket, as the router writes it.
+
+The queries: counts (requests, errors, ok answers, latency histogram, agreement, missing
+features: all additive, one pass); quantiles (holistic); and, over the failed answers only,
+the count of each failed outcome and the top error texts. Quantiles and histogram() are kept
+out of the counts query on purpose: beside them DuckDB plans one aggregate per grouping set
+(histogram() becomes a join), each evaluating every filter again, about 4x slower at 1M
+records (0.86 s against 0.21 s + 0.15 s for counts and quantiles apart).
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ INFINITY_MS = 1e308  # the last histogram bucket's bound, as JSON can carry it
 BOUNDS_MS = (*(round(b * 1000, 6) for b in LATENCY_BUCKETS), INFINITY_MS)
 QUANTILES = (0.5, 0.95, 0.99)
 
+SliceKey = tuple[str, int | None]  # (segment label, hour)
+
 
 def compute_slices(
     dataset: Dataset, segment_names: list[str], feature_paths: list[str], regression: bool
@@ -29,73 +38,46 @@ def compute_slices(
     con = dataset.con
     segs = [f"seg_{i}" for i in range(len(segment_names))]
     base = _base(dataset.table, segment_names)
-    sets = _grouping_sets(segs)
     grouping = ", ".join(f"GROUPING({c}) AS g_{c}" for c in ("hour", *segs))
     keys = ", ".join(("hour", *segs))
+    sets = _grouping_sets(segs)
 
-    aggregates = ["count(*) AS pairs"]
-    for role in ROLES:
-        outcome, latency = f"{role}_outcome", f"{role}_latency_ms"
-        aggregates += [
-            f"count(*) FILTER (WHERE {outcome} IS DISTINCT FROM '{OK}') AS {role}_errors",
-            f"histogram({outcome}) AS {role}_outcomes",
-            f"quantile_cont({latency}, {list(QUANTILES)}) AS {role}_latency",
-        ]
-        lower = None
-        for i, upper in enumerate(BOUNDS_MS):
-            cond = [f"{latency} > {lower!r}"] if lower is not None else []
-            cond += [f"{latency} <= {upper!r}"] if upper != INFINITY_MS else []
-            where = " AND ".join(cond) if cond else f"{latency} IS NOT NULL"
-            aggregates.append(f"count(*) FILTER (WHERE {where}) AS {role}_h{i}")
-            lower = upper
+    def by_slice(rows: list[dict[str, Any]]) -> dict[SliceKey, dict[str, Any]]:
+        return {_slice_key(row, segment_names): row for row in rows}
+
+    counts = _fetch(
+        con,
+        f"SELECT {grouping}, {keys}, {', '.join(_count_aggregates(feature_paths, regression))} "
+        f"FROM ({base}) GROUP BY GROUPING SETS ({sets})",
+    )
+    quantiles = [f"quantile_cont({role}_latency_ms, {list(QUANTILES)}) AS {role}_latency" for role in ROLES]
     if regression:
-        aggregates += ["count(abs_diff) AS comparable", "avg(abs_diff) AS diff_mean"]
-        aggregates += ["quantile_cont(abs_diff, 0.95) AS diff_p95"]
-    else:
-        aggregates += ["count(agree) AS comparable", "count(*) FILTER (WHERE agree) AS agreed"]
-    aggregates += [
-        f"count(*) FILTER (WHERE map_extract(features, {_quote(path)})[1] = false) AS missing_{j}"
-        for j, path in enumerate(feature_paths)
-    ]
-    rows = _fetch(
-        con,
-        f"SELECT {grouping}, {keys}, {', '.join(aggregates)} FROM ({base}) GROUP BY GROUPING SETS ({sets})",
+        quantiles.append("quantile_cont(abs_diff, 0.95) AS diff_p95")
+    holistic = by_slice(
+        _fetch(con, f"SELECT {grouping}, {keys}, {', '.join(quantiles)} FROM ({base}) GROUP BY GROUPING SETS ({sets})")
     )
-
-    unions = " UNION ALL ".join(
-        f"SELECT {keys}, '{role}' AS role, coalesce(nullif({role}_error, ''), {role}_outcome) AS text "
-        f"FROM ({base}) WHERE {role}_outcome IS DISTINCT FROM '{OK}'"
-        for role in ROLES
-    )
-    group_keys = ", ".join(f"g_{c}" for c in ("hour", *segs))
-    top = _fetch(
-        con,
-        f"SELECT * FROM (SELECT {grouping}, {keys}, role, text, count(*) AS n FROM ({unions}) "
-        f"GROUP BY GROUPING SETS ({_grouping_sets(segs, extra='role, text')})) "
-        f"QUALIFY row_number() OVER (PARTITION BY {group_keys}, {keys}, role ORDER BY n DESC, text) <= {TOP_ERRORS}",
-    )
-    top_errors: dict[tuple[str, int | None, str], list[ErrorText]] = {}
-    for row in sorted(top, key=lambda r: (-r["n"], r["text"] or "")):
-        slice_key = _slice_key(row, segment_names)
-        top_errors.setdefault((*slice_key, row["role"]), []).append(ErrorText(text=str(row["text"]), count=row["n"]))
+    outcomes, top_errors = _failures(con, base, segs, segment_names)
 
     slices = []
-    for row in rows:
-        segment, hour = _slice_key(row, segment_names)
-        sides = {role: _side(row, role, top_errors.get((segment, hour, role), [])) for role in ROLES}
+    for row in counts:
+        key = _slice_key(row, segment_names)
+        row.update(holistic.get(key, {}))
+        sides = {
+            role: _side(row, role, outcomes.get((*key, role), {}), top_errors.get((*key, role), [])) for role in ROLES
+        }
         comparable = row["comparable"]
         pairs = row["pairs"]
         slices.append(
             SliceStats(
-                segment=segment,
-                hour=hour,
+                segment=key[0],
+                hour=key[1],
                 pairs=pairs,
                 primary=sides[ROLES[0]],
                 candidate=sides[ROLES[1]],
                 comparable=comparable,
                 agreement=None if regression or not comparable else row["agreed"] / comparable,
                 abs_diff_mean=row["diff_mean"] if regression else None,
-                abs_diff_p95=row["diff_p95"] if regression else None,
+                abs_diff_p95=row.get("diff_p95") if regression else None,
                 feature_missing={path: row[f"missing_{j}"] / pairs for j, path in enumerate(feature_paths)}
                 if pairs
                 else {},
@@ -109,6 +91,71 @@ def compute_slices(
         return (s.hour is not None, s.hour or 0, rank, bucket)
 
     return sorted(slices, key=sort_key)
+
+
+def _count_aggregates(feature_paths: list[str], regression: bool) -> list[str]:
+    """The additive aggregates of a slice: one pass, every filter evaluated once per row."""
+    aggregates = ["count(*) AS pairs"]
+    for role in ROLES:
+        outcome, latency = f"{role}_outcome", f"{role}_latency_ms"
+        aggregates += [
+            f"count(*) FILTER (WHERE {outcome} IS DISTINCT FROM '{OK}') AS {role}_errors",
+            f"count(*) FILTER (WHERE {outcome} = '{OK}') AS {role}_ok",
+        ]
+        lower = None
+        for i, upper in enumerate(BOUNDS_MS):
+            cond = [f"{latency} > {lower!r}"] if lower is not None else []
+            cond += [f"{latency} <= {upper!r}"] if upper != INFINITY_MS else []
+            where = " AND ".join(cond) if cond else f"{latency} IS NOT NULL"
+            aggregates.append(f"count(*) FILTER (WHERE {where}) AS {role}_h{i}")
+            lower = upper
+    if regression:
+        aggregates += ["count(abs_diff) AS comparable", "avg(abs_diff) AS diff_mean"]
+    else:
+        aggregates += ["count(agree) AS comparable", "count(*) FILTER (WHERE agree) AS agreed"]
+    aggregates += [
+        f"count(*) FILTER (WHERE map_extract(features, {_quote(path)})[1] = false) AS missing_{j}"
+        for j, path in enumerate(feature_paths)
+    ]
+    return aggregates
+
+
+def _failures(
+    con: Any, base: str, segs: list[str], segment_names: list[str]
+) -> tuple[dict[tuple[str, int | None, str], dict[str, int]], dict[tuple[str, int | None, str], list[ErrorText]]]:
+    """Per slice and role: counts of each failed outcome, and the TOP_ERRORS most frequent error texts.
+
+    One scan of the failed answers only, grouped by (role, outcome, text); outcome counts and
+    text counts are both sums over that small result.
+    """
+    keys = ", ".join(("hour", *segs))
+    grouping = ", ".join(f"GROUPING({c}) AS g_{c}" for c in ("hour", *segs))
+    slice_columns = ", ".join((*(f"g_{c}" for c in ("hour", *segs)), keys))
+    failed = " UNION ALL ".join(
+        f"SELECT {keys}, '{role}' AS role, {role}_outcome AS outcome, "
+        f"coalesce(nullif({role}_error, ''), {role}_outcome) AS text "
+        f"FROM ({base}) WHERE {role}_outcome IS DISTINCT FROM '{OK}'"
+        for role in ROLES
+    )
+    rows = _fetch(
+        con,
+        f"WITH failed AS (SELECT {grouping}, {keys}, role, outcome, text, count(*) AS n FROM ({failed}) "
+        f"GROUP BY GROUPING SETS ({_grouping_sets(segs, extra='role, outcome, text')})) "
+        f"SELECT {slice_columns}, role, 'outcome' AS what, outcome AS value, sum(n)::BIGINT AS n FROM failed "
+        f"WHERE outcome IS NOT NULL GROUP BY ALL "
+        f"UNION ALL SELECT * FROM (SELECT {slice_columns}, role, 'text' AS what, text AS value, sum(n)::BIGINT AS n "
+        f"FROM failed GROUP BY ALL) "
+        f"QUALIFY row_number() OVER (PARTITION BY {slice_columns}, role ORDER BY n DESC, value) <= {TOP_ERRORS}",
+    )
+    outcomes: dict[tuple[str, int | None, str], dict[str, int]] = {}
+    top_errors: dict[tuple[str, int | None, str], list[ErrorText]] = {}
+    for row in sorted(rows, key=lambda r: (-r["n"], r["value"] or "")):
+        key = (*_slice_key(row, segment_names), row["role"])
+        if row["what"] == "text":
+            top_errors.setdefault(key, []).append(ErrorText(text=str(row["value"]), count=row["n"]))
+        else:
+            outcomes.setdefault(key, {})[str(row["value"])] = row["n"]
+    return outcomes, top_errors
 
 
 def _base(table: str, segment_names: list[str]) -> str:
@@ -133,7 +180,7 @@ def _fetch(con: Any, sql: str) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def _slice_key(row: dict[str, Any], segment_names: list[str]) -> tuple[str, int | None]:
+def _slice_key(row: dict[str, Any], segment_names: list[str]) -> SliceKey:
     hour = None if row["g_hour"] else row["hour"]
     for i, name in enumerate(segment_names):
         if not row[f"g_seg_{i}"]:
@@ -141,11 +188,12 @@ def _slice_key(row: dict[str, Any], segment_names: list[str]) -> tuple[str, int 
     return ALL_SEGMENTS, hour
 
 
-def _side(row: dict[str, Any], role: str, top_errors: list[ErrorText]) -> SideStats:
+def _side(row: dict[str, Any], role: str, failed: dict[str, int], top_errors: list[ErrorText]) -> SideStats:
     requests, errors = row["pairs"], row[f"{role}_errors"]
     outcomes = dict.fromkeys(OUTCOMES, 0)
-    outcomes.update({str(k): v for k, v in _as_dict(row[f"{role}_outcomes"]).items()})
-    quantiles = row[f"{role}_latency"]
+    outcomes[OK] = row[f"{role}_ok"]
+    outcomes.update(sorted(failed.items()))  # unknown outcomes after the known ones, by name
+    quantiles = row.get(f"{role}_latency")
     return SideStats(
         requests=requests,
         errors=errors,
@@ -157,15 +205,6 @@ def _side(row: dict[str, Any], role: str, top_errors: list[ErrorText]) -> SideSt
             HistogramBucket(le_ms=bound, count=row[f"{role}_h{i}"]) for i, bound in enumerate(BOUNDS_MS)
         ],
     )
-
-
-def _as_dict(value: Any) -> dict[Any, Any]:
-    """A DuckDB MAP as Python gets it: a dict, or {"key": [...], "value": [...]} before DuckDB 1.1."""
-    if not value:
-        return {}
-    if set(value) == {"key", "value"} and isinstance(value["key"], list):
-        return dict(zip(value["key"], value["value"], strict=True))
-    return dict(value)
 
 
 def _quote(text: str) -> str:
