@@ -15,10 +15,11 @@ from typing import Any
 
 from ..api.durations import parse_duration
 from ..builders.naming import common_labels
+from ..metric_names import ALL_SEGMENTS
 from ..resource import ShadowDeployment
 from . import dataset as datasets
 from . import metrics, stats
-from .report import METRICS_ERROR, REPORT_KEY, REPORT_SUFFIX, Report, ReportCoverage, report_name
+from .report import METRICS_ERROR, REPORT_KEY, REPORT_SUFFIX, Report, ReportCoverage, SliceStats, report_name
 from .verdict import decide
 
 
@@ -57,23 +58,22 @@ def analyze(
     spec = sd.spec
     regression = spec.recording.prediction_type == "regression"
     shadow = f"{sd.namespace}/{sd.name}"
-    loaded = datasets.load(list(record_paths), shadow, now=now.timestamp(), regression=regression)
-    slices = stats.compute_slices(
-        loaded, [s.name for s in spec.recording.segments], list(spec.recording.features), regression
-    )
-    problems = list(loaded.problems)
-    overall = next((s for s in slices if s.segment == "all" and s.hour is None), None)
-    first_ts, last_ts = loaded.time_range() if hasattr(loaded, "time_range") else (None, None)
+    with datasets.load(list(record_paths), shadow, now=now.timestamp(), regression=regression) as loaded:
+        segment_names = [segment.name for segment in spec.recording.segments]
+        slices = stats.compute_slices(loaded, segment_names, list(spec.recording.features), regression)
+        problems = list(loaded.problems)
+        first_ts, last_ts = loaded.time_range()
+    overall = next((s for s in slices if s.segment == ALL_SEGMENTS and s.hour is None), None)
     coverage = coverage_for(sd, first_ts, last_ts, overall.pairs if overall else 0, now)
 
     queries: dict[str, float | None] = {}
-    metric_slices: list = []
+    metric_slices: list[SliceStats] = []
     metrics_available = True
     url = prometheus_url or (spec.analysis.prometheus.url if spec.analysis.prometheus else None)
     if url:
         timeout = spec.analysis.prometheus.timeout if spec.analysis.prometheus else "10s"
         provider = metrics.provider_for("prometheus", {"url": url, "timeout": timeout})
-        segments = sorted({s.segment for s in slices if s.segment != "all" and s.hour is None})
+        segments = sorted({s.segment for s in slices if s.segment != ALL_SEGMENTS and s.hour is None})
         window = max(coverage.elapsed_seconds, 60.0)
         queries, metric_problems = asyncio.run(metrics.collect(provider, segments, window))
         problems += metric_problems

@@ -137,7 +137,8 @@ def decide(
             failed,
             key=lambda k: (FAILURE_PRIORITY.index(failure_reason(k.name)), -_severity(k), order[id(k)]),
         )
-        others = [k for k in failed if k is not worst]
+        # Whole-period failures first: "errorRate on all" says more than "errorRate on all@3h".
+        others = sorted((k for k in failed if k is not worst), key=lambda k: "@" in k.segment)
         message = f"{worst.name} failed on {c.describe_label(worst.segment)}: {worst.message}"
         if others:
             message += f"; {len(others)} other check{'s' if len(others) != 1 else ''} failed too: {_names(others)}"
