@@ -16,7 +16,7 @@ SRC_DIR=$CACHE_DIR/src
 STATE_DIR=${SHADOW_CLUSTER_DIR:-$CACHE_DIR/cluster}
 API_PORT=${SHADOW_API_PORT:-16443}
 ETCD_PORT=${SHADOW_ETCD_PORT:-12379}
-ETCD_PEER_PORT=$((ETCD_PORT + 1))
+ETCD_PEER_PORT=${SHADOW_ETCD_PEER_PORT:-$((ETCD_PORT + 1))}
 KUBECONFIG_PATH=$STATE_DIR/kubeconfig
 BINARIES=(kube-apiserver kube-controller-manager kubectl)
 
@@ -159,7 +159,7 @@ up() {
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
     --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
     --initial-cluster "local=http://127.0.0.1:$ETCD_PEER_PORT"
-  wait_for 30 etcd curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
+  wait_for 60 etcd curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
   start kube-apiserver "$BIN_DIR/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$API_PORT" \

@@ -132,8 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     validate.set_defaults(handler=_validate)
 
     from .analysis.cli import add_commands
+    from .traffic.cli import add_commands as add_traffic_commands
 
     add_commands(commands)
+    add_traffic_commands(commands)
     return parser
 
 

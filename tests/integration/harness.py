@@ -54,6 +54,10 @@ class LocalCluster:
     state_dir: Path
     api_port: int
     etcd_port: int
+    etcd_peer_port: int = 0
+
+    def __post_init__(self) -> None:
+        self.etcd_peer_port = self.etcd_peer_port or free_port()
 
     @property
     def env(self) -> dict[str, str]:
@@ -62,6 +66,8 @@ class LocalCluster:
             "SHADOW_CLUSTER_DIR": str(self.state_dir),
             "SHADOW_API_PORT": str(self.api_port),
             "SHADOW_ETCD_PORT": str(self.etcd_port),
+            # Never "client port + 1": that one may belong to anything else on the machine.
+            "SHADOW_ETCD_PEER_PORT": str(self.etcd_peer_port),
         }
 
     @property

@@ -139,17 +139,9 @@ def test_the_operator_image_runs_the_router_and_the_comparison_job():
     assert set(_image_commands()) == {"Deployment recommender-router", "CronJob recommender-analysis"}
 
 
-ROUTER_PENDING = pytest.mark.xfail(
-    strict=True,
-    raises=SystemExit,
-    reason="Not built yet: `shadowctl router` is issue #5; until then the router Pods would exit with a usage "
-    "error. Strict, so it flips when it lands.",
-)
-
-
 @pytest.mark.parametrize(
     "child",
-    [pytest.param("Deployment recommender-router", marks=ROUTER_PENDING), "CronJob recommender-analysis"],
+    ["Deployment recommender-router", "CronJob recommender-analysis"],
 )
 def test_shadowctl_accepts_the_commands_its_children_run(child):
     args = build_parser().parse_args(_image_commands()[child])

@@ -1,0 +1,54 @@
+"""The admin listener: /metrics (Prometheus text format), /healthz and /readyz."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from .metrics import Registry
+
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+class AdminServer:
+    def __init__(self, registry: Registry, ready: Callable[[], bool]) -> None:
+        self.registry = registry
+        self.ready = ready
+        self.server: asyncio.AbstractServer | None = None
+
+    async def start(self, host: str, port: int) -> int:
+        self.server = await asyncio.start_server(self._handle, host, port)
+        return self.server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 1)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            parts = head.split(b"\r\n", 1)[0].split()
+            path = parts[1].split(b"?", 1)[0] if len(parts) >= 2 else b""
+            if path == b"/metrics":
+                status, body, ctype = b"200 OK", self.registry.render().encode(), CONTENT_TYPE
+            elif path == b"/healthz":
+                status, body, ctype = b"200 OK", b"ok\n", b"text/plain"
+            elif path == b"/readyz":
+                ok = self.ready()
+                status = b"200 OK" if ok else b"503 Service Unavailable"
+                body, ctype = (b"ready\n" if ok else b"not ready\n"), b"text/plain"
+            else:
+                status, body, ctype = b"404 Not Found", b"not found\n", b"text/plain"
+            writer.write(
+                b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+                % (status, ctype, len(body))
+                + body
+            )
+            await writer.drain()
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, asyncio.TimeoutError):
+            pass
+        finally:
+            writer.close()

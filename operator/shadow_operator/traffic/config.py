@@ -1,0 +1,148 @@
+"""RouterConfig: what the router or recorder runs with, from router.json and/or flags (flags win)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..api.durations import parse_duration
+from ..api.v1alpha1.spec import RecordingSpec, TrafficSpec
+
+
+class ConfigError(ValueError):
+    """A config the router cannot run with; the message says which setting."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """An http:// upstream as host, port and the Host header value to send when the client gave none."""
+
+    url: str
+    host: str
+    port: int
+
+    @property
+    def netloc(self) -> str:
+        return self.host if self.port == 80 else f"{self.host}:{self.port}"
+
+
+def parse_upstream(url: str) -> Upstream:
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme != "http":
+        raise ConfigError(f"upstream {url!r}: only http:// is supported")
+    if not parts.hostname:
+        raise ConfigError(f"upstream {url!r}: no host")
+    if parts.path not in ("", "/"):
+        raise ConfigError(f"upstream {url!r}: a path prefix is not supported; give scheme://host:port")
+    return Upstream(url=url, host=parts.hostname, port=parts.port or 80)
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ConfigError(f"listen address {text!r}: use HOST:PORT, e.g. 0.0.0.0:8080")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def parse_seconds(text: str | float) -> float:
+    if isinstance(text, int | float):
+        return float(text)
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    shadow: str = "default/unknown"  # ns/name, written into every record
+    primary: Upstream | None = None
+    candidate: Upstream | None = None
+    traffic: TrafficSpec = field(default_factory=TrafficSpec)
+    recording: RecordingSpec = field(default_factory=RecordingSpec)
+    records_dir: str = "/var/lib/shadow/records"
+    primary_timeout: float = 60.0
+    role: str = "primary"  # recorder mode: which role the one upstream plays
+
+    @property
+    def candidate_timeout(self) -> float:
+        return parse_seconds(self.traffic.candidate_timeout)
+
+    @property
+    def regression(self) -> bool:
+        return self.recording.prediction_type == "regression"
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read config {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path}: expected a JSON object")
+    return data
+
+
+def build_config(
+    file_data: dict[str, Any] | None = None,
+    *,
+    primary: str | None = None,
+    candidate: str | None = None,
+    upstream: str | None = None,
+    role: str | None = None,
+    shadow: str | None = None,
+    mirror_percent: float | None = None,
+    candidate_timeout: str | None = None,
+    max_in_flight: int | None = None,
+    max_body_bytes: int | None = None,
+    records_dir: str | None = None,
+    sample_rate: float | None = None,
+    primary_timeout: str | None = None,
+) -> RouterConfig:
+    """Merge router.json (the wire form router_config() writes) with flags; flags override."""
+    from pydantic import ValidationError
+
+    data = dict(file_data or {})
+    traffic = dict(data.get("traffic") or {})
+    recording = dict(data.get("recording") or {})
+    if mirror_percent is not None:
+        traffic["mirrorPercent"] = mirror_percent
+    if candidate_timeout is not None:
+        traffic["candidateTimeout"] = candidate_timeout
+    if max_in_flight is not None:
+        traffic["maxInFlight"] = max_in_flight
+    if max_body_bytes is not None:
+        traffic["maxBodyBytes"] = max_body_bytes
+    if sample_rate is not None:
+        recording["sampleRate"] = sample_rate
+    if records_dir is not None:
+        recording["sink"] = {**(recording.get("sink") or {}), "path": str(Path(records_dir).absolute())}
+    try:
+        traffic_spec = TrafficSpec.model_validate(traffic, by_alias=True)
+        recording_spec = RecordingSpec.model_validate(recording, by_alias=True)
+    except ValidationError as error:
+        raise ConfigError(f"invalid traffic/recording settings: {error}") from None
+    if shadow is None:
+        shadow = f"{data.get('namespace', 'default')}/{data.get('name', 'unknown')}"
+    if upstream is not None:  # recorder: one upstream, playing `role`
+        primary_url, candidate_url = upstream, None
+    else:
+        primary_url = primary or data.get("primary")
+        candidate_url = candidate or data.get("candidate")
+    if not primary_url:
+        raise ConfigError("no primary/upstream URL: give --primary/--upstream or a config file with 'primary'")
+    config = RouterConfig(
+        shadow=shadow,
+        primary=parse_upstream(primary_url),
+        candidate=parse_upstream(candidate_url) if candidate_url else None,
+        traffic=traffic_spec,
+        recording=recording_spec,
+        records_dir=recording_spec.sink.path,
+        primary_timeout=parse_seconds(primary_timeout) if primary_timeout else 60.0,
+        role=role or "primary",
+    )
+    config.candidate_timeout  # noqa: B018  (validates the duration early)
+    return config

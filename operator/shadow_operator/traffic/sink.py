@@ -1,0 +1,134 @@
+"""Rotating JSON Lines writer: a bounded queue in front of one background writer thread.
+
+submit() never blocks and never raises: a full queue drops the record (counted queue_full),
+sampling drops it (sampled_out), and a directory that cannot be written is logged once and
+every lost record counted as sink_error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import queue
+import random
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+from ..records import RECORD_SUFFIX, dumps
+from .metrics import ShadowMetrics
+
+log = logging.getLogger(__name__)
+_STOP = object()
+
+
+class RecordSink:
+    def __init__(
+        self,
+        directory: str | Path,
+        metrics: ShadowMetrics,
+        rotate_bytes: int = 64 << 20,
+        sample_rate: float = 1.0,
+        queue_size: int = 10000,
+        batch: int = 256,
+        seed: int | None = None,
+    ) -> None:
+        self.directory = Path(directory)
+        self.metrics = metrics
+        self.rotate_bytes = rotate_bytes
+        self.sample_rate = sample_rate
+        self.batch = batch
+        self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
+        self.random = random.Random(seed)
+        self.prefix = f"records-{socket.gethostname()}-{os.getpid()}-"
+        self.index = 0
+        self.file = None
+        self.size = 0
+        self.error_logged = False
+        self.thread = threading.Thread(target=self._run, name="shadow-sink", daemon=True)
+        self.thread.start()
+
+    def submit(self, record: dict[str, Any]) -> None:
+        if self.sample_rate < 1.0 and self.random.random() >= self.sample_rate:
+            self.metrics.records_dropped.inc("sampled_out")
+            return
+        try:
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.metrics.records_dropped.inc("queue_full")
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued, close the file, stop the thread."""
+        with contextlib.suppress(queue.Full):
+            self.queue.put(_STOP, timeout=timeout)
+        self.thread.join(timeout)
+
+    def flush_wait(self, timeout: float = 5.0) -> None:
+        """Block until everything queued so far is written (tests, shutdown)."""
+        self.queue.join() if timeout is None else _join(self.queue, timeout)
+
+    # --- writer thread ---
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            items = [self.queue.get()]
+            while len(items) < self.batch:
+                try:
+                    items.append(self.queue.get_nowait())
+                except queue.Empty:
+                    break
+            records = [i for i in items if i is not _STOP]
+            stop = len(records) != len(items)
+            if records:
+                self._write(records)
+            for _ in items:
+                self.queue.task_done()
+        self._close_file()
+
+    def _write(self, records: list[dict[str, Any]]) -> None:
+        try:
+            text = "".join(dumps(r) for r in records).encode()
+            if self.file is None or self.size >= self.rotate_bytes:
+                self._open_next()
+            self.file.write(text)
+            self.file.flush()
+            self.size += len(text)
+            self.metrics.records_written.inc(amount=len(records))
+        except Exception as error:
+            self.metrics.records_dropped.inc("sink_error", amount=len(records))
+            if not self.error_logged:
+                log.error("cannot write records to %s: %s (records are dropped and counted)", self.directory, error)
+                self.error_logged = True
+            self._close_file()
+
+    def _open_next(self) -> None:
+        self._close_file()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        while True:
+            path = self.directory / f"{self.prefix}{self.index}{RECORD_SUFFIX}"
+            self.index += 1
+            if not path.exists():
+                break
+        self.file = open(path, "ab")  # noqa: SIM115  (kept open across batches)
+        self.size = 0
+
+    def _close_file(self) -> None:
+        if self.file is not None:
+            with contextlib.suppress(OSError):
+                self.file.close()
+            self.file = None
+
+
+def _join(q: queue.Queue, timeout: float) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    with q.all_tasks_done:
+        while q.unfinished_tasks:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            q.all_tasks_done.wait(remaining)
