@@ -16,7 +16,7 @@ IMG ?= shadow-operator:0.1.0
 PYTEST_ARGS ?=
 
 .PHONY: help install manifests lint format test test-unit test-integration test-e2e run cluster cluster-down \
-        deploy undeploy docker-build demo bench-operator bench-analyze clean
+        deploy undeploy docker-build demo bench-operator bench-analyze bench-router bench-deps clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -97,6 +97,18 @@ bench-operator: install cluster-binaries ## Converge 200 ShadowDeployments; time
 
 bench-analyze: install ## Analyse 100k/1M/3M generated pair records; time and memory beside DuckDB
 	$(BIN)/python -m benchmarks.analyze
+
+bench-router: install bench-deps ## Router vs direct and nginx (mirror): throughput and primary latency with fast/slow/failing/resetting/hanging candidates
+	$(BIN)/python -m benchmarks.router
+
+DEBIAN_BENCH_TOOLS := /usr/sbin/nginx:nginx /usr/bin/wrk:wrk /usr/bin/hey:hey
+bench-deps: ## Install the Debian packages the router benchmark uses (nginx, wrk, hey) when missing
+	@missing=$$(for entry in $(DEBIAN_BENCH_TOOLS); do [ -x "$${entry%%:*}" ] || echo "$${entry#*:}"; done); \
+	if [ -n "$$missing" ]; then \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing $$missing"; \
+	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 clean: ## Remove the virtual environment and caches in the checkout
 	rm -rf $(VENV) .pytest_cache .ruff_cache operator/*.egg-info
