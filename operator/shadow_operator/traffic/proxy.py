@@ -25,6 +25,7 @@ from ..records import (
     outcome_for_status,
     pair_record,
 )
+from .breaker import CircuitBreaker
 from .config import RouterConfig
 from .extract import UNPARSEABLE, Extractor, parse_body
 from .metrics import ShadowMetrics
@@ -91,6 +92,7 @@ class ShadowProxy:
         )
         self.percent = config.traffic.mirror_percent if self.candidate else 0.0
         self.in_flight = 0
+        self.breaker = CircuitBreaker()
         self.tasks: set[asyncio.Task] = set()
         self.connections: set[_ClientConnection] = set()
         self.server: asyncio.AbstractServer | None = None
@@ -143,6 +145,8 @@ class ShadowProxy:
                 self.metrics.mirror.inc("skipped_large_body")
             elif self.in_flight >= self.config.traffic.max_in_flight:
                 self.metrics.mirror.inc("dropped")
+            elif not self.breaker.allow():
+                self.metrics.mirror.inc("circuit_open")
             else:
                 self.metrics.mirror.inc("sampled")
                 pair = asyncio.get_running_loop().create_future()
@@ -230,6 +234,10 @@ class ShadowProxy:
         finally:
             self.in_flight -= 1
             self.metrics.in_flight.set(value=self.in_flight)
+        if outcome == CONNECTION_ERROR:
+            self.breaker.connection_failed()
+        else:
+            self.breaker.reached()
         latency = time.perf_counter() - started
         try:
             primary: Primary = await asyncio.wait_for(pair, self.config.primary_timeout + 5)
