@@ -7,7 +7,7 @@ reconcile with nothing new to say produces the same status and the operator writ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from . import reasons
 from .analysis.report import Report
@@ -42,8 +42,22 @@ _WAITING_REASON = {
 }
 
 
+TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
 def timestamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.strftime(TIMESTAMP_FORMAT)
+
+
+def parse_timestamp(text: str) -> datetime:
+    return datetime.strptime(text, TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
+
+
+def time_coverage_percent(elapsed_seconds: float, required_seconds: float) -> int:
+    """Whole percent of the business cycle covered (integer arithmetic: no off-by-one at boundaries)."""
+    if required_seconds <= 0:
+        return 100
+    return min(100, int(max(elapsed_seconds, 0) * 100 // required_seconds))
 
 
 def compute_status(sd: ShadowDeployment, outcome: Outcome, now: datetime) -> ShadowDeploymentStatus:
@@ -175,10 +189,10 @@ def phase_for(verdict: Verdict | None, coverage: Coverage) -> Phase:
 
 def compute_coverage(sd: ShadowDeployment, since: str, now: datetime, samples: int) -> Coverage:
     required = parse_duration(sd.spec.analysis.min_duration)
-    started = datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
+    started = parse_timestamp(since)
     elapsed = max(now - started, timedelta(0))
     # Integer arithmetic: float division reads one percent low at exact boundaries.
-    percent = 100 if required <= timedelta(0) else min(100, elapsed * 100 // required)
+    percent = time_coverage_percent(elapsed.total_seconds(), required.total_seconds())
     shown = required * percent / 100
     return Coverage(
         elapsed=format_duration(shown),

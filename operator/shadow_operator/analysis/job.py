@@ -16,6 +16,7 @@ from typing import Any
 from ..api.durations import parse_duration
 from ..builders.naming import common_labels
 from ..metric_names import ALL_SEGMENTS
+from ..progress import parse_timestamp, time_coverage_percent, timestamp
 from ..resource import ShadowDeployment
 from . import dataset as datasets
 from . import metrics, stats
@@ -23,19 +24,13 @@ from .report import METRICS_ERROR, REPORT_KEY, REPORT_SUFFIX, Report, ReportCove
 from .verdict import decide
 
 
-def _timestamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def coverage_for(sd: ShadowDeployment, first_ts: float | None, last_ts: float | None, samples: int, now: datetime):
     """Time covered counts from when shadowing of this candidate began (status), else the first record."""
     required = parse_duration(sd.spec.analysis.min_duration).total_seconds()
     since = sd.status.shadowing_since if sd.status.candidate == sd.spec.candidate.image else None
-    start = (
-        datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp() if since else first_ts
-    )
+    start = parse_timestamp(since).timestamp() if since else first_ts
     elapsed = max(0.0, (now.timestamp() - start) if start is not None else 0.0)
-    time_percent = 100 if required <= 0 else min(100, int(elapsed * 100 // required))
+    time_percent = time_coverage_percent(elapsed, required)
     sample_percent = min(100, samples * 100 // max(1, sd.spec.analysis.min_samples))
     return ReportCoverage(
         first_ts=first_ts,
@@ -87,12 +82,12 @@ def analyze(
         coverage,
         problems,
         metrics_available,
-        _timestamp(now),
+        timestamp(now),
         metric_slices=metric_slices,
     )
     return Report(
         shadow=shadow,
-        generated_at=_timestamp(now),
+        generated_at=timestamp(now),
         candidate=spec.candidate.image,
         coverage=coverage,
         slices=slices,

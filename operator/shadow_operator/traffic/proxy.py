@@ -71,7 +71,6 @@ class Primary:
     segments: dict[str, str]
     features: dict[str, bool]
     labels: list[str]
-    request_doc: object = None
     scrub: list[str] = field(default_factory=list)
 
 
@@ -201,7 +200,7 @@ class ShadowProxy:
             )
             self.sink.submit(record)
         elif not pair.done():
-            pair.set_result(Primary(result, facts.segments, facts.features, labels, request_doc, scrub))
+            pair.set_result(Primary(result, facts.segments, facts.features, labels, scrub))
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
