@@ -11,7 +11,7 @@ from shadow_operator import metric_names as m
 from shadow_operator.api.v1alpha1.spec import RecordingSpec
 from shadow_operator.records import SideResult, pair_record
 from shadow_operator.traffic.config import ConfigError, build_config, parse_listen
-from shadow_operator.traffic.extract import REDACTED, UNPARSEABLE, Extractor, parse_body
+from shadow_operator.traffic.extract import REDACTED, UNPARSEABLE, Extractor, event_time, parse_body
 from shadow_operator.traffic.metrics import ShadowMetrics
 from shadow_operator.traffic.proxy import mirrored
 from shadow_operator.traffic.sink import RecordSink
@@ -97,6 +97,23 @@ def test_features_prediction_and_response_segments():
     assert facts.features == {"$.f.a": True, "$.f.b": False} and facts.segments == {"model": "v2"}
     assert ex.prediction(response) == "cat"
     assert ex.prediction(UNPARSEABLE) is None and ex.prediction(parse_body(b"[]")) is None
+
+
+def test_event_time_from_the_body_or_the_arrival_time():
+    arrival = 1_764_000_000.0
+    assert event_time(1_763_942_400, arrival) == 1_763_942_400.0
+    assert event_time("2025-11-24T00:00:00Z", arrival) == 1_763_942_400.0
+    assert event_time("2025-11-24T00:00:00", arrival) == 1_763_942_400.0  # no zone: UTC
+    for unusable in ("yesterday", True, None, float("nan"), -5, arrival + 3600, {"t": 1}):
+        assert event_time(unusable, arrival) == arrival, unusable
+
+
+def test_records_carry_the_event_time_only_when_configured():
+    doc = parse_body(b'{"ts": 1763942400, "features": {}}')
+    replayed = Extractor(RecordingSpec.model_validate({"eventTimePath": "$.ts"}, by_alias=True))
+    assert replayed.request_facts(doc).ts == 1_763_942_400.0
+    live = Extractor(RecordingSpec())
+    assert live.request_facts(doc).ts > 1_763_942_400.0 + 86400
 
 
 def test_error_text():

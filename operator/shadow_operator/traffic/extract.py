@@ -11,7 +11,9 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from ..api.v1alpha1.spec import RecordingSpec, Segment
@@ -123,6 +125,24 @@ def _as_text(value: Any) -> str:
 class Extracted:
     segments: dict[str, str]
     features: dict[str, bool]
+    ts: float  # the request's event time (eventTimePath) or its arrival time
+
+
+def event_time(value: Any, arrival: float) -> float:
+    """An event time from a body value: epoch seconds or RFC 3339, never in the future; else `arrival`."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return arrival
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=timezone.utc)
+        number = parsed.timestamp()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    else:
+        return arrival
+    return number if math.isfinite(number) and 0 < number <= arrival else arrival
 
 
 class Extractor:
@@ -134,8 +154,13 @@ class Extractor:
         self.features = [(p, compile_path(p)) for p in recording.features]
         self.prediction_steps = compile_path(recording.prediction_path)
         self.prediction_redacted = self._is_redacted(self.prediction_steps)
+        self.event_time_steps = compile_path(recording.event_time_path) if recording.event_time_path else None
         self.segment_redacted = {s.name: self._is_redacted(s.steps) for s in self.segments}
-        self.needs_request = bool(self.features) or any(s.source == "request" for s in self.segments)
+        self.needs_request = (
+            bool(self.features)
+            or self.event_time_steps is not None
+            or any(s.source == "request" for s in self.segments)
+        )
         self.needs_response = any(s.source == "response" for s in self.segments)
 
     def _is_redacted(self, steps: tuple[Step, ...]) -> bool:
@@ -151,7 +176,13 @@ class Extractor:
             document = request_doc if seg.source == "request" else response_doc
             segments[seg.name] = seg.bucket(value_at(document, seg.steps))
         features = {path: value_at(request_doc, steps) not in (MISSING, None) for path, steps in self.features}
-        return Extracted(segments, features)
+        arrival = time.time()
+        ts = (
+            arrival
+            if self.event_time_steps is None
+            else event_time(value_at(request_doc, self.event_time_steps), arrival)
+        )
+        return Extracted(segments, features, ts)
 
     def prediction(self, response_doc: Any) -> Any:
         if self.prediction_redacted:

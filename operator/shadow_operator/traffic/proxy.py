@@ -71,6 +71,7 @@ class Primary:
     segments: dict[str, str]
     features: dict[str, bool]
     labels: list[str]
+    ts: float
     scrub: list[str] = field(default_factory=list)
 
 
@@ -196,11 +197,11 @@ class ShadowProxy:
         )
         if self.recorder:
             record = one_sided_record(
-                self.config.shadow, request_id, time.time(), self.role, facts.segments, facts.features, result
+                self.config.shadow, request_id, facts.ts, self.role, facts.segments, facts.features, result
             )
             self.sink.submit(record)
         elif not pair.done():
-            pair.set_result(Primary(result, facts.segments, facts.features, labels, scrub))
+            pair.set_result(Primary(result, facts.segments, facts.features, labels, facts.ts, scrub))
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -255,7 +256,7 @@ class ShadowProxy:
         self.metrics.answered("candidate", primary.labels, outcome, latency)
         self.metrics.features("candidate", primary.features)
         record = pair_record(
-            self.config.shadow, request_id, time.time(), primary.segments, primary.features,
+            self.config.shadow, request_id, primary.ts, primary.segments, primary.features,
             primary.result, result, regression=self.config.regression,
         )  # fmt: skip
         self.metrics.pair(primary.labels, record["agree"], record["abs_diff"])

@@ -208,6 +208,13 @@ class RecordingSpec(ApiModel):
         pattern=r"^[A-Za-z0-9-]+$",
         description="Header that identifies a request; created when absent, used to join both answers.",
     )
+    event_time_path: JsonPath | None = Field(
+        default=None,
+        description="JSON path of the request's event time in the request body (epoch seconds, or an "
+        "RFC 3339 string). Set it when replaying logged traffic so records carry the original times and "
+        "hour-of-day slices follow them; values that are missing, unparseable or in the future fall back "
+        "to the arrival time. Default: the arrival time.",
+    )
     sink: RecordSink = Field(default_factory=RecordSink, description="Where records are written.")
 
 
