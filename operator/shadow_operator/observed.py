@@ -68,11 +68,13 @@ class ObservedDeployment:
     updated_replicas: int
     pod_labels: dict[str, str] = field(default_factory=dict)
     images: tuple[str, ...] = ()
+    container_names: tuple[str, ...] = ()
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ObservedDeployment:
         metadata, spec, status = body.get("metadata", {}), body.get("spec", {}), body.get("status") or {}
         template = spec.get("template", {})
+        containers = (template.get("spec") or {}).get("containers") or []
         return cls(
             name=metadata["name"],
             generation=int(metadata.get("generation", 0)),
@@ -81,7 +83,8 @@ class ObservedDeployment:
             available_replicas=int(status.get("availableReplicas", 0)),
             updated_replicas=int(status.get("updatedReplicas", 0)),
             pod_labels=dict((template.get("metadata") or {}).get("labels") or {}),
-            images=tuple(c.get("image", "") for c in (template.get("spec") or {}).get("containers") or []),
+            images=tuple(c.get("image", "") for c in containers),
+            container_names=tuple(c.get("name", "") for c in containers),
         )
 
     @property

@@ -29,6 +29,8 @@ class Outcome:
     deployments: tuple[tuple[str, str, ObservedDeployment | None], ...] = ()
     # The comparison job's latest report; used only when it judged the current candidate.
     report: Report | None = None
+    # Why the primary's answers are not recorded (istio mode, a primary the operator does not run).
+    capture_gap: str | None = None
 
 
 # Status is read by people and stored in etcd: the full list of checks stays in the report.
@@ -119,7 +121,10 @@ def compute_status(sd: ShadowDeployment, outcome: Outcome, now: datetime) -> Sha
         state="Active" if percent > 0 else "Inactive", router=sd.spec.traffic.router, percent=percent, host=mirror_host
     )
     if percent > 0:
-        mirroring = (reasons.MIRRORING, True, reasons.MIRROR_ACTIVE, f"{percent:g}% of {mirror_host}'s requests.")
+        message = f"{percent:g}% of {mirror_host}'s requests."
+        if outcome.capture_gap:
+            message += f" {outcome.capture_gap}"
+        mirroring = (reasons.MIRRORING, True, reasons.MIRROR_ACTIVE, message)
     else:
         mirroring = (reasons.MIRRORING, False, reasons.MIRROR_DISABLED, "spec.traffic.mirrorPercent is 0.")
     phase = phase_for(base.verdict, coverage)

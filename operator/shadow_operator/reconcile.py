@@ -20,6 +20,7 @@ from .analysis.report import report_from_configmap, report_name
 from .api.v1alpha1 import Phase, ShadowDeploymentStatus
 from .builders import DesiredState, ServiceSwitch, all_child_keys, desired_state
 from .builders.naming import CANDIDATE, PRIMARY, ROUTER, child_name
+from .builders.recorder import primary_capture_gap
 from .conditions import find_condition
 from .diff import contains
 from .kube import Kube, KubeError
@@ -120,7 +121,11 @@ class Reconciler:
             if _is_transient(error):
                 raise TransientError(str(error)) from error
             return Outcome(apply_error=str(error))
-        return Outcome(deployments=self._dependencies(sd, observed, live_deployments), report=observed.report)
+        return Outcome(
+            deployments=self._dependencies(sd, observed, live_deployments),
+            report=observed.report,
+            capture_gap=primary_capture_gap(sd, observed),
+        )
 
     def _dependencies(
         self, sd: ShadowDeployment, observed: Observed, live: dict[str, ObservedDeployment]

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from . import reasons
 from .builders import candidate_pod_labels, cron_schedule
+from .builders.naming import RECORDER_ADMIN_PORT, RECORDER_HTTP_PORT
+from .builders.recorder import CONFIG_VOLUME, CONTAINER_NAME, RECORDS_VOLUME
 from .jsonpath import JsonPathError, compile_path
 from .observed import Observed
 from .resource import ShadowDeployment
@@ -52,6 +54,42 @@ def _static_problems(sd: ShadowDeployment) -> list[Problem]:
         problems.append(
             Problem(reasons.INVALID_SPEC, f"spec.recording.segments: names must be unique, repeated: {duplicates}")
         )
+    if sd.spec.traffic.router == "istio":
+        problems += _recorder_problems(sd)
+    return problems
+
+
+def _recorder_problems(sd: ShadowDeployment) -> list[Problem]:
+    """Istio mode adds a recorder sidecar to the model Pods the operator runs: nothing there may clash with it."""
+    workloads = [("candidate", sd.spec.candidate)]
+    if sd.spec.primary.deployment_ref is None:
+        workloads.insert(0, ("primary", sd.spec.primary))
+    problems = []
+    for role, workload in workloads:
+        if workload.port in (RECORDER_HTTP_PORT, RECORDER_ADMIN_PORT):
+            problems.append(
+                Problem(
+                    reasons.INVALID_SPEC,
+                    f"spec.{role}.port: {workload.port} is taken by the recorder sidecar, which listens on "
+                    f"{RECORDER_HTTP_PORT} and {RECORDER_ADMIN_PORT} in the model's Pod in istio mode; "
+                    "serve the model on another port, e.g. 8080.",
+                )
+            )
+        pod_spec = (workload.pod_template or {}).get("spec") or {}
+        for field, entries, reserved in (
+            ("containers", pod_spec.get("containers"), {CONTAINER_NAME}),
+            ("volumes", pod_spec.get("volumes"), {CONFIG_VOLUME, RECORDS_VOLUME}),
+        ):
+            for index, entry in enumerate(entries if isinstance(entries, list) else []):
+                name = entry.get("name") if isinstance(entry, dict) else None
+                if name in reserved:
+                    problems.append(
+                        Problem(
+                            reasons.INVALID_SPEC,
+                            f"spec.{role}.podTemplate.spec.{field}[{index}].name: {name!r} is the name of the "
+                            "recorder sidecar's own entry in istio mode; rename it.",
+                        )
+                    )
     return problems
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import get_json, mark_available, shadow_deployment, wait_phase
+from .conftest import condition, get_json, mark_available, shadow_deployment, wait_phase
 from .harness import apply_yaml, wait_for
 from .test_errors import _deployment, _service
 
@@ -78,6 +78,110 @@ def test_switching_router_mode_replaces_the_route(cluster, operator, namespace):
     service = get_json(cluster, namespace, "service", "recommender-v1")
     assert service["spec"]["selector"] == {"app": "recommender-v1"}, "istio mode leaves the Service as it was"
     assert get_json(cluster, namespace, "configmap", "recommender-router") is None
+    # The builtin router's way to the primary is gone; mirrored copies now go through the candidate's recorder.
+    wait_for(
+        lambda: get_json(cluster, namespace, "service", "recommender-primary") is None, what="primary Service removed"
+    )
+    candidate = get_json(cluster, namespace, "service", "recommender-candidate")
+    assert candidate["spec"]["ports"][0]["targetPort"] == RECORDER_PORT
+    assert _containers(get_json(cluster, namespace, "deployment", "recommender-candidate")) == ["model", "recorder"]
+
+
+RECORDER_PORT = 8480
+PRIMARY_SELECTOR = {"shadow.mlops.dev/name": "recommender", "shadow.mlops.dev/role": "primary"}
+
+
+def _containers(deployment: dict) -> list[str]:
+    return [c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]]
+
+
+def _recorder(deployment: dict) -> dict:
+    [recorder] = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "recorder"]
+    return recorder
+
+
+def test_istio_mode_records_both_models_through_recorder_sidecars(cluster, operator, apps, namespace):
+    apply_yaml(cluster, [shadow_deployment("recommender")], namespace)
+    route = wait_for(
+        lambda: (vs := get_json(cluster, namespace, "virtualservice", "recommender")) and vs["spec"]["http"][0],
+        what="the VirtualService",
+    )
+    # Live traffic reaches the primary through its recorder; the copy reaches the candidate through its own.
+    assert route["route"][0]["destination"]["host"] == f"recommender-primary.{namespace}.svc.cluster.local"
+    assert route["mirror"]["host"] == f"recommender-candidate.{namespace}.svc.cluster.local"
+    primary_service = get_json(cluster, namespace, "service", "recommender-primary")
+    assert primary_service["spec"]["selector"] == PRIMARY_SELECTOR
+    assert primary_service["spec"]["ports"][0]["targetPort"] == RECORDER_PORT
+    assert get_json(cluster, namespace, "service", "recommender-candidate")["spec"]["ports"][0]["targetPort"] == (
+        RECORDER_PORT
+    )
+    # The Service clients call still reaches the model directly (the route, not the Service, adds the recorder).
+    assert get_json(cluster, namespace, "service", "recommender")["spec"]["ports"][0]["targetPort"] == 8080
+
+    for role in ("primary", "candidate"):
+        deployment = get_json(cluster, namespace, "deployment", f"recommender-{role}")
+        assert _containers(deployment) == ["model", "recorder"]
+        args = _recorder(deployment)["args"]
+        assert args[args.index("--role") + 1] == role
+        assert args[args.index("--upstream") + 1] == "http://127.0.0.1:8080"
+        volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["shadow-recorder-config"]["configMap"]["name"] == "recommender-recorder"
+    config = get_json(cluster, namespace, "configmap", "recommender-recorder")["data"]["recorder.json"]
+    assert '"name": "recommender"' in config
+
+    for deployment in ("recommender-primary", "recommender-candidate"):
+        mark_available(apps, namespace, deployment)
+    status = wait_phase(cluster, namespace, "recommender", "Shadowing")
+    assert condition(status, "Mirroring")["message"] == "100% of recommender's requests."
+
+    # Switching to the builtin router: it records the pairs itself, so the sidecars and their config go.
+    cluster.kubectl(
+        "-n", namespace, "patch", "shadowdeployment", "recommender", "--type", "merge",
+        "-p", '{"spec": {"traffic": {"router": "builtin"}}}',
+    )  # fmt: skip
+    for role in ("primary", "candidate"):
+        wait_for(
+            lambda role=role: (
+                _containers(get_json(cluster, namespace, "deployment", f"recommender-{role}")) == ["model"]
+            ),
+            what=f"the {role}'s recorder removed",
+        )
+    wait_for(
+        lambda: (
+            get_json(cluster, namespace, "service", "recommender-primary")["spec"]["ports"][0]["targetPort"] == 8080
+        ),
+        what="recommender-primary reaching the model directly",
+    )
+    wait_for(lambda: get_json(cluster, namespace, "configmap", "recommender-recorder") is None, what="config removed")
+    assert get_json(cluster, namespace, "virtualservice", "recommender") is None
+
+
+def test_istio_mode_with_an_existing_primary_records_the_candidate_and_leaves_the_primary_alone(
+    cluster, operator, apps, namespace
+):
+    apply_yaml(cluster, [_deployment("recommender-v1"), _service("recommender-v1")], namespace)
+    primary_before = get_json(cluster, namespace, "deployment", "recommender-v1")
+    spec = shadow_deployment("recommender")["spec"]
+    spec["primary"] = {"deploymentRef": {"name": "recommender-v1"}}
+    spec["service"] = {"name": "recommender-v1", "port": 80}
+    apply_yaml(cluster, [shadow_deployment("recommender", spec)], namespace)
+
+    route = wait_for(
+        lambda: (vs := get_json(cluster, namespace, "virtualservice", "recommender")) and vs["spec"]["http"][0],
+        what="the VirtualService",
+    )
+    assert route["route"][0]["destination"]["host"] == f"recommender-v1.{namespace}.svc.cluster.local"
+    assert get_json(cluster, namespace, "service", "recommender-primary") is None
+    assert _containers(get_json(cluster, namespace, "deployment", "recommender-candidate")) == ["model", "recorder"]
+
+    for deployment in ("recommender-v1", "recommender-candidate"):
+        mark_available(apps, namespace, deployment)
+    status = wait_phase(cluster, namespace, "recommender", "Shadowing")
+    message = condition(status, "Mirroring")["message"]
+    assert "Deployment recommender-v1 (primary) has no recorder sidecar" in message, message
+    primary_after = get_json(cluster, namespace, "deployment", "recommender-v1")
+    assert primary_after["spec"] == primary_before["spec"]
+    assert primary_after["metadata"]["generation"] == primary_before["metadata"]["generation"]
 
 
 def test_the_api_server_validates_routes_against_istios_schema(cluster, namespace):

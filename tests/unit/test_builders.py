@@ -41,9 +41,11 @@ def test_istio_without_a_service_creates_everything():
     keys = _keys(state)
     assert len(keys) == len(set(keys))
     assert set(keys) == {
+        ("ConfigMap", "recommender-recorder"),
         ("Deployment", "recommender-candidate"),
         ("Service", "recommender-candidate"),
         ("Deployment", "recommender-primary"),
+        ("Service", "recommender-primary"),
         ("Service", "recommender"),
         ("DestinationRule", "recommender-candidate"),
         ("VirtualService", "recommender"),
@@ -62,11 +64,12 @@ def test_istio_without_a_service_creates_everything():
     ("overrides", "observed"),
     [
         ({}, Observed()),
+        (REFERENCED_PRIMARY, Observed(service=make_service(), primary_ref=make_deployment())),
         (BUILTIN, Observed()),
         (BUILTIN, Observed(service=make_service())),
         ({**BUILTIN, **REFERENCED_PRIMARY}, Observed(service=make_service(), primary_ref=make_deployment())),
     ],
-    ids=["istio", "builtin", "builtin-user-service", "builtin-deployment-ref"],
+    ids=["istio", "istio-deployment-ref", "builtin", "builtin-user-service", "builtin-deployment-ref"],
 )
 def test_every_child_is_owned_and_labelled(overrides, observed):
     sd = make_sd(overrides, uid="uid-42")
@@ -98,13 +101,17 @@ def test_entry_service_created_in_front_of_the_primary():
     assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]
 
 
-def test_virtual_service_routes_everything_to_the_service_and_mirrors_to_the_candidate():
+def test_virtual_service_routes_everything_to_the_primary_recorder_and_mirrors_to_the_candidate():
     vs = _child(desired_state(make_sd(), Observed(), IMAGE), "VirtualService", "recommender")
     assert vs["apiVersion"] == "networking.istio.io/v1beta1"
     assert vs["spec"]["hosts"] == ["recommender.default.svc.cluster.local"]
     (route,) = vs["spec"]["http"]
+    # Through `<name>-primary`, whose target is the recorder sidecar in front of the primary.
     assert route["route"] == [
-        {"destination": {"host": "recommender.default.svc.cluster.local", "port": {"number": 80}}, "weight": 100}
+        {
+            "destination": {"host": "recommender-primary.default.svc.cluster.local", "port": {"number": 80}},
+            "weight": 100,
+        }
     ]
     assert route["mirror"] == {
         "host": "recommender-candidate.default.svc.cluster.local",
@@ -142,10 +149,10 @@ def test_destination_rule_bounds_the_candidate():
     assert rule["spec"]["subsets"] == [{"name": "candidate", "labels": CANDIDATE_LABELS}]
 
 
-def test_candidate_service_is_its_own_host():
+def test_candidate_service_is_its_own_host_and_targets_the_recorder():
     service = _child(desired_state(make_sd(), Observed(), IMAGE), "Service", "recommender-candidate")
     assert service["spec"]["selector"] == CANDIDATE_LABELS
-    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": 8480, "protocol": "TCP"}]
 
 
 def test_istio_with_a_user_service_leaves_it_alone_and_the_primary_keeps_its_labels():
@@ -379,12 +386,13 @@ def test_pod_template_is_merged_and_the_selector_labels_win():
     deployment = _child(desired_state(sd, Observed(), IMAGE), "Deployment", "recommender-candidate")
     template = deployment["spec"]["template"]
     assert template["metadata"]["labels"] == {"team": "recsys", **CANDIDATE_LABELS}
-    assert template["metadata"]["annotations"] == {"sidecar.istio.io/inject": "true"}
-    assert [c["name"] for c in template["spec"]["containers"]] == ["model", "log-shipper"]
+    assert template["metadata"]["annotations"]["sidecar.istio.io/inject"] == "true"
+    # The user's container and volume come after the model, the recorder's (istio mode) last.
+    assert [c["name"] for c in template["spec"]["containers"]] == ["model", "log-shipper", "recorder"]
     assert template["spec"]["nodeSelector"] == {"pool": "gpu"}
     assert template["spec"]["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
     assert template["spec"]["serviceAccountName"] == "recsys"
-    assert template["spec"]["volumes"] == [{"name": "cache", "emptyDir": {}}]
+    assert [v["name"] for v in template["spec"]["volumes"]] == ["cache", "shadow-recorder-config", "shadow-records"]
     # The selector is never widened by user labels.
     assert deployment["spec"]["selector"] == {"matchLabels": CANDIDATE_LABELS}
 
@@ -452,6 +460,7 @@ def test_all_child_keys_cover_every_mode():
     every = set()
     for overrides, observed in [
         ({}, Observed()),
+        (REFERENCED_PRIMARY, Observed(service=make_service(), primary_ref=make_deployment())),
         (BUILTIN, Observed()),
         ({**BUILTIN, **REFERENCED_PRIMARY}, Observed(service=make_service(), primary_ref=make_deployment())),
     ]:

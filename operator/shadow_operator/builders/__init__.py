@@ -12,7 +12,8 @@ from ..observed import Observed
 from ..resource import ShadowDeployment
 from .analysis import analyzer_role_binding, analyzer_service_account, comparison_cronjob, cron_schedule
 from .istio import destination_rule, virtual_service
-from .naming import CANDIDATE, PRIMARY, ROUTER, ROUTER_HTTP_PORT, child_name, role_labels
+from .naming import CANDIDATE, PRIMARY, RECORDER, ROUTER, ROUTER_HTTP_PORT, child_name, role_labels, service_host
+from .recorder import recorded_host, recorded_service, recorder_configmap, with_recorder
 from .router import ServiceSwitch, router_configmap, router_deployment, router_service, service_switch
 from .workloads import (
     candidate_deployment,
@@ -38,9 +39,18 @@ def desired_state(sd: ShadowDeployment, observed: Observed, image: str) -> Desir
     service = observed.service
     owns_entry = service is None or sd.identity.uid in service.owner_uids
 
-    children: list[dict[str, Any]] = [candidate_deployment(sd), candidate_service(sd)]
-    if managed_primary:
-        children.append(primary_deployment(sd, None if owns_entry else service))
+    if builtin:  # the router records both answers
+        children: list[dict[str, Any]] = [candidate_deployment(sd), candidate_service(sd)]
+        if managed_primary:
+            children.append(primary_deployment(sd, None if owns_entry else service))
+    else:  # a recorder sidecar in front of every model the operator runs
+        children = [
+            recorder_configmap(sd),
+            with_recorder(sd, candidate_deployment(sd), CANDIDATE, image),
+            recorded_service(sd, CANDIDATE),
+        ]
+        if managed_primary:
+            children.append(with_recorder(sd, primary_deployment(sd, None if owns_entry else service), PRIMARY, image))
     if owns_entry:
         selector = role_labels(sd, ROUTER if builtin else PRIMARY)
         target = ROUTER_HTTP_PORT if builtin else spec.primary.port
@@ -62,7 +72,12 @@ def desired_state(sd: ShadowDeployment, observed: Observed, image: str) -> Desir
         if not owns_entry:
             switch = service_switch(sd)
     else:
-        children += [destination_rule(sd), virtual_service(sd)]
+        if managed_primary:
+            children.append(recorded_service(sd, PRIMARY))
+            primary_host = recorded_host(sd, PRIMARY)
+        else:  # not ours to change: the live route stays on the Service clients call
+            primary_host = service_host(spec.service.name, sd.namespace)
+        children += [destination_rule(sd), virtual_service(sd, primary_host)]
     children += [analyzer_service_account(sd), analyzer_role_binding(sd), comparison_cronjob(sd, image)]
     return DesiredState(children=children, switch=switch)
 
@@ -78,6 +93,7 @@ def all_child_keys(sd: ShadowDeployment) -> set[tuple[str, str]]:
         ("Service", child_name(sd, ROUTER)),
         ("Service", sd.spec.service.name),
         ("ConfigMap", child_name(sd, ROUTER)),
+        ("ConfigMap", child_name(sd, RECORDER)),
         ("DestinationRule", child_name(sd, CANDIDATE)),
         ("VirtualService", sd.name),
         ("CronJob", child_name(sd, "analysis")),

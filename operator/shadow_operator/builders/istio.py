@@ -5,6 +5,9 @@ client-facing Service: as a subset its Pods would have to be endpoints of that S
 and any client outside the mesh (or a gateway without this route) would then reach the
 candidate. The client-facing host keeps its own DestinationRules, which the operator
 never touches.
+
+The live route goes to `primary_host`: the client-facing host itself for a primary the
+operator does not run, or `<name>-primary` (the primary's recorder) for one it runs.
 """
 
 from __future__ import annotations
@@ -42,13 +45,13 @@ def destination_rule(sd: ShadowDeployment) -> dict[str, Any]:
     }
 
 
-def virtual_service(sd: ShadowDeployment) -> dict[str, Any]:
+def virtual_service(sd: ShadowDeployment, primary_host: str) -> dict[str, Any]:
     service = sd.spec.service
     route: dict[str, Any] = {
         "name": "primary",
         "route": [
             {
-                "destination": {"host": service_host(service.name, sd.namespace), "port": {"number": service.port}},
+                "destination": {"host": primary_host, "port": {"number": service.port}},
                 "weight": 100,
             }
         ],

@@ -7,9 +7,13 @@ from ..resource import ShadowDeployment
 MANAGED_BY = "shadow-operator"
 NAME_LABEL = "shadow.mlops.dev/name"
 ROLE_LABEL = "shadow.mlops.dev/role"
-PRIMARY, CANDIDATE, ROUTER, ANALYSIS = "primary", "candidate", "router", "analysis"
+PRIMARY, CANDIDATE, ROUTER, ANALYSIS, RECORDER = "primary", "candidate", "router", "analysis", "recorder"
 ROUTER_HTTP_PORT = 8080
 ROUTER_ADMIN_PORT = 9901
+# The recorder sidecar shares the model's network namespace, so its ports must differ from the
+# model's (validation refuses a model on them) and from Istio's own (15000-15090).
+RECORDER_HTTP_PORT = 8480
+RECORDER_ADMIN_PORT = 8481
 
 
 def child_name(sd: ShadowDeployment, role: str) -> str:
