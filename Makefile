@@ -14,12 +14,14 @@ CLUSTER_KUBECONFIG := $(CACHE_DIR)/cluster/kubeconfig
 KUBECTL ?= kubectl
 IMG ?= shadow-operator:0.1.0
 PYTEST_ARGS ?=
+DEMO_ARGS ?=
+PY_SOURCES := operator tests examples benchmarks
 
 .PHONY: help install manifests lint format test test-unit test-integration test-e2e run cluster cluster-down \
-        deploy undeploy docker-build demo bench-operator bench-analyze bench-router bench-deps clean
+        deploy undeploy docker-build demo e2e bench-operator bench-analyze bench-router bench-deps clean
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 install: $(VENV)/.installed ## Create the virtual environment and install the package with dev tools
 
@@ -33,12 +35,12 @@ manifests: install ## Regenerate the CRD and ClusterRole from the API types
 	$(BIN)/shadowctl manifests
 
 lint: install ## ruff format check and lint
-	$(BIN)/ruff format --check operator tests
-	$(BIN)/ruff check operator tests
+	$(BIN)/ruff format --check $(PY_SOURCES)
+	$(BIN)/ruff check $(PY_SOURCES)
 
 format: install ## Format the code
-	$(BIN)/ruff format operator tests
-	$(BIN)/ruff check --fix operator tests
+	$(BIN)/ruff format $(PY_SOURCES)
+	$(BIN)/ruff check --fix $(PY_SOURCES)
 
 test: install cluster-binaries test-deps ## Everything: lint, unit and integration tests against a real control plane
 	$(MAKE) --no-print-directory lint
@@ -50,8 +52,8 @@ test-unit: install test-deps ## Unit tests only (no cluster)
 test-integration: install cluster-binaries test-deps ## Integration tests: the real operator against a private control plane
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-test-e2e: install cluster-binaries ## End-to-end tests
-	$(BIN)/python -m pytest tests -m e2e $(PYTEST_ARGS)
+test-e2e: install cluster-binaries test-deps ## End-to-end: the demo's story through the operator, output shown
+	$(BIN)/python -m pytest tests -m e2e -s $(PYTEST_ARGS)
 
 .PHONY: test-deps
 DEBIAN_TEST_TOOLS := /usr/bin/prometheus:prometheus /usr/bin/lua5.4:lua5.4
@@ -89,8 +91,20 @@ undeploy: ## Remove what deploy installed
 docker-build: ## Build the operator image (needs a Docker engine)
 	docker build -t $(IMG) .
 
-demo: install cluster ## Start the control plane and the operator, apply the samples, show them
-	hack/demo.sh
+demo: install ## The story: v2 beats v1 offline, a shadow week shows why not to ship it, the fix passes (~1 min)
+	@$(MAKE) --no-print-directory demo-deps || true
+	PYTHONPATH=examples $(BIN)/python -m shadow_demo $(DEMO_ARGS)
+
+.PHONY: demo-deps
+demo-deps: ## Install Debian's prometheus for the demo when missing and possible (without it the demo uses records alone)
+	@[ -x /usr/bin/prometheus ] && exit 0; \
+	if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo=sudo; else \
+	  echo "prometheus missing and no root/sudo to install it: the demo analyses from records alone"; exit 0; fi; \
+	echo "installing prometheus (Debian package)"; \
+	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null \
+	  || echo "could not install prometheus: the demo analyses from records alone"
+
+e2e: test-e2e ## The demo's story through the operator on a private local control plane
 
 bench-operator: install cluster-binaries ## Converge 200 ShadowDeployments; time, memory and API writes
 	$(BIN)/python -m benchmarks.operator_convergence

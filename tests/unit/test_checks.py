@@ -16,6 +16,7 @@ from shadow_operator.analysis.checks import (
     threshold_problems,
     wilson_interval,
 )
+from shadow_operator.analysis.report import ErrorText
 from shadow_operator.api.v1alpha1.spec import AbsDiff
 
 from .slices_factory import analysis, make_slice
@@ -92,6 +93,17 @@ def test_error_rate_fails_when_the_whole_interval_is_above_the_limit():
     assert "8 of 100 requests" in check.message
     assert "95% interval 4.11% to 15%" in check.message
     assert "maxErrorRate 0.1%" in check.message
+
+
+def test_a_failing_error_rate_names_what_the_candidate_answered():
+    stats = make_slice("history=<1", pairs=100, candidate_errors=8)
+    stats.candidate.top_errors[:] = [ErrorText(text="KeyError: 'purchase_history'", count=8)]
+    failing = error_rate_check(stats, 0.001, 0.95, 100)
+    assert failing.message.endswith("most common candidate error: KeyError: 'purchase_history' (8 times)")
+    increase = error_rate_increase_check(stats, 0.001, 0.95, 100)
+    assert increase.passed is False and "KeyError: 'purchase_history' (8 times)" in increase.message
+    passing = error_rate_check(stats, 0.5, 0.95, 100)
+    assert passing.passed is True and "KeyError" not in passing.message
 
 
 def test_error_rate_passes_when_the_whole_interval_is_within_the_limit():

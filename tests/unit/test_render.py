@@ -242,7 +242,7 @@ def test_regression_reports_plot_the_mean_difference_by_hour() -> None:
 
 
 def test_unknown_format_names_the_allowed_ones(report: Report) -> None:
-    with pytest.raises(ValueError, match="table, json, markdown, html"):
+    with pytest.raises(ValueError, match="table, summary, json, markdown, html"):
         render(report, "pdf")
 
 
@@ -371,3 +371,27 @@ def test_whole_period_checks_are_listed_as_before(report: Report) -> None:
     table = render(with_hours, "table")
     assert len(_check_rows(table)) == len(report.verdict.checks) + 1
     assert "  FAIL errorRate [all@5h]: candidate error rate 3.0% at 05:00" in table.splitlines()
+
+
+def test_summary_keeps_the_deciding_checks_and_drops_the_detail() -> None:
+    extra = hour_checks("agreement", "all", failing=(19, 20), inconclusive=(3,))
+    failed = make_report(extra_checks=extra)
+    summary, table = render(failed, "summary"), render(failed, "table")
+
+    rows = _check_rows(summary)
+    assert rows, summary
+    assert all(" PASS " not in row for row in rows)  # a failed verdict lists what decided it
+    assert any(row.split()[:2] == ["errorRate", FAILING_SEGMENT] and " FAIL " in row for row in rows)
+    assert not any("@" in row.split()[1] for row in rows)  # hour windows only as their count line
+    assert _summaries(summary) == ["agreement on all, 24 hour windows: 21 passed, 2 FAILED (19h, 20h), 1 inconclusive"]
+    assert KEY_ERROR in summary
+    assert "QUERIES" not in summary and "CorruptRecord (" in summary
+    assert len(summary.splitlines()) < len(table.splitlines())
+
+
+def test_summary_of_a_passed_verdict_shows_every_whole_period_check() -> None:
+    passed = make_report(result="Passed", reason="Passed")
+    passed.verdict.checks[:] = [c.model_copy(update={"passed": True}) for c in passed.verdict.checks]
+    rows = _check_rows(render(passed, "summary"))
+    assert len(rows) == len(passed.verdict.checks)
+    assert all(" PASS " in row for row in rows)

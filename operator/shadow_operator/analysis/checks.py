@@ -17,7 +17,7 @@ from statistics import NormalDist
 from ..api.durations import parse_duration
 from ..api.v1alpha1 import AnalysisSpec, Check
 from ..api.v1alpha1.spec import AbsDiff
-from .report import SliceStats
+from .report import SideStats, SliceStats
 
 ERROR_RATE = "errorRate"
 ERROR_RATE_INCREASE = "errorRateIncrease"
@@ -129,6 +129,14 @@ def _lower_limit_verdict(low: float, high: float, limit: float) -> tuple[bool | 
     return None, "the interval straddles the limit, so more samples are needed"
 
 
+def _most_common_error(side: SideStats) -> str:
+    """`; most common candidate error: KeyError: 'x' (638 times)`: what the failing answers said."""
+    if not side.top_errors:
+        return ""
+    top = side.top_errors[0]
+    return f"; most common candidate error: {top.text} ({top.count} times)"
+
+
 def _too_few(count: int, what: str, minimum: int) -> str:
     return f"only {count} {what}, fewer than the {minimum} needed to judge"
 
@@ -164,6 +172,8 @@ def error_rate_check(stats: SliceStats, threshold: float, confidence: float, min
         f"candidate error rate {_pct(rate)} ({errors} of {n} requests, {_interval(low, high, confidence)}) "
         f"against maxErrorRate {_pct(threshold)}: {words}; {primary_text}"
     )
+    if passed is False:
+        message += _most_common_error(candidate)
     return Check(**base, passed=passed, message=message)
 
 
@@ -191,6 +201,8 @@ def error_rate_increase_check(stats: SliceStats, threshold: float, confidence: f
         f"candidate error rate {_pct(c_rate)} minus primary {_pct(p_rate)} is {_pct(c_rate - p_rate)} "
         f"({counts}; {_interval(low, high, confidence)}) against maxErrorRateIncrease {_pct(threshold)}: {words}"
     )
+    if passed is False:
+        message += _most_common_error(candidate)
     return Check(**base, passed=passed, message=message)
 
 

@@ -11,9 +11,9 @@ import yaml
 
 from ..kube import Kube, KubeError
 from ..resource import ShadowDeployment, SpecInvalid, parse
+from .render import FORMATS
 from .report import Report, report_from_configmap, report_name
 
-FORMATS = ("table", "json", "markdown", "html")
 EXIT_CODES = {"Passed": 0, "Failed": 1, "Inconclusive": 2}
 
 

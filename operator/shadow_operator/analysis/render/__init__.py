@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 from ..report import Report
 from .html import render_html
-from .text import render_markdown, render_table
+from .text import render_markdown, render_summary, render_table
 
-FORMATS = ("table", "json", "markdown", "html")
+FORMATS = ("table", "summary", "json", "markdown", "html")
 
 
 def _render_json(report: Report) -> str:
@@ -27,9 +27,10 @@ def _render_json(report: Report) -> str:
 
 
 def render(report: Report, fmt: str) -> str:
-    """The report in one of FORMATS: "table", "json", "markdown" or "html"."""
+    """The report in one of FORMATS: "table", "summary", "json", "markdown" or "html"."""
     renderers: dict[str, Callable[[Report], str]] = {
         "table": render_table,
+        "summary": render_summary,
         "json": _render_json,
         "markdown": render_markdown,
         "html": render_html,

@@ -263,6 +263,16 @@ CHECK_HEADERS = ("check", "segment", "primary", "candidate", "threshold", "resul
 
 
 def render_table(report: Report) -> str:
+    return _render_text(report, brief=False)
+
+
+def render_summary(report: Report) -> str:
+    """The table for a terminal: whole-period checks that decided the verdict (every one when it
+    passed), hour windows as counts, top errors and coverage; no per-check notes or queries."""
+    return _render_text(report, brief=True)
+
+
+def _render_text(report: Report, brief: bool) -> str:
     verdict = report.verdict
     head = f"VERDICT  {verdict.result} ({verdict.reason})"
     if verdict.message:
@@ -274,11 +284,15 @@ def render_table(report: Report) -> str:
     lines = [head, "  ".join(context), ""]
 
     checks, hour_windows = listed_checks(report)
+    if brief:
+        whole_period = [c for c in checks if split_label(c.segment)[1] is None]
+        deciding = [c for c in whole_period if c.passed is not True]
+        checks = deciding if any(c.passed is False for c in deciding) else whole_period
     lines.append("CHECKS")
     if checks:
         lines += _text_table(CHECK_HEADERS, [_check_row(c) for c in checks], right=(2, 3, 4, 6))
     lines += [f"  {windows.describe()}" for windows in hour_windows]
-    notes = [c for c in checks if c.passed is not True and c.message]
+    notes = [] if brief else [c for c in checks if c.passed is not True and c.message]
     lines += [f"  {result_text(c.passed)} {c.name} [{c.segment}]: {one_line(c.message or '')}" for c in notes]
     if not checks and not hour_windows:
         lines.append("  none")
@@ -290,6 +304,15 @@ def render_table(report: Report) -> str:
         lines += _text_table(("segment", "side", "count", "error"), rows, right=(2,))
 
     cov = report.coverage
+    if brief:
+        lines += [
+            "",
+            f"COVERAGE  {cov.percent}%: {fmt_duration(cov.elapsed_seconds)} of {fmt_duration(cov.required_seconds)}, "
+            f"{fmt_count(cov.samples)} of {fmt_count(cov.required_samples)} samples, records "
+            f"{fmt_timestamp(cov.first_ts)} to {fmt_timestamp(cov.last_ts)}",
+            f"DATA PROBLEMS  {', '.join(f'{p.code} ({fmt_count(p.count)})' for p in report.problems) or 'none'}",
+        ]
+        return "\n".join(lines) + "\n"
     lines += [
         "",
         f"COVERAGE  {cov.percent}% (the lower of time and samples)",

@@ -1,0 +1,128 @@
+"""The demo's story through the operator on a real control plane (`make e2e`).
+
+v1 already serves behind the Service `recommender`; a ShadowDeployment from examples/ puts v2 in
+its shadow with the builtin router. Nothing runs Pods here, so the models and the router run as
+local processes standing in for the Pods the operator asked for (the router from the very
+router.json the operator wrote), the comparison job's command (from the CronJob the operator
+made) runs locally under the job's own ServiceAccount, and `kubectl` shows the verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import time
+
+import pytest
+import yaml
+
+from shadow_demo.replay import replay, schedule, week_start
+from shadow_demo.stack import EXAMPLES, SHADOWCTL, Stack, free_port, scraped_up_to, start_prometheus
+
+from .conftest import condition, get_json, mark_available, wait_phase
+from .harness import apply_yaml, table, wait_for
+from .prometheus_harness import ensure_prometheus
+
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
+
+REQUESTS, SECONDS = 8000, 10
+
+
+def show(command: str, output: str) -> None:
+    print(f"\n$ {command}\n{output.rstrip()}", flush=True)
+
+
+def job_command(cronjob: dict, records: str) -> list[str]:
+    """The comparison job's container command, reading the records the local router wrote."""
+    [container] = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    args = list(container["args"])
+    args[args.index("--records") + 1] = records
+    return args
+
+
+def test_a_week_in_the_shadow_fails_v2_and_deleting_restores_v1s_routing(cluster, operator, apps, namespace, tmp_path):
+    ensure_prometheus()
+    cluster.kubectl("-n", namespace, "apply", "-f", str(EXAMPLES / "recommender-v1.yaml"))
+    service_before = get_json(cluster, namespace, "service", "recommender")
+
+    with Stack(tmp_path / "pods") as pods:
+        admin_port = free_port()
+        prometheus = start_prometheus(pods, [f"127.0.0.1:{admin_port}"])
+        shadow = yaml.safe_load((EXAMPLES / "recommender.yaml").read_text())
+        shadow["metadata"]["namespace"] = namespace
+        shadow["spec"]["analysis"]["prometheus"]["url"] = prometheus
+        apply_yaml(cluster, [shadow], namespace)
+        show("kubectl apply -f examples/recommender-v1.yaml -f examples/recommender.yaml", "")
+
+        wait_phase(cluster, namespace, "recommender", "Deploying")
+        for deployment in ("recommender-v1", "recommender-candidate", "recommender-router"):
+            mark_available(apps, namespace, deployment)  # the kubelet's part
+        wait_phase(cluster, namespace, "recommender", "Shadowing")
+        show("kubectl get shadowdeployments", cluster.kubectl("-n", namespace, "get", "shadowdeployments").stdout)
+
+        # The Pods' stand-ins: the models, and the router run from the operator's own router.json.
+        router_json = json.loads(get_json(cluster, namespace, "configmap", "recommender-router")["data"]["router.json"])
+        v1, v2 = pods.model("v1"), pods.model("v2")
+        port, _ = pods.router(router_json, v1, v2, tmp_path / "records", admin=admin_port)
+        result = asyncio.run(replay("127.0.0.1", port, schedule(REQUESTS, week_start(time.time())), SECONDS))
+        assert result.sent == len(schedule(REQUESTS, week_start(time.time())))
+        assert result.statuses == {200: result.sent}, "users only ever get v1's answers"
+        assert scraped_up_to(prometheus, time.time() + 0.5)
+        pods.stop("router")
+
+        # The comparison job's command, as the CronJob runs it, under the job's ServiceAccount.
+        cronjob = get_json(cluster, namespace, "cronjob", "recommender-analysis")
+        job_kubeconfig = cluster.service_account_kubeconfig(namespace, "recommender-analysis")
+        job = subprocess.run(
+            [SHADOWCTL, *job_command(cronjob, str(tmp_path / "records"))],
+            env={**os.environ, "KUBECONFIG": str(job_kubeconfig)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert job.returncode == 0, job.stderr
+        assert job.stdout.startswith("VERDICT  Failed (CandidateErrors)"), job.stdout[:400]
+
+    status = wait_phase(cluster, namespace, "recommender", "Failed", timeout=30)
+    listing = cluster.kubectl("-n", namespace, "get", "shadowdeployments").stdout
+    show("kubectl get shadowdeployments", listing)
+    [row] = table(listing)
+    assert (row["PHASE"], row["VERDICT"]) == ("Failed", "CandidateErrors")
+
+    failing = {(c["name"], c["segment"]) for c in status["verdict"]["checks"] if c.get("passed") is False}
+    assert ("errorRate", "history=<1") in failing, failing  # the 8% without purchase history: KeyError
+    assert {("latencyP99Ratio", "history=>=200"), ("latencyP50Ratio", "history=>=200")} & failing  # collectors
+    assert {("agreement", f"all@{hour}h") for hour in (19, 20, 21, 22)} & failing  # the hourly trend
+    assert ("errorRate", "prometheus:all") in failing  # Prometheus saw the errors too
+    assert condition(status, "Ready")["reason"] == "CandidateErrors"
+
+    described = cluster.kubectl("-n", namespace, "describe", "shadowdeployment", "recommender").stdout
+    show("kubectl describe shadowdeployment recommender", described)
+    assert "history=<1" in described and "KeyError: 'purchase_history'" in described
+    events = described[described.index("Events:") :]
+    assert "CandidateErrors" in events, events
+
+    report = subprocess.run(
+        [SHADOWCTL, "report", "recommender", "-n", namespace, "-o", "summary"],
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    show("shadowctl report recommender -o summary", report.stdout)
+    assert "KeyError: 'purchase_history'" in report.stdout
+
+    switched = get_json(cluster, namespace, "service", "recommender")
+    assert switched["spec"]["selector"] != service_before["spec"]["selector"]
+    cluster.kubectl("-n", namespace, "delete", "shadowdeployment", "recommender", "--timeout=60s")
+    restored = wait_for(
+        lambda: (s := get_json(cluster, namespace, "service", "recommender"))["spec"] == service_before["spec"] and s,
+        timeout=30,
+        what="the Service restored to v1",
+    )
+    show(
+        "kubectl delete shadowdeployment recommender && kubectl get service recommender -o jsonpath='{.spec.selector}'",
+        json.dumps(restored["spec"]["selector"]),
+    )
