@@ -16,6 +16,7 @@ CRD_PATH = Path("crds/shadow.mlops.dev_shadowdeployments.yaml")
 ROLE_PATH = Path("manifests/rbac/role.yaml")
 ANALYZER_ROLE_PATH = Path("manifests/rbac/analyzer_role.yaml")
 REFERENCE_PATH = Path("docs/api-reference.md")
+README_PATH = Path("README.md")
 
 
 def generated_manifests() -> dict[Path, str]:
@@ -36,12 +37,20 @@ def generated_manifests() -> dict[Path, str]:
 
 
 def _manifests(args: argparse.Namespace) -> int:
+    from .api.reference import with_spec_reference
+
     root = Path(args.root)
     for relative, text in generated_manifests().items():
         target = root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
         print(f"wrote {target}")
+    readme = root / README_PATH
+    if readme.exists():
+        text = readme.read_text()
+        if with_spec_reference(text) != text:
+            readme.write_text(with_spec_reference(text))
+            print(f"wrote the spec reference in {readme}")
     return 0
 
 

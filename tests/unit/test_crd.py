@@ -12,11 +12,13 @@ import yaml
 
 from shadow_operator.api.crd import crd_manifest, openapi_schema
 from shadow_operator.api.durations import DURATION_PATTERN
+from shadow_operator.api.reference import SPEC_BEGIN, SPEC_END, with_spec_reference
 from shadow_operator.api.v1alpha1 import ShadowDeploymentSpec
 from shadow_operator.cli import (
     ANALYZER_ROLE_PATH,
     CRD_PATH,
     GENERATED_HEADER,
+    README_PATH,
     REFERENCE_PATH,
     ROLE_PATH,
     generated_manifests,
@@ -83,6 +85,22 @@ def test_committed_manifest_matches_the_generator(relative):
     assert committed == generated, (
         f"{relative} is out of date with the API types: run `make manifests` (shadowctl manifests) and commit it"
     )
+
+
+def test_the_readme_shows_every_spec_field_as_generated():
+    readme = (REPO / README_PATH).read_text()
+    assert SPEC_BEGIN in readme and SPEC_END in readme
+    assert readme == with_spec_reference(readme), "README.md's spec reference is out of date: run `make manifests`"
+    section = readme[readme.index(SPEC_BEGIN) : readme.index(SPEC_END)]
+    assert "| `spec.recording.eventTimePath` |" in section and "| `spec.analysis.thresholds.minAgreement` |" in section
+
+
+def test_the_spec_reference_is_replaced_between_its_markers_only():
+    stale = f"intro\n{SPEC_BEGIN}\n| old |\n{SPEC_END}\noutro\n"
+    fresh = with_spec_reference(stale)
+    assert fresh.startswith(f"intro\n{SPEC_BEGIN}\n| field |") and fresh.endswith(f"{SPEC_END}\noutro\n")
+    assert "| old |" not in fresh
+    assert with_spec_reference("no markers here") == "no markers here"
 
 
 def test_generated_manifests_are_the_crd_and_role_with_the_header():
