@@ -55,6 +55,33 @@ def shadow_spec(candidate: str) -> dict:
     return body
 
 
+def in_plain_words(report: dict) -> list[str]:
+    """What the failing checks of a report mean for this model, one line per fault."""
+    failing = [c for c in report["verdict"]["checks"] if c.get("passed") is False]
+    whole = [c for c in failing if "@" not in c["segment"] and not c["segment"].startswith(("all", "prometheus:"))]
+    slices = {s["segment"]: s for s in report["slices"] if s["hour"] is None}
+    lines = []
+    for check in (c for c in whole if c["name"] == "errorRate"):
+        top = slices[check["segment"]]["candidate"]["top_errors"]
+        said = f": {top[0]['text']}" if top else ""
+        lines.append(f"{check['segment']}: the candidate fails {check['candidate']:.0%} of these requests{said}")
+    slowest: dict[str, dict] = {}  # per segment, the highest failing percentile
+    for check in sorted((c for c in whole if c["name"].startswith("latencyP")), key=lambda c: c["name"]):
+        slowest[check["segment"]] = check
+    for segment, check in slowest.items():
+        percentile = check["name"][len("latency") : -len("Ratio")].lower()
+        lines.append(
+            f"{segment}: the candidate is {check['candidate'] / check['primary']:.1f}x slower at {percentile} "
+            f"({check['candidate']:.1f} ms vs {check['primary']:.1f} ms)"
+        )
+    hours = [c for c in failing if c["name"] == "agreement" and c["segment"].startswith("all@")]
+    if hours:
+        named = ", ".join(c["segment"].split("@")[1] for c in hours)
+        low, high = min(c["candidate"] for c in hours), max(c["candidate"] for c in hours)
+        lines.append(f"at {named}: the two models agree on only {low:.0%}-{high:.0%} of predictions")
+    return lines
+
+
 def run_shadow(candidate: str, workdir: Path, requests: int, seconds: float) -> Outcome:
     records = workdir / "records"
     report_json, report_html = workdir / "report.json", workdir / "report.html"
@@ -79,10 +106,13 @@ def run_shadow(candidate: str, workdir: Path, requests: int, seconds: float) -> 
             analyze += ["--prometheus", prometheus]
         subprocess.run([*analyze, "--format", "json", "--output", str(report_json)], check=True)
     subprocess.run([SHADOWCTL, "report", "--file", str(report_json), "-o", "summary"], check=True)
+    report = json.loads(report_json.read_text())
+    for line in in_plain_words(report):
+        print(f"  >> {line}")
     subprocess.run(
         [SHADOWCTL, "report", "--file", str(report_json), "-o", "html", "--output", str(report_html)], check=True
     )
-    verdict = json.loads(report_json.read_text())["verdict"]
+    verdict = report["verdict"]
     return Outcome(candidate, verdict["result"], verdict.get("reason", ""), result, report_html)
 
 
