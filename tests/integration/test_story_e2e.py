@@ -22,7 +22,7 @@ from shadow_demo.replay import replay, schedule, week_start
 from shadow_demo.stack import EXAMPLES, SHADOWCTL, Stack, free_port, scraped_up_to, start_prometheus
 
 from .conftest import condition, get_json, mark_available, wait_phase
-from .harness import apply_yaml, table, wait_for
+from .harness import table, wait_for
 from .prometheus_harness import ensure_prometheus
 
 pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
@@ -44,7 +44,7 @@ def job_command(cronjob: dict, records: str) -> list[str]:
 
 def test_a_week_in_the_shadow_fails_v2_and_deleting_restores_v1s_routing(cluster, operator, apps, namespace, tmp_path):
     ensure_prometheus()
-    cluster.kubectl("-n", namespace, "apply", "-f", str(EXAMPLES / "recommender-v1.yaml"))
+    applied = cluster.kubectl("-n", namespace, "apply", "-f", str(EXAMPLES / "recommender-v1.yaml")).stdout
     service_before = get_json(cluster, namespace, "service", "recommender")
 
     with Stack(tmp_path / "pods") as pods:
@@ -53,8 +53,9 @@ def test_a_week_in_the_shadow_fails_v2_and_deleting_restores_v1s_routing(cluster
         shadow = yaml.safe_load((EXAMPLES / "recommender.yaml").read_text())
         shadow["metadata"]["namespace"] = namespace
         shadow["spec"]["analysis"]["prometheus"]["url"] = prometheus
-        apply_yaml(cluster, [shadow], namespace)
-        show("kubectl apply -f examples/recommender-v1.yaml -f examples/recommender.yaml", "")
+        (tmp_path / "recommender.yaml").write_text(yaml.safe_dump(shadow))
+        applied += cluster.kubectl("-n", namespace, "apply", "-f", str(tmp_path / "recommender.yaml")).stdout
+        show("kubectl apply -f examples/recommender-v1.yaml -f examples/recommender.yaml", applied)
 
         wait_phase(cluster, namespace, "recommender", "Deploying")
         for deployment in ("recommender-v1", "recommender-candidate", "recommender-router"):
@@ -66,8 +67,9 @@ def test_a_week_in_the_shadow_fails_v2_and_deleting_restores_v1s_routing(cluster
         router_json = json.loads(get_json(cluster, namespace, "configmap", "recommender-router")["data"]["router.json"])
         v1, v2 = pods.model("v1"), pods.model("v2")
         port, _ = pods.router(router_json, v1, v2, tmp_path / "records", admin=admin_port)
-        result = asyncio.run(replay("127.0.0.1", port, schedule(REQUESTS, week_start(time.time())), SECONDS))
-        assert result.sent == len(schedule(REQUESTS, week_start(time.time())))
+        week = schedule(REQUESTS, week_start(time.time()))
+        result = asyncio.run(replay("127.0.0.1", port, week, SECONDS))
+        assert result.sent == len(week)
         assert result.statuses == {200: result.sent}, "users only ever get v1's answers"
         assert scraped_up_to(prometheus, time.time() + 0.5)
         pods.stop("router")

@@ -30,7 +30,7 @@ from .naming import (
     role_labels,
     service_host,
 )
-from .router import CONFIG_DIR, router_config
+from .router import CONFIG_DIR, proxy_container, router_config
 from .workloads import role_service
 
 CONFIG_FILE = "recorder.json"
@@ -60,42 +60,18 @@ def recorder_configmap(sd: ShadowDeployment) -> dict[str, Any]:
 
 
 def recorder_container(sd: ShadowDeployment, role: str, model_port: int, image: str) -> dict[str, Any]:
-    return {
-        "name": CONTAINER_NAME,
-        "image": image,
-        "args": [
-            "recorder",
-            "--config",
-            f"{CONFIG_DIR}/{CONFIG_FILE}",
-            "--role",
-            role,
-            # Loopback: the model is in the same Pod, and Istio does not redirect 127.0.0.1.
-            "--upstream",
-            f"http://127.0.0.1:{model_port}",
-            "--listen",
-            f"0.0.0.0:{RECORDER_HTTP_PORT}",
-            "--admin-listen",
-            f"0.0.0.0:{RECORDER_ADMIN_PORT}",
-        ],
-        "ports": [
-            {"name": "recorder", "containerPort": RECORDER_HTTP_PORT, "protocol": "TCP"},
-            {"name": "recorder-admin", "containerPort": RECORDER_ADMIN_PORT, "protocol": "TCP"},
-        ],
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "recorder-admin"}, "periodSeconds": 5},
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "recorder-admin"}, "periodSeconds": 10},
+    # Loopback upstream: the model is in the same Pod, and Istio does not redirect 127.0.0.1.
+    args = ["recorder", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}", "--role", role]
+    return proxy_container(
+        CONTAINER_NAME,
+        image,
+        [*args, "--upstream", f"http://127.0.0.1:{model_port}"],
+        ports=(("recorder", RECORDER_HTTP_PORT), ("recorder-admin", RECORDER_ADMIN_PORT)),
         # Smaller than the router's: one recorder sees only its own Pod's share of the traffic.
-        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-        "securityContext": {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
-        "volumeMounts": [
-            {"name": CONFIG_VOLUME, "mountPath": CONFIG_DIR, "readOnly": True},
-            {"name": RECORDS_VOLUME, "mountPath": sd.spec.recording.sink.path},
-        ],
-    }
+        resources={"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        volumes=(CONFIG_VOLUME, RECORDS_VOLUME),
+        records_path=sd.spec.recording.sink.path,
+    )
 
 
 def with_recorder(sd: ShadowDeployment, deployment: dict[str, Any], role: str, image: str) -> dict[str, Any]:

@@ -55,29 +55,29 @@ def router_configmap(sd: ShadowDeployment) -> dict[str, Any]:
     }
 
 
-def router_deployment(sd: ShadowDeployment, image: str) -> dict[str, Any]:
-    config_text = router_configmap(sd)["data"][CONFIG_FILE]
-    sink = sd.spec.recording.sink
-    records_volume = {"name": "records", **(sink.volume or {"emptyDir": {}})}
-    container = {
-        "name": "router",
+def proxy_container(
+    name: str,
+    image: str,
+    args: list[str],
+    ports: tuple[tuple[str, int], tuple[str, int]],
+    resources: dict[str, Any],
+    volumes: tuple[str, str],
+    records_path: str,
+) -> dict[str, Any]:
+    """A `shadowctl router|recorder` container: traffic and admin ports, probes, config and records mounts."""
+    (http_name, http_port), (admin_name, admin_port) = ports
+    config_volume, records_volume = volumes
+    return {
+        "name": name,
         "image": image,
-        "args": [
-            "router",
-            "--config",
-            f"{CONFIG_DIR}/{CONFIG_FILE}",
-            "--listen",
-            f"0.0.0.0:{ROUTER_HTTP_PORT}",
-            "--admin-listen",
-            f"0.0.0.0:{ROUTER_ADMIN_PORT}",
-        ],
+        "args": [*args, "--listen", f"0.0.0.0:{http_port}", "--admin-listen", f"0.0.0.0:{admin_port}"],
         "ports": [
-            {"name": "http", "containerPort": ROUTER_HTTP_PORT, "protocol": "TCP"},
-            {"name": "admin", "containerPort": ROUTER_ADMIN_PORT, "protocol": "TCP"},
+            {"name": http_name, "containerPort": http_port, "protocol": "TCP"},
+            {"name": admin_name, "containerPort": admin_port, "protocol": "TCP"},
         ],
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "admin"}, "periodSeconds": 5},
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "admin"}, "periodSeconds": 10},
-        "resources": {"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": admin_name}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/healthz", "port": admin_name}, "periodSeconds": 10},
+        "resources": resources,
         "securityContext": {
             "runAsNonRoot": True,
             "allowPrivilegeEscalation": False,
@@ -85,10 +85,25 @@ def router_deployment(sd: ShadowDeployment, image: str) -> dict[str, Any]:
             "capabilities": {"drop": ["ALL"]},
         },
         "volumeMounts": [
-            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-            {"name": "records", "mountPath": sink.path},
+            {"name": config_volume, "mountPath": CONFIG_DIR, "readOnly": True},
+            {"name": records_volume, "mountPath": records_path},
         ],
     }
+
+
+def router_deployment(sd: ShadowDeployment, image: str) -> dict[str, Any]:
+    config_text = router_configmap(sd)["data"][CONFIG_FILE]
+    sink = sd.spec.recording.sink
+    records_volume = {"name": "records", **(sink.volume or {"emptyDir": {}})}
+    container = proxy_container(
+        "router",
+        image,
+        ["router", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+        ports=(("http", ROUTER_HTTP_PORT), ("admin", ROUTER_ADMIN_PORT)),
+        resources={"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+        volumes=("config", "records"),
+        records_path=sink.path,
+    )
     selector = role_labels(sd, ROUTER)
     return {
         "apiVersion": "apps/v1",
