@@ -154,9 +154,9 @@ class ShadowProxy:
 
         started = time.perf_counter()
         try:
-            response = await asyncio.wait_for(
-                self.primary.request(req.method, req.target, headers, req.body), self.config.primary_timeout
-            )
+            # asyncio.timeout, not wait_for: wait_for wraps the request in a task of its own
+            async with asyncio.timeout(self.config.primary_timeout):
+                response = await self.primary.request(req.method, req.target, headers, req.body)
             outcome, error = outcome_for_status(response.status), None
         except (TimeoutError, asyncio.TimeoutError):
             response, outcome, error = None, TIMEOUT, "timeout"
@@ -220,9 +220,8 @@ class ShadowProxy:
         started = time.perf_counter()
         response: UpstreamResponse | None = None
         try:
-            response = await asyncio.wait_for(
-                self.candidate.request(req.method, req.target, copy, req.body), self.config.candidate_timeout
-            )
+            async with asyncio.timeout(self.config.candidate_timeout):
+                response = await self.candidate.request(req.method, req.target, copy, req.body)
             outcome, error = outcome_for_status(response.status), None
         except (TimeoutError, asyncio.TimeoutError):
             outcome, error = TIMEOUT, "timeout"

@@ -2,6 +2,9 @@
 
 Bodies are buffered (the router forwards whole requests); the answer is returned as status,
 reason, raw header list (names and values as the upstream sent them) and body bytes.
+
+Each connection is a Protocol that feeds httptools straight from data_received and completes
+one future per request: no StreamReader buffering and no wake-up per read on the hot path.
 """
 
 from __future__ import annotations
@@ -19,13 +22,14 @@ Headers = list[tuple[bytes, bytes]]
 
 # RFC 9110 idempotent methods: safe to send again when a pooled connection turned out dead.
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
+_NO_BODY_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS"})
 
 
 class UpstreamError(ConnectionError):
     """The upstream reset, refused, closed early or answered something that is not HTTP."""
 
 
-@dataclass
+@dataclass(slots=True)
 class UpstreamResponse:
     status: int
     reason: bytes
@@ -35,9 +39,11 @@ class UpstreamResponse:
 
 
 class _State:
-    __slots__ = ("body", "done", "headers", "headers_done", "limit", "reason", "size")
+    __slots__ = ("body", "done", "headers", "headers_done", "keep_alive", "limit", "parser", "reason", "size")
 
     def __init__(self, limit: int | None) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.keep_alive = False
         self.reason = b""
         self.headers: Headers = []
         self.body: list[bytes] = []
@@ -62,6 +68,8 @@ class _State:
         self.body.append(data)
 
     def on_message_complete(self) -> None:
+        # Asked here: once the message is complete llhttp has reset its flags and answers False.
+        self.keep_alive = self.parser.should_keep_alive()
         self.done = True
 
 
@@ -73,39 +81,105 @@ def _has_length(headers: Headers) -> bool:
     return False
 
 
+class _Connection(asyncio.Protocol):
+    """One upstream connection, one request at a time: `exchange` writes it and awaits the answer."""
+
+    __slots__ = ("head", "state", "transport", "waiter")
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.waiter: asyncio.Future | None = None
+        self.state: _State | None = None
+        self.head = False
+
+    @property
+    def usable(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def exchange(self, payload: bytes, state: _State, head: bool) -> asyncio.Future:
+        self.state, self.head = state, head
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(payload)
+        return self.waiter
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    # asyncio callbacks
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self.waiter
+        if waiter is None or waiter.done():  # bytes nobody asked for: the connection is out of step
+            self.transport.close()
+            return
+        state = self.state
+        try:
+            state.parser.feed_data(data)
+        except Exception as error:  # not HTTP, or a body over the limit (raised from on_body)
+            waiter.set_exception(error)
+            return
+        if state.done:
+            self._answer(state.keep_alive)
+        elif self.head and state.headers_done:
+            self._answer(False)  # a HEAD answer has no body, whatever its content-length says
+
+    def connection_lost(self, exc) -> None:
+        self.transport = None
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return
+        if exc is not None:
+            waiter.set_exception(exc)
+        elif self.state.headers_done and not _has_length(self.state.headers):
+            self._answer(False)  # read-until-close body
+        else:
+            waiter.set_exception(UpstreamError("upstream closed the connection before a full answer"))
+
+    def _answer(self, keep_alive: bool) -> None:
+        state, self.state = self.state, None
+        status = state.parser.get_status_code()
+        state.parser = None  # the parser and the state refer to each other: no cycle left for the GC
+        self.waiter.set_result(UpstreamResponse(status, state.reason, state.headers, b"".join(state.body), keep_alive))
+
+
 class UpstreamPool:
     def __init__(self, upstream: Upstream, max_idle: int = 64, max_response_bytes: int | None = None) -> None:
         self.upstream = upstream
         self.max_idle = max_idle
         self.max_response_bytes = max_response_bytes
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
-        self.open: set[asyncio.StreamWriter] = set()
+        self.idle: list[_Connection] = []
+        self.open: set[_Connection] = set()
 
     async def request(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> UpstreamResponse:
         lines = [method, b" ", target, b" HTTP/1.1\r\n"]
         for name, value in headers:
             lines += [name, b": ", value, b"\r\n"]
-        if body or method not in (b"GET", b"HEAD", b"DELETE", b"OPTIONS"):
-            lines += [b"content-length: ", str(len(body)).encode(), b"\r\n"]
+        if body or method not in _NO_BODY_METHODS:
+            lines.append(b"content-length: %d\r\n" % len(body))
         lines.append(b"\r\n")
-        payload = b"".join(lines) + body
+        lines.append(body)
+        payload = b"".join(lines)
         head = method == b"HEAD"
         for attempt in (0, 1):
             conn, reused = self._take_idle(), True
             if conn is None:
                 reused = False
                 try:
-                    conn = await asyncio.open_connection(self.upstream.host, self.upstream.port)
+                    _, conn = await asyncio.get_running_loop().create_connection(
+                        _Connection, self.upstream.host, self.upstream.port
+                    )
                 except OSError as error:
                     raise UpstreamError(f"connect {self.upstream.netloc}: {error}") from None
-                self.open.add(conn[1])
-            reader, writer = conn
+                self.open.add(conn)
             state = _State(self.max_response_bytes)
             try:
-                writer.write(payload)
-                response = await self._read(reader, state, head)
+                response = await conn.exchange(payload, state, head)
             except BaseException as error:
-                self._close(writer)
+                self._close(conn)
                 # A pooled connection the upstream closed meanwhile: retry once on a fresh one,
                 # only when nothing of an answer arrived and only for idempotent methods: the
                 # upstream may have acted on the request already, and a model's POST can have
@@ -127,42 +201,24 @@ class UpstreamPool:
             if response.keep_alive and len(self.idle) < self.max_idle and not head:
                 self.idle.append(conn)
             else:
-                self._close(writer)
+                self._close(conn)
             return response
         raise UpstreamError("unreachable")  # pragma: no cover
 
-    async def _read(self, reader: asyncio.StreamReader, state: _State, head: bool) -> UpstreamResponse:
-        parser = httptools.HttpResponseParser(state)
-        keep_alive = True
-        while not state.done:
-            data = await reader.read(65536)
-            if not data:
-                if state.headers_done and not _has_length(state.headers):
-                    keep_alive = False  # read-until-close body
-                    break
-                raise UpstreamError("upstream closed the connection before a full answer")
-            parser.feed_data(data)
-            if head and state.headers_done:
-                keep_alive = False
-                break
-        keep_alive = keep_alive and parser.should_keep_alive()
-        return UpstreamResponse(parser.get_status_code(), state.reason, state.headers, b"".join(state.body), keep_alive)
-
-    def _take_idle(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    def _take_idle(self) -> _Connection | None:
         while self.idle:
-            reader, writer = self.idle.pop()
-            if reader.at_eof() or writer.is_closing():
-                self._close(writer)
-                continue
-            return reader, writer
+            conn = self.idle.pop()
+            if conn.usable:
+                return conn
+            self._close(conn)
         return None
 
-    def _close(self, writer: asyncio.StreamWriter) -> None:
-        self.open.discard(writer)
+    def _close(self, conn: _Connection) -> None:
+        self.open.discard(conn)
         with contextlib.suppress(Exception):
-            writer.close()
+            conn.close()
 
     async def aclose(self) -> None:
-        for writer in list(self.open):
-            self._close(writer)
+        for conn in list(self.open):
+            self._close(conn)
         self.idle.clear()
