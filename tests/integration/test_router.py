@@ -535,3 +535,28 @@ def test_recorder_writes_one_sided_records(upstreams, tmp_path):
     records = {r["id"]: r for r in router.stop()}
     assert records["one"]["role"] == "candidate" and records["one"]["result"]["prediction"] == 4
     assert records["two"]["result"]["outcome"] == "http_5xx" and "primary" not in records["two"]
+
+
+def test_upstream_pool_keeps_connections_alive():
+    """Keep-alive answers go back to the pool: three requests, one TCP connection."""
+    from shadow_operator.traffic.config import Upstream
+    from shadow_operator.traffic.upstream import UpstreamPool
+
+    connections = []
+
+    async def serve(reader, writer):
+        connections.append(writer)
+        while await reader.readuntil(b"\r\n\r\n"):
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+    async def scenario():
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        pool = UpstreamPool(Upstream(url=f"http://127.0.0.1:{port}", host="127.0.0.1", port=port))
+        bodies = [(await pool.request(b"GET", b"/", [(b"host", b"x")], b"")).body for _ in range(3)]
+        await pool.aclose()
+        server.close()
+        return bodies
+
+    assert asyncio.run(scenario()) == [b"ok"] * 3
+    assert len(connections) == 1
