@@ -18,7 +18,7 @@ in Istio mode), and the job joins primary and candidate by request id.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 RECORD_VERSION = 1
@@ -54,6 +54,16 @@ class SideResult:
     prediction: Any = None
     error: str | None = None  # exception name or error text the body reported, e.g. "KeyError: 'x'"
 
+    def as_dict(self) -> dict[str, Any]:
+        """dataclasses.asdict without its recursive deep copy (the router writes two per request)."""
+        return {
+            "outcome": self.outcome,
+            "latency_ms": self.latency_ms,
+            "status": self.status,
+            "prediction": self.prediction,
+            "error": self.error,
+        }
+
 
 def compare(primary: SideResult, candidate: SideResult, regression: bool) -> tuple[bool | None, float | None]:
     """(agree, abs_diff) of two answers; None where either side has no prediction to compare."""
@@ -85,8 +95,8 @@ def pair_record(
         "ts": ts,
         "segments": segments,
         "features": features,
-        "primary": asdict(primary),
-        "candidate": asdict(candidate),
+        "primary": primary.as_dict(),
+        "candidate": candidate.as_dict(),
         "agree": agree,
         "abs_diff": abs_diff,
     }
@@ -109,9 +119,13 @@ def one_sided_record(
         "role": role,
         "segments": segments,
         "features": features,
-        "result": asdict(result),
+        "result": result.as_dict(),
     }
 
 
+# One encoder: json.dumps with options builds a new JSONEncoder on every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+
+
 def dumps(record: dict[str, Any]) -> str:
-    return json.dumps(record, separators=(",", ":"), default=str) + "\n"
+    return _ENCODER.encode(record) + "\n"

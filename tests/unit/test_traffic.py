@@ -211,3 +211,11 @@ def test_sink_sampling_and_full_queue(tmp_path):
         tiny.submit(_record(i))
     tiny.close()
     assert metrics.records_dropped.get("queue_full") > 0
+
+
+def test_side_result_as_dict_is_asdict():
+    """Records use the hand-written as_dict (speed); it must stay what dataclasses.asdict gives."""
+    import dataclasses
+
+    side = SideResult("http_5xx", 3.1, 500, {"score": [1, 2]}, "KeyError: 'x'")
+    assert list(side.as_dict().items()) == list(dataclasses.asdict(side).items())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -94,11 +95,26 @@ def _serve(args: argparse.Namespace, recorder: bool) -> int:
     except ConfigError as error:
         print(f"shadowctl {args.command}: {error}", file=sys.stderr)
         return 3
+    _tune_gc()
     try:
         import uvloop
     except ImportError:
         return asyncio.run(run(config, listen, admin_listen, recorder))
     return uvloop.run(run(config, listen, admin_listen, recorder))
+
+
+def _tune_gc() -> None:
+    """Keep the cyclic GC off the request path.
+
+    Copies waiting on a slow candidate live long enough to be promoted to the oldest generation,
+    and with the default thresholds that triggers full collections many times a second, each
+    walking every object the imports created: milliseconds added to whichever primary answers
+    are waiting (p99 3-4x higher with a 50 ms candidate). Freezing what exists at start-up takes
+    it out of every collection, and a larger first generation makes collections rarer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
 
 
 async def run(

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
-import uuid
 import zlib
 from dataclasses import dataclass, field
 
@@ -50,7 +50,18 @@ def mirrored(request_id: str, percent: float) -> bool:
 
 def _strip(headers: Headers) -> Headers:
     named = {n.strip().lower() for name, v in headers if name.lower() == b"connection" for n in v.split(b",")}
-    return [(n, v) for n, v in headers if n.lower() not in HOP_BY_HOP and n.lower() not in named]
+    return [(n, v) for n, v in headers if (lowered := n.lower()) not in HOP_BY_HOP and lowered not in named]
+
+
+# uuid4's version and variant bits, set on random.getrandbits instead of os.urandom: a request id
+# needs to be unique, not unguessable, and this saves a syscall and a UUID object per request.
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def _new_request_id() -> str:
+    """What uuid.uuid4().hex returns: 32 hex digits of a random version-4 UUID."""
+    return "%032x" % (random.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET)
 
 
 @dataclass
@@ -73,6 +84,18 @@ class Primary:
     labels: list[str]
     ts: float
     scrub: list[str] = field(default_factory=list)
+
+
+class _Pair:
+    """The two halves of one mirrored request. Whichever side is accounted second writes the record:
+    nobody waits for the other (no future, no timeout), and a primary that never answers (the
+    request failed in the router) leaves no record."""
+
+    __slots__ = ("candidate", "primary")
+
+    def __init__(self) -> None:
+        self.primary: Primary | None = None
+        self.candidate: tuple[UpstreamResponse | None, str, str | None, float] | None = None
 
 
 class ShadowProxy:
@@ -134,10 +157,10 @@ class ShadowProxy:
                 break
         headers = _strip(req.headers)
         if request_id is None:
-            request_id = uuid.uuid4().hex
+            request_id = _new_request_id()
             headers.append((self.config.recording.request_id_header.encode(), request_id.encode()))
 
-        pair: asyncio.Future | None = None
+        pair: _Pair | None = None
         if self.candidate is not None:
             if not mirrored(request_id, self.percent):
                 self.metrics.mirror.inc("not_sampled")
@@ -149,7 +172,7 @@ class ShadowProxy:
                 self.metrics.mirror.inc("circuit_open")
             else:
                 self.metrics.mirror.inc("sampled")
-                pair = asyncio.get_running_loop().create_future()
+                pair = _Pair()
                 self._spawn(self._shadow(req, headers, request_id, pair))
 
         started = time.perf_counter()
@@ -177,7 +200,9 @@ class ShadowProxy:
     def _account_primary(self, req, request_id, response, outcome, error, latency, pair) -> None:
         ex = self.extractor
         needs_pair = pair is not None or self.recorder
-        request_doc = parse_body(req.body) if (ex.needs_request or needs_pair) and not req.streamed else UNPARSEABLE
+        # The request body only feeds segments, features, the event time and the redacted values.
+        needs_request = ex.needs_request or (needs_pair and ex.redact)
+        request_doc = parse_body(req.body) if needs_request and not req.streamed else UNPARSEABLE
         body = response.body if response is not None else b""
         response_doc = parse_body(body) if (needs_pair or ex.needs_response) else UNPARSEABLE
         facts = ex.request_facts(request_doc, response_doc)
@@ -200,15 +225,17 @@ class ShadowProxy:
                 self.config.shadow, request_id, facts.ts, self.role, facts.segments, facts.features, result
             )
             self.sink.submit(record)
-        elif not pair.done():
-            pair.set_result(Primary(result, facts.segments, facts.features, labels, facts.ts, scrub))
+        else:
+            pair.primary = Primary(result, facts.segments, facts.features, labels, facts.ts, scrub)
+            if pair.candidate is not None:
+                self._record_pair(request_id, pair)
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _shadow(self, req: Request, headers: Headers, request_id: str, pair: asyncio.Future) -> None:
+    async def _shadow(self, req: Request, headers: Headers, request_id: str, pair: _Pair) -> None:
         self.in_flight += 1
         self.metrics.in_flight.set(value=self.in_flight)
         copy = []
@@ -237,11 +264,13 @@ class ShadowProxy:
             self.breaker.connection_failed()
         else:
             self.breaker.reached()
-        latency = time.perf_counter() - started
-        try:
-            primary: Primary = await asyncio.wait_for(pair, self.config.primary_timeout + 5)
-        except (TimeoutError, asyncio.TimeoutError, asyncio.CancelledError):
-            return  # the client went away before the primary answered: no pair
+        pair.candidate = (response, outcome, error, time.perf_counter() - started)
+        if pair.primary is not None:
+            self._record_pair(request_id, pair)
+
+    def _record_pair(self, request_id: str, pair: _Pair) -> None:
+        primary = pair.primary
+        response, outcome, error, latency = pair.candidate
         ex = self.extractor
         body = response.body if response is not None else b""
         doc = parse_body(body) if response is not None else UNPARSEABLE
