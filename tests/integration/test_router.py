@@ -560,3 +560,46 @@ def test_upstream_pool_keeps_connections_alive():
 
     assert asyncio.run(scenario()) == [b"ok"] * 3
     assert len(connections) == 1
+
+
+def test_upstream_pool_closes_connections_a_burst_left_idle():
+    """After a burst, steady traffic reuses the newest connection and the rest are closed once idle."""
+    from shadow_operator.traffic.config import Upstream
+    from shadow_operator.traffic.upstream import UpstreamPool
+
+    open_connections = set()
+
+    async def serve(reader, writer):
+        open_connections.add(writer)
+        try:
+            while await reader.readuntil(b"\r\n\r\n"):
+                await asyncio.sleep(0.05)  # slow enough that a burst needs a connection per request
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            open_connections.discard(writer)
+
+    async def scenario():
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        upstream = Upstream(url=f"http://127.0.0.1:{port}", host="127.0.0.1", port=port)
+        pool = UpstreamPool(upstream, max_idle=16, idle_timeout=0.3)
+
+        def get():
+            return pool.request(b"GET", b"/", [(b"host", b"x")], b"")
+
+        await asyncio.gather(*(get() for _ in range(6)))
+        after_burst = len(open_connections)
+        for _ in range(8):  # steady, one at a time, for longer than the idle timeout
+            await get()
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # the server notices the closed connections
+        after_steady, pool_open = len(open_connections), len(pool.open)
+        await pool.aclose()
+        server.close()
+        return after_burst, after_steady, pool_open
+
+    after_burst, after_steady, pool_open = asyncio.run(scenario())
+    assert after_burst == 6
+    assert after_steady == 1 and pool_open == 1

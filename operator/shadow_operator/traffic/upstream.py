@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import deque
 from dataclasses import dataclass
 
 import httptools
@@ -21,6 +23,7 @@ Headers = list[tuple[bytes, bytes]]
 
 
 # RFC 9110 idempotent methods: safe to send again when a pooled connection turned out dead.
+IDLE_TIMEOUT = 30.0  # seconds a pooled connection may sit unused before it is closed
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 _NO_BODY_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS"})
 
@@ -84,13 +87,14 @@ def _has_length(headers: Headers) -> bool:
 class _Connection(asyncio.Protocol):
     """One upstream connection, one request at a time: `exchange` writes it and awaits the answer."""
 
-    __slots__ = ("head", "state", "transport", "waiter")
+    __slots__ = ("head", "idle_since", "state", "transport", "waiter")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.waiter: asyncio.Future | None = None
         self.state: _State | None = None
         self.head = False
+        self.idle_since = 0.0
 
     @property
     def usable(self) -> bool:
@@ -147,11 +151,25 @@ class _Connection(asyncio.Protocol):
 
 
 class UpstreamPool:
-    def __init__(self, upstream: Upstream, max_idle: int = 64, max_response_bytes: int | None = None) -> None:
+    """Keep-alive connections to one upstream, most recently used first.
+
+    A burst opens connections that steady traffic no longer needs; reusing the most recent one
+    leaves those at the bottom of the stack, where they are closed once idle for `idle_timeout`
+    (below the usual server-side keep-alive timeouts), so open connections follow the load back down.
+    """
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        max_idle: int = 64,
+        max_response_bytes: int | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
+    ) -> None:
         self.upstream = upstream
         self.max_idle = max_idle
         self.max_response_bytes = max_response_bytes
-        self.idle: list[_Connection] = []
+        self.idle_timeout = idle_timeout
+        self.idle: deque[_Connection] = deque()
         self.open: set[_Connection] = set()
 
     async def request(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> UpstreamResponse:
@@ -199,7 +217,10 @@ class UpstreamPool:
                     raise UpstreamError(f"{self.upstream.netloc}: {error}") from None
                 raise
             if response.keep_alive and len(self.idle) < self.max_idle and not head:
+                conn.idle_since = now = time.monotonic()
                 self.idle.append(conn)
+                while now - self.idle[0].idle_since > self.idle_timeout:
+                    self._close(self.idle.popleft())
             else:
                 self._close(conn)
             return response
