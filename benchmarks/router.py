@@ -344,7 +344,7 @@ async def _paced(host: str, port: int, rate: float, seconds: float, timeout: flo
         started = time.perf_counter()
         try:
             status = await asyncio.wait_for(exchange(reader, writer), timeout)
-        except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError, ValueError, IndexError):
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError, IndexError):
             errors["socket"] += 1
             writer.close()
             return

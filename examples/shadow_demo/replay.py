@@ -12,7 +12,7 @@ import random
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from .world import DAY, HOUR, WEEK, User, make_users
 
@@ -27,7 +27,7 @@ WEEKEND_FACTOR = 0.75
 def week_start(now: float) -> float:
     """Monday 00:00 UTC of the last complete week, so the whole replayed week lies in the past."""
     today = math.floor(now / DAY) * DAY
-    weekday = datetime.fromtimestamp(today, timezone.utc).weekday()
+    weekday = datetime.fromtimestamp(today, UTC).weekday()
     return today - (weekday + 7) * DAY
 
 
@@ -118,7 +118,7 @@ class Progress:
             return
         self.shown_quarter, self.shown_at = quarter, now
         bar = "#" * int(fraction * 28)
-        when = datetime.fromtimestamp(simulated, timezone.utc).strftime("%a %H:00")
+        when = datetime.fromtimestamp(simulated, UTC).strftime("%a %H:00")
         rate = done / max(now - self.began, 1e-6)
         line = f"  {when} [{bar:<28}] {fraction:4.0%} {done:,}/{self.total:,} requests {rate:,.0f}/s"
         sys.stderr.write(("\r" + line if self.tty else line + "\n") + ("\n" if final and self.tty else ""))

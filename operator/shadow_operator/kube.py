@@ -14,7 +14,7 @@ import threading
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import kubernetes
@@ -254,7 +254,7 @@ class Kube:
     def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """Best effort: an event that cannot be posted is logged, never fatal to a reconcile."""
         metadata = involved["metadata"]
-        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
             "apiVersion": "v1",
             "kind": "Event",

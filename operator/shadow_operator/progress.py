@@ -7,7 +7,7 @@ reconcile with nothing new to say produces the same status and the operator writ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from . import reasons
 from .analysis.report import Report
@@ -52,7 +52,7 @@ def timestamp(moment: datetime) -> str:
 
 
 def parse_timestamp(text: str) -> datetime:
-    return datetime.strptime(text, TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
+    return datetime.strptime(text, TIMESTAMP_FORMAT).replace(tzinfo=UTC)
 
 
 def time_coverage_percent(elapsed_seconds: float, required_seconds: float) -> int:

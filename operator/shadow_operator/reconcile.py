@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from . import reasons
@@ -61,7 +61,7 @@ class Reconciler:
     def __init__(self, kube: Kube, image: str, clock: Callable[[], datetime] | None = None):
         self.kube = kube
         self.image = image
-        self.clock = clock or (lambda: datetime.now(timezone.utc))
+        self.clock = clock or (lambda: datetime.now(UTC))
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 

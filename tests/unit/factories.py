@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import yaml
@@ -46,7 +46,7 @@ spec:
 CONTRACT_DOCUMENT: dict[str, Any] = yaml.safe_load(CONTRACT_YAML)
 
 # A fixed clock for everything time-dependent.
-NOW = datetime(2025, 3, 3, 12, 0, 0, tzinfo=timezone.utc)
+NOW = datetime(2025, 3, 3, 12, 0, 0, tzinfo=UTC)
 
 # Marks a key to remove in `deep_merge` (e.g. primary.image when switching to deploymentRef).
 DELETE = object()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -95,7 +95,7 @@ def test_the_replayed_week_has_profiles_a_daily_curve_and_quieter_weekends():
 def test_the_replayed_week_is_the_last_complete_one():
     now = MONDAY + 3 * DAY + 5 * HOUR  # a Thursday
     start = week_start(now)
-    assert datetime.fromtimestamp(start, timezone.utc).weekday() == 0
+    assert datetime.fromtimestamp(start, UTC).weekday() == 0
     assert start + 7 * DAY <= now < start + 14 * DAY
     assert week_start(MONDAY) == MONDAY - 7 * DAY
 

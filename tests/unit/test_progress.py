@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -48,7 +48,7 @@ def _condition(status: ShadowDeploymentStatus, type_: str):
 def _shadowing_status(since: str, candidate: str = NEW_IMAGE, verdict: Verdict | None = None) -> ShadowDeploymentStatus:
     """A stored status as an earlier reconcile would have left it: shadowing `candidate` since `since`."""
     sd = make_sd({"candidate": {"image": candidate}})
-    start = datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    start = datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     status = compute_status(sd, _all_available(), start)
     assert status.shadowing_since == since
     return status.model_copy(update={"verdict": verdict}) if verdict else status
@@ -484,4 +484,4 @@ def test_verdict_is_kept_in_status():
 
 
 def test_timestamp_format():
-    assert timestamp(datetime(2025, 1, 2, 3, 4, 5, 678, tzinfo=timezone.utc)) == "2025-01-02T03:04:05Z"
+    assert timestamp(datetime(2025, 1, 2, 3, 4, 5, 678, tzinfo=UTC)) == "2025-01-02T03:04:05Z"

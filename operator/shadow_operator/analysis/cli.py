@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -105,7 +105,7 @@ def _analyze(args: argparse.Namespace) -> int:
     kube = _kube() if (args.name or args.publish) else None
     sd = _load_shadow(args, kube)
     records = args.records or [Path(sd.spec.recording.sink.path)]
-    report = analyze(sd, records, now=datetime.now(timezone.utc), prometheus_url=args.prometheus)
+    report = analyze(sd, records, now=datetime.now(UTC), prometheus_url=args.prometheus)
     if args.publish:
         try:
             kube.apply(report_configmap(sd, report))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ def analyze(
     now: datetime | None = None,
     prometheus_url: str | None = None,
 ) -> Report:
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     spec = sd.spec
     regression = spec.recording.prediction_type == "regression"
     shadow = f"{sd.namespace}/{sd.name}"

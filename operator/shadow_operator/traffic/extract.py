@@ -13,7 +13,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from ..api.v1alpha1.spec import RecordingSpec, Segment
@@ -136,7 +136,7 @@ def event_time(value: Any, arrival: float) -> float:
         except ValueError:
             return arrival
         if parsed.tzinfo is None:
-            parsed = parsed.replace(tzinfo=timezone.utc)
+            parsed = parsed.replace(tzinfo=UTC)
         number = parsed.timestamp()
     elif isinstance(value, int | float) and not isinstance(value, bool):
         number = float(value)

@@ -184,7 +184,7 @@ class ShadowProxy:
             async with asyncio.timeout(self.config.primary_timeout):
                 response = await self.primary.request(req.method, req.target, headers, req.body)
             outcome, error = outcome_for_status(response.status), None
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             response, outcome, error = None, TIMEOUT, "timeout"
         except UpstreamError as failure:
             response, outcome, error = None, CONNECTION_ERROR, str(failure)[:200]
@@ -253,7 +253,7 @@ class ShadowProxy:
             async with asyncio.timeout(self.candidate_timeout):
                 response = await self.candidate.request(req.method, req.target, copy, req.body)
             outcome, error = outcome_for_status(response.status), None
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             outcome, error = TIMEOUT, "timeout"
             self.metrics.mirror.inc("timeout")
         except UpstreamError as failure:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ...api.v1alpha1 import Check
 from ..report import Report, SideStats, SliceStats
@@ -57,7 +57,7 @@ def fmt_duration(seconds: float) -> str:
 def fmt_timestamp(ts: float | None) -> str:
     if ts is None:
         return DASH
-    return datetime.fromtimestamp(ts, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def error_rate(side: SideStats) -> float | None:

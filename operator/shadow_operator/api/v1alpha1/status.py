@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import Field
@@ -10,7 +10,7 @@ from pydantic import Field
 from ..base import ApiModel
 
 
-class Phase(str, Enum):
+class Phase(StrEnum):
     PENDING = "Pending"
     DEPLOYING = "Deploying"
     SHADOWING = "Shadowing"
