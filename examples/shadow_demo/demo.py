@@ -24,7 +24,7 @@ from shadow_operator.resource import parse
 
 from .models import trained_models
 from .replay import ReplayResult, replay, schedule, week_start
-from .stack import EXAMPLES, SHADOWCTL, Stack, prometheus_available, scraped_up_to, start_prometheus
+from .stack import EXAMPLES, SHADOWCTL, Stack, free_port, prometheus_available, scraped_up_to, start_prometheus
 
 SPEC_FILE = EXAMPLES / "recommender.yaml"
 CANDIDATES = {"v2": "the candidate as trained", "v2.1": "v2 with the three faults fixed"}
@@ -42,16 +42,19 @@ def step(text: str) -> None:
 class Outcome:
     candidate: str
     verdict: str
-    reason: str
     replay: ReplayResult
     report_html: Path
 
 
-def shadow_spec(candidate: str) -> dict:
-    """The example ShadowDeployment with `candidate` as its candidate."""
+def shadow_spec(candidate: str, prometheus: str | None) -> dict:
+    """The example ShadowDeployment with `candidate` as its candidate and the local Prometheus, if any."""
     body = yaml.safe_load(SPEC_FILE.read_text())
     body["spec"]["candidate"]["image"] = f"registry.example/recommender:{candidate}"
     body["spec"]["candidate"]["args"][body["spec"]["candidate"]["args"].index("--version") + 1] = candidate
+    if prometheus:
+        body["spec"]["analysis"]["prometheus"]["url"] = prometheus
+    else:  # judged from the records alone, as a spec without Prometheus is
+        del body["spec"]["analysis"]["prometheus"]
     return body
 
 
@@ -87,11 +90,12 @@ def run_shadow(candidate: str, workdir: Path, requests: int, seconds: float) -> 
     report_json, report_html = workdir / "report.json", workdir / "report.html"
     spec_file = workdir / "shadowdeployment.yaml"
     with Stack(workdir) as stack:
-        spec_file.write_text(yaml.safe_dump(shadow_spec(candidate), sort_keys=False))
-        sd = parse(shadow_spec(candidate))
-        primary_port, candidate_port = stack.model("v1"), stack.model(candidate)
-        port, admin = stack.router(router_config(sd), primary_port, candidate_port, records)
+        admin = free_port()
         prometheus = start_prometheus(stack, [f"127.0.0.1:{admin}"]) if prometheus_available() else None
+        spec = shadow_spec(candidate, prometheus)
+        spec_file.write_text(yaml.safe_dump(spec, sort_keys=False))
+        primary_port, candidate_port = stack.model("v1"), stack.model(candidate)
+        port, admin = stack.router(router_config(parse(spec)), primary_port, candidate_port, records, admin=admin)
         print(
             f"  v1 on :{primary_port} (primary), {candidate} on :{candidate_port} (candidate), "
             f"router on :{port} (metrics :{admin})" + (f", Prometheus {prometheus}" if prometheus else "")
@@ -102,8 +106,6 @@ def run_shadow(candidate: str, workdir: Path, requests: int, seconds: float) -> 
             scraped_up_to(prometheus, time.time() + 0.5)
         stack.stop("router")  # drains in-flight copies and flushes the record sink
         analyze = [SHADOWCTL, "analyze", "--file", str(spec_file), "--records", str(records)]
-        if prometheus:
-            analyze += ["--prometheus", prometheus]
         subprocess.run([*analyze, "--format", "json", "--output", str(report_json)], check=True)
     subprocess.run([SHADOWCTL, "report", "--file", str(report_json), "-o", "summary"], check=True)
     report = json.loads(report_json.read_text())
@@ -115,7 +117,7 @@ def run_shadow(candidate: str, workdir: Path, requests: int, seconds: float) -> 
         [SHADOWCTL, "report", "--file", str(report_json), "-o", "html", "--output", str(report_html)], check=True
     )
     verdict = report["verdict"]
-    return Outcome(candidate, verdict["result"], verdict.get("reason", ""), result, report_html)
+    return Outcome(candidate, verdict["result"], result, report_html)
 
 
 def main() -> int:

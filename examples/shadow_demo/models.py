@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .world import DAY, WEEK, daily_snapshot_trend, hourly_trend, make_users, purchase_probability
+from .world import WEEK, daily_snapshot_trend, hourly_trend, make_users, purchase_probability
 
 LOOKUP_SECONDS = 0.001  # one feature-store round trip
 PAGE = 100  # purchases per history page
@@ -123,7 +123,3 @@ def trained_models(seed: int = 11, rows: int = 12000) -> tuple[dict[str, Model],
     cut = rows * 4 // 5
     models = {name: train(version, data[:cut]) for name, version in VERSIONS.items()}
     return models, {name: accuracy(model, data[cut:]) for name, model in models.items()}
-
-
-def day_start(t: float) -> float:
-    return math.floor(t / DAY) * DAY
