@@ -347,6 +347,9 @@ def test_one_sided_records_without_their_other_side_are_unpaired(tmp_path: Path)
 
     assert [r["id"] for r in rows(dataset, "id")] == ["both"]
     assert counts_by_code(dataset.problems) == {UNPAIRED_RECORD: 3}
+    [problem] = dataset.problems
+    assert "2 primary answers without a candidate answer" in problem.message
+    assert "1 candidate answers without a primary answer" in problem.message
 
 
 def test_repeated_ids_keep_the_earliest_and_are_counted(tmp_path: Path):

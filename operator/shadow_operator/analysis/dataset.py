@@ -472,16 +472,23 @@ def _join_one_sided(
     ).fetchone()
     unpaired = kept - 2 * joined
     if unpaired:
+        lonely = f"{ones} AND id NOT IN (SELECT id FROM _joined)"
         example_id, role, file_idx = con.execute(
-            f"SELECT id, role, file_idx FROM _records WHERE {ones} AND id NOT IN (SELECT id FROM _joined) "
-            "ORDER BY id LIMIT 1"
+            f"SELECT id, role, file_idx FROM _records WHERE {lonely} ORDER BY id LIMIT 1"
         ).fetchone()
+        primary_only = con.execute(f"SELECT count(*) FROM _records WHERE {lonely} AND role = '{p}'").fetchone()[0]
         other = p if role == c else c
+        # Istio mirrors mirrorPercent of the requests the primary's recorder sees: the rest are
+        # primary answers without a candidate answer by design, not lost records.
+        split = (
+            f"{primary_only} {p} answers without a {c} answer (expected for requests not mirrored when "
+            f"mirrorPercent is below 100) and {unpaired - primary_only} {c} answers without a {p} answer"
+        )
         problems.append(
             DataProblem(
                 code=UNPAIRED_RECORD,
                 count=unpaired,
-                message=f"{unpaired} one-sided records have no other side, e.g. the {role} answer "
+                message=f"{unpaired} one-sided records have no other side: {split}; e.g. the {role} answer "
                 f"to id {example_id!r} in {files[file_idx]} has no {other} answer",
             )
         )
