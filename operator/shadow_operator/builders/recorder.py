@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 from typing import Any
 
 from ..observed import Observed
@@ -26,11 +25,10 @@ from .naming import (
     RECORDER_ADMIN_PORT,
     RECORDER_HTTP_PORT,
     child_name,
-    metadata,
     role_labels,
     service_host,
 )
-from .router import CONFIG_DIR, proxy_container, router_config
+from .router import CONFIG_DIR, config_configmap, proxy_container, router_config
 from .workloads import role_service
 
 CONFIG_FILE = "recorder.json"
@@ -51,12 +49,7 @@ def recorder_config(sd: ShadowDeployment) -> dict[str, Any]:
 
 
 def recorder_configmap(sd: ShadowDeployment) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": metadata(sd, RECORDER),
-        "data": {CONFIG_FILE: json.dumps(recorder_config(sd), sort_keys=True, indent=2)},
-    }
+    return config_configmap(sd, RECORDER, CONFIG_FILE, recorder_config(sd))
 
 
 def recorder_container(sd: ShadowDeployment, role: str, model_port: int, image: str) -> dict[str, Any]:

@@ -46,13 +46,18 @@ def router_config(sd: ShadowDeployment) -> dict[str, Any]:
     }
 
 
-def router_configmap(sd: ShadowDeployment) -> dict[str, Any]:
+def config_configmap(sd: ShadowDeployment, role: str, file_name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """`<name>-<role>` holding one JSON file, stable byte for byte so its hash only moves when it changes."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": metadata(sd, ROUTER),
-        "data": {CONFIG_FILE: json.dumps(router_config(sd), sort_keys=True, indent=2)},
+        "metadata": metadata(sd, role),
+        "data": {file_name: json.dumps(config, sort_keys=True, indent=2)},
     }
+
+
+def router_configmap(sd: ShadowDeployment) -> dict[str, Any]:
+    return config_configmap(sd, ROUTER, CONFIG_FILE, router_config(sd))
 
 
 def proxy_container(
