@@ -22,8 +22,8 @@ from .config import Upstream
 Headers = list[tuple[bytes, bytes]]
 
 
-# RFC 9110 idempotent methods: safe to send again when a pooled connection turned out dead.
 IDLE_TIMEOUT = 30.0  # seconds a pooled connection may sit unused before it is closed
+# RFC 9110 idempotent methods: safe to send again when a pooled connection turned out dead.
 _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"})
 _NO_BODY_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS"})
 
