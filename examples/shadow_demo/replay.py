@@ -37,6 +37,10 @@ class Event:
     user: User
     request_id: str
 
+    def body(self) -> bytes:
+        """The request's JSON body: the same bytes every time, so two replays send the same requests."""
+        return json.dumps(self.user.request(self.t, random.Random(self.request_id))).encode()
+
 
 def schedule(total: int, start: float, seed: int = 3, users: int = 5000) -> list[Event]:
     """`total` requests over the week starting at `start`, in time order."""
@@ -136,7 +140,6 @@ async def replay(
     compress = seconds / WEEK
     queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=concurrency * 4)
     progress = Progress(len(events), first)
-    rng = random.Random(17)
     began = time.monotonic()
 
     async def produce() -> None:
@@ -151,7 +154,7 @@ async def replay(
     async def work() -> None:
         connection = Connection(host, port)
         while (event := await queue.get()) is not None:
-            body = json.dumps(event.user.request(event.t, rng)).encode()
+            body = event.body()
             sent = time.perf_counter()
             try:
                 status = await connection.post(path, body, {"x-request-id": event.request_id})

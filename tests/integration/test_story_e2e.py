@@ -128,3 +128,78 @@ def test_a_week_in_the_shadow_fails_v2_and_deleting_restores_v1s_routing(cluster
         "kubectl delete shadowdeployment recommender && kubectl get service recommender -o jsonpath='{.spec.selector}'",
         json.dumps(restored["spec"]["selector"]),
     )
+
+
+def test_istio_mode_recorders_give_the_job_both_sides_of_each_request(cluster, operator, apps, namespace, tmp_path):
+    """Istio mode without Envoy: the recorder sidecars run locally from the operator's own config,
+    and the test plays the mesh (the request to the primary's recorder, its mirrored copy with the
+    same x-request-id to the candidate's). The job joins the one-sided records into the verdict."""
+    shadow = yaml.safe_load((EXAMPLES / "recommender.yaml").read_text())
+    shadow["metadata"]["namespace"] = namespace
+    shadow["spec"]["traffic"] = {"router": "istio", "mirrorPercent": 100}
+    shadow["spec"]["primary"] = {
+        "image": "registry.example/recommender:v1",
+        "args": ["python", "-m", "shadow_demo.serve", "--version", "v1", "--listen", "0.0.0.0:8080"],
+        "port": 8080,
+    }
+
+    with Stack(tmp_path / "pods") as pods:
+        admin_ports = {"primary": free_port(), "candidate": free_port()}
+        prometheus = start_prometheus(pods, [f"127.0.0.1:{port}" for port in admin_ports.values()])
+        shadow["spec"]["analysis"]["prometheus"]["url"] = prometheus
+        (tmp_path / "recommender.yaml").write_text(yaml.safe_dump(shadow))
+        cluster.kubectl("-n", namespace, "apply", "-f", str(tmp_path / "recommender.yaml"))
+        wait_phase(cluster, namespace, "recommender", "Deploying")
+        for deployment in ("recommender-primary", "recommender-candidate"):
+            mark_available(apps, namespace, deployment)
+        wait_phase(cluster, namespace, "recommender", "Shadowing")
+
+        # Each model's stand-in Pod: the model, and the recorder exactly as the operator's sidecar runs it.
+        recorder_json = tmp_path / "recorder.json"
+        configmap = get_json(cluster, namespace, "configmap", "recommender-recorder")
+        recorder_json.write_text(configmap["data"]["recorder.json"])
+        recorders = {}
+        for role, version in (("primary", "v1"), ("candidate", "v2")):
+            deployment = get_json(cluster, namespace, "deployment", f"recommender-{role}")
+            [sidecar] = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == "recorder"]
+            args = list(sidecar["args"])
+            args[args.index("--config") + 1] = str(recorder_json)
+            args[args.index("--upstream") + 1] = f"http://127.0.0.1:{pods.model(version)}"
+            args[args.index("--listen") + 1] = "127.0.0.1:0"
+            args[args.index("--admin-listen") + 1] = f"127.0.0.1:{admin_ports[role]}"
+            assert args[args.index("--role") + 1] == role
+            words = pods.start(f"recorder-{role}", [SHADOWCTL, *args, "--records", str(tmp_path / role)])
+            recorders[role] = int(words[1])
+
+        # The mesh's part: every request to the primary, and the same request (same id) mirrored.
+        week = schedule(REQUESTS, week_start(time.time()))
+        served = asyncio.run(replay("127.0.0.1", recorders["primary"], week, SECONDS))
+        mirrored = asyncio.run(replay("127.0.0.1", recorders["candidate"], week, SECONDS / 2))
+        assert served.statuses == {200: len(week)}
+        assert mirrored.statuses[500] > 0.05 * len(week)  # v2's KeyError, answered to the mesh, not to users
+        assert scraped_up_to(prometheus, time.time() + 0.5)
+        pods.stop("recorder-primary")
+        pods.stop("recorder-candidate")
+
+        cronjob = get_json(cluster, namespace, "cronjob", "recommender-analysis")
+        args = job_command(cronjob, str(tmp_path / "primary"))
+        args.insert(args.index("--records") + 2, str(tmp_path / "candidate"))
+        job = subprocess.run(
+            [SHADOWCTL, *args],
+            env={
+                **os.environ,
+                "KUBECONFIG": str(cluster.service_account_kubeconfig(namespace, "recommender-analysis")),
+            },
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert job.returncode == 0, job.stderr
+        show("shadowctl analyze (one-sided records from both recorders)", job.stdout[:1500])
+
+    status = wait_phase(cluster, namespace, "recommender", "Failed", timeout=30)
+    assert status["coverage"]["samples"] == len(week), "every request joined into one pair"
+    failing = {(c["name"], c["segment"]) for c in status["verdict"]["checks"] if c.get("passed") is False}
+    assert ("errorRate", "history=<1") in failing
+    assert ("errorRate", "prometheus:all") in failing  # both recorders' metrics, by role
+    assert "UnpairedRecord" not in job.stdout
