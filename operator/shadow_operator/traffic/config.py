@@ -65,11 +65,8 @@ class RouterConfig:
     recording: RecordingSpec = field(default_factory=RecordingSpec)
     records_dir: str = "/var/lib/shadow/records"
     primary_timeout: float = 60.0
+    candidate_timeout: float = 2.0  # traffic.candidateTimeout in seconds, parsed once by build_config
     role: str = "primary"  # recorder mode: which role the one upstream plays
-
-    @property
-    def candidate_timeout(self) -> float:
-        return parse_seconds(self.traffic.candidate_timeout)
 
     @property
     def regression(self) -> bool:
@@ -134,7 +131,7 @@ def build_config(
         candidate_url = candidate or data.get("candidate")
     if not primary_url:
         raise ConfigError("no primary/upstream URL: give --primary/--upstream or a config file with 'primary'")
-    config = RouterConfig(
+    return RouterConfig(
         shadow=shadow,
         primary=parse_upstream(primary_url),
         candidate=parse_upstream(candidate_url) if candidate_url else None,
@@ -142,7 +139,6 @@ def build_config(
         recording=recording_spec,
         records_dir=recording_spec.sink.path,
         primary_timeout=parse_seconds(primary_timeout) if primary_timeout else 60.0,
+        candidate_timeout=parse_seconds(traffic_spec.candidate_timeout),
         role=role or "primary",
     )
-    config.candidate_timeout  # noqa: B018  (validates the duration early)
-    return config

@@ -107,9 +107,6 @@ class ShadowProxy:
         self.role = config.role if recorder else "primary"
         self.extractor = Extractor(config.recording)
         self.id_header = config.recording.request_id_header.lower().encode()
-        # config properties that compute on every read (candidate_timeout parses a duration): read once
-        self.candidate_timeout = config.candidate_timeout
-        self.regression = config.regression
         self.primary = UpstreamPool(config.primary, max_idle=256)
         self.candidate = (
             UpstreamPool(config.candidate, max_idle=config.traffic.max_in_flight, max_response_bytes=16 << 20)
@@ -250,7 +247,7 @@ class ShadowProxy:
         started = time.perf_counter()
         response: UpstreamResponse | None = None
         try:
-            async with asyncio.timeout(self.candidate_timeout):
+            async with asyncio.timeout(self.config.candidate_timeout):
                 response = await self.candidate.request(req.method, req.target, copy, req.body)
             outcome, error = outcome_for_status(response.status), None
         except TimeoutError:
@@ -288,7 +285,7 @@ class ShadowProxy:
         self.metrics.features("candidate", primary.features)
         record = pair_record(
             self.config.shadow, request_id, primary.ts, primary.segments, primary.features,
-            primary.result, result, regression=self.regression,
+            primary.result, result, regression=self.config.regression,
         )  # fmt: skip
         self.metrics.pair(primary.labels, record["agree"], record["abs_diff"])
         self.sink.submit(record)
