@@ -102,35 +102,73 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_prometheus(stack: Stack, targets: list[str]) -> str:
-    """Debian's Prometheus scraping `targets` every second, with its own config and storage."""
-    port = free_port()
-    directory = stack.workdir / "prometheus"
-    directory.mkdir(exist_ok=True)
-    (directory / "prometheus.yml").write_text(
-        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-        "scrape_configs:\n"
-        f"  - job_name: shadow-router\n    static_configs: [{{targets: {json.dumps(targets)}}}]\n"
-    )
-    argv = [
-        PROMETHEUS, f"--config.file={directory / 'prometheus.yml'}", f"--storage.tsdb.path={directory / 'data'}",
-        f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
-    ]  # fmt: skip
-    log = (directory / "prometheus.log").open("w")
-    process = subprocess.Popen(argv, stdout=log, stderr=log)
-    stack.processes.append(("prometheus", process))
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as answer:
-                if answer.status == 200:
-                    return url
-        except OSError:
-            if process.poll() is not None:
+SCRAPE_JOB = "shadow-router"
+
+
+class Prometheus:
+    """Debian's Prometheus on a free loopback port with its own config and storage, scraping
+    `targets` every second (a system-wide Prometheus on 9090 is never involved)."""
+
+    def __init__(self, workdir: Path, targets: list[str], binary: str = PROMETHEUS) -> None:
+        self.binary, self.workdir, self.port = binary, workdir, free_port()
+        self.log = workdir / "prometheus.log"
+        self.process: subprocess.Popen | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.config = workdir / "prometheus.yml"
+        self.config.write_text(
+            json.dumps(  # JSON is YAML
+                {
+                    "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+                    "scrape_configs": [{"job_name": SCRAPE_JOB, "static_configs": [{"targets": list(targets)}]}],
+                }
+            )
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        argv = [
+            self.binary, f"--config.file={self.config}", f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+        ]  # fmt: skip
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
                 break
-            time.sleep(0.2)
-    raise StartError(f"prometheus did not start (log: {directory / 'prometheus.log'})")
+            try:
+                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise StartError(f"prometheus did not become ready on {self.url}:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.process is not None:
+            _terminate(self.process, 10)
+
+
+def start_prometheus(stack: Stack, targets: list[str]) -> str:
+    """A Prometheus the stack stops with everything else; its URL once it is ready."""
+    prometheus = Prometheus(stack.workdir / "prometheus", targets)
+    prometheus.start()
+    stack.processes.append(("prometheus", prometheus.process))
+    prometheus.wait_ready()
+    return prometheus.url
 
 
 def scraped_up_to(url: str, after: float, timeout: float = 10) -> bool:

@@ -1,30 +1,21 @@
-"""A private Prometheus, an exporter with exactly known counters, and misbehaving endpoints.
-
-Prometheus is Debian's binary, run on a free loopback port with its own config and storage
-in a temporary directory, so a system-wide Prometheus (port 9090) never gets involved.
+"""Debian's Prometheus installed when missing, an exporter with exactly known counters, and
+misbehaving endpoints. The private Prometheus itself is the demo's (`shadow_demo.stack.Prometheus`).
 """
 
 from __future__ import annotations
 
-import json
 import os
-import signal
 import socket
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from .harness import free_port, wait_for
-
 PROMETHEUS = Path(os.environ.get("PROMETHEUS_BIN", "/usr/bin/prometheus"))
-SCRAPE_JOB = "shadow-router"
 
 
 def ensure_prometheus() -> Path:
@@ -245,75 +236,3 @@ class SilentServer:
         self._listener.close()
         for one in self._held:
             one.close()
-
-
-# ---------------------------------------------------------------- Prometheus
-
-
-class PrometheusProcess:
-    """Debian's prometheus on a free loopback port, scraping `targets` every second."""
-
-    def __init__(self, binary: Path, workdir: Path, targets: Sequence[str]) -> None:
-        self.binary = binary
-        self.workdir = workdir
-        self.port = free_port()
-        self.config = workdir / "prometheus.yml"
-        self.log = workdir / "prometheus.log"
-        self.config.write_text(
-            json.dumps(  # JSON is YAML
-                {
-                    "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-                    "scrape_configs": [{"job_name": SCRAPE_JOB, "static_configs": [{"targets": list(targets)}]}],
-                },
-                indent=2,
-            )
-        )
-        self.process: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(
-                [
-                    str(self.binary),
-                    f"--config.file={self.config}",
-                    f"--storage.tsdb.path={self.workdir / 'data'}",
-                    f"--web.listen-address=127.0.0.1:{self.port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=self.workdir,
-                start_new_session=True,
-            )
-
-    def _ready(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise AssertionError(f"prometheus exited with {self.process.returncode}:\n{self.log_tail()}")
-        try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
-                return response.status == 200
-        except (urllib.error.URLError, OSError):
-            return False
-
-    def wait_ready(self, timeout: float = 20) -> None:
-        wait_for(self._ready, timeout=timeout, interval=0.1, what=f"prometheus ready on {self.url}")
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=5)

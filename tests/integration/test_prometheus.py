@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from shadow_demo.stack import SCRAPE_JOB, Prometheus
 from shadow_operator.analysis.metrics import (
     QUERY_CONCURRENCY,
     MetricsQueryError,
@@ -34,11 +35,9 @@ from shadow_operator.metric_names import REQUEST_DURATION, REQUESTS_TOTAL
 
 from .harness import free_port, wait_for
 from .prometheus_harness import (
-    SCRAPE_JOB,
     BlackHole,
     CannedServer,
     LinearExporter,
-    PrometheusProcess,
     Series,
     SilentServer,
     ensure_prometheus,
@@ -89,7 +88,7 @@ def exporter_series() -> list[Series]:
 
 @dataclass
 class Backend:
-    prometheus: PrometheusProcess
+    prometheus: Prometheus
     exporter: LinearExporter
     provider: PrometheusProvider
 
@@ -107,7 +106,7 @@ def backend(prometheus_binary, tmp_path_factory) -> Iterator[Backend]:
     exporter = LinearExporter(
         exporter_series(), {REQUESTS_TOTAL: "counter", REQUEST_DURATION: "histogram"}, SAMPLES
     ).start()
-    prometheus = PrometheusProcess(prometheus_binary, tmp_path_factory.mktemp("prometheus"), [exporter.address])
+    prometheus = Prometheus(tmp_path_factory.mktemp("prometheus"), [exporter.address], str(prometheus_binary))
     provider = PrometheusProvider(prometheus.url, timeout=5)
     prometheus.start()
     try:
