@@ -12,7 +12,6 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import IO
 
 EXAMPLES = Path(__file__).resolve().parent.parent
 SHADOWCTL = str(Path(sys.executable).with_name("shadowctl"))
@@ -37,14 +36,12 @@ class Stack:
     def __exit__(self, *exc: object) -> None:
         self.stop_all()
 
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None, timeout: float = 30) -> list[str]:
-        """Start and wait for its `listening <port> ...` line; that line's words."""
+    def start(self, name: str, argv: list[str], timeout: float = 30) -> list[str]:
+        """Start and wait for its `listening <port> ...` line (the only thing it prints); that line's words."""
         log = self.workdir / f"{name}.log"
-        out: IO[str] = log.open("w")
-        environment = {**os.environ, "PYTHONPATH": f"{EXAMPLES}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-        process = subprocess.Popen(
-            argv, stdout=subprocess.PIPE, stderr=out, text=True, env={**environment, **(env or {})}, bufsize=1
-        )
+        env = {**os.environ, "PYTHONPATH": f"{EXAMPLES}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        with log.open("w") as stderr:  # the child keeps its own copy of the file
+            process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, bufsize=1)
         self.processes.append((name, process))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
