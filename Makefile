@@ -72,8 +72,8 @@ cluster-binaries: ## Build kube-apiserver, kube-controller-manager and kubectl o
 cluster: ## Start the local control plane (etcd, kube-apiserver, kube-controller-manager) and install the CRDs
 	hack/local-cluster.sh up
 	$(LOCAL_KUBECTL) --kubeconfig $(CLUSTER_KUBECONFIG) apply -f crds/shadow.mlops.dev_shadowdeployments.yaml
-	$(LOCAL_KUBECTL) --kubeconfig $(CLUSTER_KUBECONFIG) create -f ../shared/istio/networking-crds.yaml 2>/dev/null \
-	  || echo "Istio CRDs: already present or ../shared/istio missing (router: istio needs them)"
+	$(LOCAL_KUBECTL) --kubeconfig $(CLUSTER_KUBECONFIG) create -f third_party/istio/networking-crds.yaml 2>/dev/null \
+	  || echo "Istio CRDs: already present"
 	@echo; echo "  export KUBECONFIG=$(CLUSTER_KUBECONFIG) PATH=$(K8S_BIN):\$$PATH"
 
 cluster-down: ## Stop the local control plane

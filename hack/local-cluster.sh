@@ -18,7 +18,7 @@ API_PORT=${SHADOW_API_PORT:-16443}
 ETCD_PORT=${SHADOW_ETCD_PORT:-12379}
 ETCD_PEER_PORT=${SHADOW_ETCD_PEER_PORT:-$((ETCD_PORT + 1))}
 KUBECONFIG_PATH=$STATE_DIR/kubeconfig
-BINARIES=(kube-apiserver kube-controller-manager kubectl)
+BINARIES=(kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy)
 
 log() { printf '[local-cluster] %s\n' "$*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }

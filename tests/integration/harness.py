@@ -23,7 +23,7 @@ import kubernetes
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-ISTIO_CRDS = REPO.parent / "shared" / "istio" / "networking-crds.yaml"
+ISTIO_CRDS = REPO / "third_party" / "istio" / "networking-crds.yaml"
 CACHE_DIR = Path(os.environ.get("SHADOW_CACHE_DIR", Path.home() / ".cache" / "shadow-operator"))
 KUBECTL = CACHE_DIR / "k8s-1.20.2" / "kubectl"
 OPERATOR_NAMESPACE = "shadow-system"

@@ -236,7 +236,7 @@ def test_router_deployment():
     assert router["spec"]["selector"] == {"matchLabels": ROUTER_LABELS}
     container = _container(router, "router")
     assert container["image"] == IMAGE
-    assert container["args"][:3] == ["router", "--config", "/etc/shadow/router.json"]
+    assert container["args"][:3] == ["router", "--config", "/etc/shadow-operator/router.json"]
     volumes = router["spec"]["template"]["spec"]["volumes"]
     assert {"name": "config", "configMap": {"name": "recommender-router"}} in volumes
     assert {"name": "records", "emptyDir": {}} in volumes

@@ -45,7 +45,7 @@ def test_every_model_the_operator_runs_gets_a_recorder(role):
     recorder = _container(deployment, "recorder")
     assert recorder["image"] == IMAGE
     assert recorder["args"] == [
-        "recorder", "--config", "/etc/shadow/recorder.json", "--role", role,
+        "recorder", "--config", "/etc/shadow-operator/recorder.json", "--role", role,
         "--upstream", "http://127.0.0.1:9000", "--listen", "0.0.0.0:8480", "--admin-listen", "0.0.0.0:8481",
     ]  # fmt: skip
     assert recorder["ports"] == [
@@ -58,7 +58,7 @@ def test_every_model_the_operator_runs_gets_a_recorder(role):
     assert recorder["securityContext"]["runAsNonRoot"] is True
     assert recorder["securityContext"]["readOnlyRootFilesystem"] is True
     assert recorder["volumeMounts"] == [
-        {"name": "shadow-recorder-config", "mountPath": "/etc/shadow", "readOnly": True},
+        {"name": "shadow-recorder-config", "mountPath": "/etc/shadow-operator", "readOnly": True},
         {"name": "shadow-records", "mountPath": "/var/lib/shadow/records"},
     ]
     assert _pod(deployment)["volumes"] == [

@@ -21,7 +21,9 @@ from .naming import (
 )
 
 CONFIG_FILE = "router.json"
-CONFIG_DIR = "/etc/shadow"
+# Not /etc/shadow: in every Debian-based image that is the password file, and a
+# directory cannot be mounted over a file (the router Pods never started).
+CONFIG_DIR = "/etc/shadow-operator"
 
 
 @dataclass(frozen=True)
