@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Any
 
 import kopf
 
-from .api.v1alpha1 import GROUP, PLURAL, VERSION
+from .api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
+from .builders.naming import MANAGED_BY
 from .config import Settings
 from .kube import Kube
 from .reconcile import Claim, Reconciler, TransientError, rivals
@@ -31,6 +34,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
     memo.reconciler = Reconciler(Kube.from_environment(), SETTINGS.image)
+    memo.rechecks = Rechecks()
 
 
 @kopf.index(*RESOURCE)
@@ -41,13 +45,46 @@ def service_claims(namespace: str, name: str, spec: kopf.Spec, meta: kopf.Meta, 
     return {(namespace, service): Claim(created=meta.get("creationTimestamp", ""), name=name)}
 
 
+class Rechecks:
+    """One pending "look again in N seconds" per ShadowDeployment (a routing grace period running out).
+
+    The periodic resync would notice too, but up to SHADOW_RESYNC_SECONDS late: a client Service
+    left on a dead router that much longer than its grace period.
+    """
+
+    def __init__(self) -> None:
+        self._timers: dict[str, threading.Timer] = {}
+        self._guard = threading.Lock()
+
+    def schedule(self, uid: str, delay: float, callback) -> None:
+        with self._guard:
+            previous = self._timers.pop(uid, None)
+            if previous is not None:
+                previous.cancel()
+            timer = threading.Timer(delay + 0.5, callback)  # +0.5 s: past the deadline, not on it
+            timer.daemon = True
+            self._timers[uid] = timer
+            timer.start()
+
+
 def _reconcile(body: kopf.Body, memo: kopf.Memo, service_claims: kopf.Index, namespace: str, name: str) -> None:
     service = (body.get("spec", {}).get("service") or {}).get("name")
     claims = list(service_claims.get((namespace, service), []))
     try:
-        memo.reconciler.reconcile(body, rivals(name, claims))
+        recheck_after = memo.reconciler.reconcile(body, rivals(name, claims))
     except TransientError as error:
         raise kopf.TemporaryError(str(error), delay=_RETRY_DELAY_SECONDS) from error
+    if recheck_after is not None:
+        uid = body.get("metadata", {}).get("uid", f"{namespace}/{name}")
+        memo.rechecks.schedule(uid, recheck_after, lambda: _reconcile_by_name(memo, service_claims, namespace, name))
+
+
+def _reconcile_by_name(memo: kopf.Memo, service_claims: kopf.Index, namespace: str, name: str) -> None:
+    body = memo.reconciler.kube.get("ShadowDeployment", namespace, name)
+    if body is None:
+        return
+    with contextlib.suppress(kopf.TemporaryError):  # the periodic resync retries
+        _reconcile(body, memo, service_claims, namespace, name)
 
 
 @kopf.on.resume(*RESOURCE, id="reconcile-on-resume")
@@ -64,6 +101,21 @@ def reconcile_on_timer(
     body: kopf.Body, memo: kopf.Memo, service_claims: kopf.Index, namespace: str, name: str, **_: Any
 ) -> None:
     _reconcile(body, memo, service_claims, namespace, name)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
+def child_deployment_changed(body: kopf.Body, memo: kopf.Memo, service_claims: kopf.Index, **_: Any) -> None:
+    """A Deployment the operator runs changed (a Pod became available, or none is): reconcile its owner now.
+
+    Without this, phase and routing followed Pods only at the next periodic resync (60 s by default).
+    Events only: nothing is stored on the Deployment, and a pass that finds nothing new writes nothing.
+    """
+    owner = next(
+        (ref for ref in body.get("metadata", {}).get("ownerReferences") or [] if ref.get("kind") == KIND), None
+    )
+    if owner is None:
+        return
+    _reconcile_by_name(memo, service_claims, body["metadata"]["namespace"], owner["name"])
 
 
 @kopf.on.delete(*RESOURCE, id="restore-routing")

@@ -76,7 +76,12 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission(GROUP, (PLURAL,), ("get", "list", "watch", "patch"), "watch, finalizer and kopf's bookkeeping"),
     Permission(GROUP, (f"{PLURAL}/status",), ("patch",), "status is the operator's only output"),
     Permission(GROUP, (f"{PLURAL}/finalizers",), ("update",), "owner references that block deletion"),
-    Permission("apps", ("deployments",), _CHILD_VERBS, "primary, candidate and router"),
+    Permission(
+        "apps",
+        ("deployments",),
+        (*_CHILD_VERBS, "list", "watch"),
+        "primary, candidate and router; watched so availability changes reach status and routing at once",
+    ),
     Permission("", ("services",), _CHILD_VERBS, "per-role Services and the builtin router's switch"),
     Permission("", ("configmaps",), _CHILD_VERBS, "router configuration"),
     Permission("batch", ("cronjobs",), _CHILD_VERBS, "the comparison job"),

@@ -110,3 +110,5 @@ class Observed:
     rival_claims: tuple[str, ...] = ()
     # The comparison job's latest published report (analysis.report.Report), if any.
     report: Report | None = None
+    # builtin mode: the router Deployment as it is now (None before it exists).
+    router: ObservedDeployment | None = None

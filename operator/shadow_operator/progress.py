@@ -16,6 +16,7 @@ from .api.v1alpha1 import Coverage, Mirror, Phase, ShadowDeploymentStatus, Verdi
 from .conditions import set_condition
 from .observed import ObservedDeployment
 from .resource import ShadowDeployment
+from .routing import RoutingDecision
 from .validation import Problem
 
 
@@ -31,6 +32,8 @@ class Outcome:
     report: Report | None = None
     # Why the primary's answers are not recorded (istio mode, a primary the operator does not run).
     capture_gap: str | None = None
+    # builtin mode: where the client Service routes now (the RouterAvailable condition).
+    routing: RoutingDecision | None = None
 
 
 # Status is read by people and stored in etcd: the full list of checks stays in the report.
@@ -83,7 +86,10 @@ def compute_status(sd: ShadowDeployment, outcome: Outcome, now: datetime) -> Sha
         samples = base.coverage.samples if base.coverage else 0
 
     def conditions(*entries: tuple[str, bool | None, str, str]) -> list:
-        result = list(base.conditions)
+        result = [c for c in base.conditions if outcome.routing or c.type != reasons.ROUTER_AVAILABLE]
+        if outcome.routing is not None:
+            routing = outcome.routing
+            entries = (*entries, (reasons.ROUTER_AVAILABLE, routing.available, routing.reason, routing.message))
         for type_, status, reason, message in entries:
             result = set_condition(result, type_, status, reason, message, generation, now_text)
         return result
@@ -127,7 +133,7 @@ def compute_status(sd: ShadowDeployment, outcome: Outcome, now: datetime) -> Sha
         mirroring = (reasons.MIRRORING, True, reasons.MIRROR_ACTIVE, message)
     else:
         mirroring = (reasons.MIRRORING, False, reasons.MIRROR_DISABLED, "spec.traffic.mirrorPercent is 0.")
-    phase = phase_for(base.verdict, coverage)
+    phase = phase_for(base.verdict, cycle_percent(sd, since, now) >= 100)
     ready, ready_reason, ready_message = _readiness(phase, base.verdict, coverage)
     return base.model_copy(
         update={
@@ -181,31 +187,45 @@ def verdict_for_status(verdict: Verdict) -> Verdict:
     return verdict.model_copy(update={"checks": checks})
 
 
-def phase_for(verdict: Verdict | None, coverage: Coverage) -> Phase:
-    """Verdict to phase: Failed at once; Inconclusive only once the cycle is complete."""
+def phase_for(verdict: Verdict | None, cycle_complete: bool) -> Phase:
+    """Verdict to phase: Failed at once; Inconclusive only once the cycle's time is complete (however
+    few samples it brought: too few after a full cycle is an answer, Inconclusive)."""
     if verdict is None:
         return Phase.SHADOWING
     if verdict.result == "Failed":
         return Phase.FAILED
     if verdict.result == "Passed":
         return Phase.PASSED
-    return Phase.INCONCLUSIVE if coverage.percent >= 100 else Phase.SHADOWING
+    return Phase.INCONCLUSIVE if cycle_complete else Phase.SHADOWING
+
+
+def cycle_percent(sd: ShadowDeployment, since: str, now: datetime) -> int:
+    """Whole percent of analysis.minDuration since shadowing began."""
+    elapsed = max(now - parse_timestamp(since), timedelta(0))
+    # Integer arithmetic: float division reads one percent low at exact boundaries.
+    return time_coverage_percent(elapsed.total_seconds(), parse_duration(sd.spec.analysis.min_duration).total_seconds())
 
 
 def compute_coverage(sd: ShadowDeployment, since: str, now: datetime, samples: int) -> Coverage:
+    """The lesser of time covered and samples seen, as the comparison job counts it (analysis.job).
+
+    Time alone read "50% of 2m" while no record had reached the job and its report said 0%.
+    """
     required = parse_duration(sd.spec.analysis.min_duration)
-    started = parse_timestamp(since)
-    elapsed = max(now - started, timedelta(0))
-    # Integer arithmetic: float division reads one percent low at exact boundaries.
-    percent = time_coverage_percent(elapsed.total_seconds(), required.total_seconds())
-    shown = required * percent / 100
+    time_percent = cycle_percent(sd, since, now)
+    min_samples = sd.spec.analysis.min_samples
+    sample_percent = min(100, samples * 100 // max(1, min_samples))
+    percent = min(time_percent, sample_percent)
+    summary = f"{percent}% of {sd.spec.analysis.min_duration}"
+    if sample_percent < time_percent:
+        summary += f" ({samples} of {min_samples} samples)"
     return Coverage(
-        elapsed=format_duration(shown),
+        elapsed=format_duration(required * time_percent / 100),
         required=sd.spec.analysis.min_duration,
         samples=samples,
-        required_samples=sd.spec.analysis.min_samples,
+        required_samples=min_samples,
         percent=percent,
-        summary=f"{percent}% of {sd.spec.analysis.min_duration}",
+        summary=summary,
     )
 
 

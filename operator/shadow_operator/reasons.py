@@ -12,6 +12,9 @@ RECONCILING = "Reconciling"
 STALLED = "Stalled"
 MIRRORING = "Mirroring"
 ANALYZED = "Analyzed"
+# builtin router: whether a router Pod is available, and so whether the client Service routes
+# through the router (True) or straight to the primary (False).
+ROUTER_AVAILABLE = "RouterAvailable"
 
 # The spec is wrong in a way only the operator can see: phase Error until it is fixed.
 INVALID_SPEC = "InvalidSpec"
@@ -38,6 +41,11 @@ MIRROR_ACTIVE = "MirrorActive"
 MIRROR_DISABLED = "MirrorDisabled"
 MIRROR_NOT_READY = "MirrorNotReady"
 AWAITING_ANALYSIS = "AwaitingAnalysis"
+# Routing of the client Service in builtin mode (condition RouterAvailable, Events).
+ROUTED_THROUGH_ROUTER = "RoutedThroughRouter"
+ROUTER_STARTING = "RouterStarting"
+ROUTER_UNAVAILABLE = "RouterUnavailable"
+ROUTED_TO_PRIMARY = "RoutedToPrimary"
 
 SPEC_ERRORS = frozenset(
     {

@@ -17,16 +17,18 @@ from typing import Any
 
 from . import reasons
 from .analysis.report import report_from_configmap, report_name
+from .api.durations import parse_duration
 from .api.v1alpha1 import Phase, ShadowDeploymentStatus
 from .builders import DesiredState, ServiceSwitch, all_child_keys, desired_state
-from .builders.naming import CANDIDATE, PRIMARY, ROUTER, child_name
+from .builders.naming import CANDIDATE, PRIMARY, ROUTER, child_name, role_labels
 from .builders.recorder import primary_capture_gap
 from .conditions import find_condition
 from .diff import contains
 from .kube import Kube, KubeError
 from .observed import ORIGINAL_ROUTING_ANNOTATION, Observed, ObservedDeployment, ObservedService
-from .progress import Outcome, compute_status, error_status
+from .progress import Outcome, compute_status, error_status, parse_timestamp
 from .resource import ShadowDeployment, SpecInvalid, identity_of, parse, parse_status
+from .routing import RoutingDecision, decide_routing
 from .validation import Problem, validate
 
 log = logging.getLogger(__name__)
@@ -71,41 +73,70 @@ class Reconciler:
 
     # -- the reconcile --------------------------------------------------------------
 
-    def reconcile(self, body: Mapping[str, Any], rival_claims: tuple[str, ...] = ()) -> None:
+    def reconcile(self, body: Mapping[str, Any], rival_claims: tuple[str, ...] = ()) -> float | None:
+        """One pass; returns in how many seconds to look again (a grace period running out), if ever."""
         identity = identity_of(body)
         with self._lock(identity.uid):
             fresh = self.kube.get("ShadowDeployment", identity.namespace, identity.name)
             if fresh is None or fresh["metadata"].get("deletionTimestamp"):
-                return  # gone or going: the delete handler restores routing
-            self._reconcile(fresh, rival_claims)
+                return None  # gone or going: the delete handler restores routing
+            return self._reconcile(fresh, rival_claims)
 
-    def _reconcile(self, body: Mapping[str, Any], rival_claims: tuple[str, ...]) -> None:
+    def _reconcile(self, body: Mapping[str, Any], rival_claims: tuple[str, ...]) -> float | None:
         try:
             sd = parse(body)
         except SpecInvalid as invalid:
             self._write_invalid(body, invalid)
-            return
+            return None
         observed = self._observe(sd, rival_claims)
         problems = validate(sd, observed)
         outcome = Outcome(problems=tuple(problems))
         if not problems:
             outcome = self._converge(sd, observed)
         self._patch_status_if_changed(body, sd.status, compute_status(sd, outcome, self.clock()))
+        return outcome.routing.recheck_after if outcome.routing else None
 
     def _observe(self, sd: ShadowDeployment, rival_claims: tuple[str, ...]) -> Observed:
         service_body = self.kube.get("Service", sd.namespace, sd.spec.service.name)
         ref = sd.spec.primary.deployment_ref
         ref_body = self.kube.get("Deployment", sd.namespace, ref.name) if ref else None
         report_body = self.kube.get("ConfigMap", sd.namespace, report_name(sd.name))
+        builtin = sd.spec.traffic.router == "builtin"
+        router_body = self.kube.get("Deployment", sd.namespace, child_name(sd, ROUTER)) if builtin else None
         return Observed(
             service=ObservedService.from_body(service_body) if service_body else None,
             primary_ref=ObservedDeployment.from_body(ref_body) if ref_body else None,
             rival_claims=rival_claims,
             report=report_from_configmap(report_body),
+            router=ObservedDeployment.from_body(router_body) if router_body else None,
+        )
+
+    def _routing(self, sd: ShadowDeployment, observed: Observed) -> RoutingDecision | None:
+        """builtin mode: whether the client Service routes through the router now (routing.py)."""
+        if sd.spec.traffic.router != "builtin":
+            return None
+        service = observed.service
+        if service is None or sd.identity.uid in service.owner_uids:  # the operator's own entry Service
+            routed = service is not None and service.selector == role_labels(sd, ROUTER)
+        else:
+            routed = service.original_routing is not None and service.original_routing.get("owner") == sd.name
+        stored = find_condition(sd.status.conditions, reasons.ROUTER_AVAILABLE)
+        previous = None
+        if stored is not None and stored.status == "False" and stored.last_transition_time:
+            previous = (stored.reason, parse_timestamp(stored.last_transition_time))
+        return decide_routing(
+            sd.spec.service.name,
+            child_name(sd, ROUTER),
+            observed.router,
+            routed,
+            previous,
+            parse_duration(sd.spec.traffic.router_grace_period),
+            self.clock(),
         )
 
     def _converge(self, sd: ShadowDeployment, observed: Observed) -> Outcome:
-        desired = desired_state(sd, observed, self.image)
+        routing = self._routing(sd, observed)
+        desired = desired_state(sd, observed, self.image, through_router=routing is None or routing.through_router)
         live_deployments: dict[str, ObservedDeployment] = {}
         try:
             for child in desired.children:
@@ -125,6 +156,7 @@ class Reconciler:
             deployments=self._dependencies(sd, observed, live_deployments),
             report=observed.report,
             capture_gap=primary_capture_gap(sd, observed),
+            routing=routing,
         )
 
     def _dependencies(
@@ -269,7 +301,18 @@ class Reconciler:
         self._announce(body, previous, status)
 
     def _announce(self, body: Mapping[str, Any], previous: ShadowDeploymentStatus, status: ShadowDeploymentStatus):
-        """One Event per change of the Ready condition's reason: a history, never a storm."""
+        """One Event per change of the Ready condition's reason, and one per move of the client
+        Service between router and primary: a history, never a storm."""
+        routing_before = find_condition(previous.conditions, reasons.ROUTER_AVAILABLE)
+        routing_after = find_condition(status.conditions, reasons.ROUTER_AVAILABLE)
+        if (
+            routing_after is not None
+            and routing_after.reason in _ROUTING_EVENTS
+            and (routing_before is None or routing_before.reason != routing_after.reason)
+        ):
+            self.kube.post_event(
+                body, _ROUTING_EVENTS[routing_after.reason], routing_after.reason, routing_after.message or ""
+            )
         before = find_condition(previous.conditions, reasons.READY)
         after = find_condition(status.conditions, reasons.READY)
         if after is None or (before is not None and (before.status, before.reason) == (after.status, after.reason)):
@@ -278,6 +321,14 @@ class Reconciler:
         self.kube.post_event(
             body, "Warning" if warning else "Normal", after.reason, after.message or status.phase.value
         )
+
+
+# Routing moves worth an Event (RouterStarting is the normal wait before the first switch).
+_ROUTING_EVENTS = {
+    reasons.ROUTED_THROUGH_ROUTER: "Normal",
+    reasons.ROUTER_UNAVAILABLE: "Warning",
+    reasons.ROUTED_TO_PRIMARY: "Warning",
+}
 
 
 def _escape(key: str) -> str:

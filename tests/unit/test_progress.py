@@ -17,6 +17,7 @@ from shadow_operator.validation import Problem
 from .factories import NOW, REFERENCED_PRIMARY, make_deployment, make_sd
 
 NOW_TEXT = "2025-03-03T12:00:00Z"
+ENOUGH_SAMPLES = 1000  # make_sd's analysis.minSamples: coverage is then time alone
 OLD_IMAGE = "registry.example/recsys:1.9.0"
 NEW_IMAGE = "registry.example/recsys:2.0.0"  # the contract's candidate
 
@@ -45,12 +46,16 @@ def _condition(status: ShadowDeploymentStatus, type_: str):
     return found
 
 
-def _shadowing_status(since: str, candidate: str = NEW_IMAGE, verdict: Verdict | None = None) -> ShadowDeploymentStatus:
+def _shadowing_status(
+    since: str, candidate: str = NEW_IMAGE, verdict: Verdict | None = None, samples: int = ENOUGH_SAMPLES
+) -> ShadowDeploymentStatus:
     """A stored status as an earlier reconcile would have left it: shadowing `candidate` since `since`."""
     sd = make_sd({"candidate": {"image": candidate}})
     start = datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     status = compute_status(sd, _all_available(), start)
     assert status.shadowing_since == since
+    # As if the job had reported enough samples already: coverage is then time alone.
+    status = status.model_copy(update={"coverage": status.coverage.model_copy(update={"samples": samples})})
     return status.model_copy(update={"verdict": verdict}) if verdict else status
 
 
@@ -252,7 +257,7 @@ def test_coverage_half_way():
     assert status.coverage.to_wire() == {
         "elapsed": "84h",
         "required": "168h",
-        "samples": 0,
+        "samples": 1000,
         "requiredSamples": 1000,
         "percent": 50,
         "summary": "50% of 168h",
@@ -274,14 +279,14 @@ def test_coverage_half_way():
 )
 def test_coverage_is_quantised_down_to_whole_percent(elapsed, percent, shown):
     since = timestamp(NOW - elapsed)
-    coverage = compute_coverage(make_sd(), since, NOW, 0)
+    coverage = compute_coverage(make_sd(), since, NOW, ENOUGH_SAMPLES)
     assert (coverage.percent, coverage.elapsed) == (percent, shown)
     assert coverage.summary == f"{percent}% of 168h"
 
 
 def test_coverage_at_an_exact_percent_boundary():
     since = timestamp(NOW - timedelta(hours=168) * 29 / 100)
-    assert compute_coverage(make_sd(), since, NOW, 0).percent == 29
+    assert compute_coverage(make_sd(), since, NOW, ENOUGH_SAMPLES).percent == 29
 
 
 def test_coverage_keeps_the_samples_the_job_reported():
@@ -292,13 +297,28 @@ def test_coverage_keeps_the_samples_the_job_reported():
 
 def test_coverage_follows_min_duration():
     sd = make_sd({"analysis": {"minDuration": "24h"}})
-    coverage = compute_coverage(sd, timestamp(NOW - timedelta(hours=6)), NOW, 0)
+    coverage = compute_coverage(sd, timestamp(NOW - timedelta(hours=6)), NOW, ENOUGH_SAMPLES)
     assert (coverage.percent, coverage.elapsed, coverage.required, coverage.summary) == (25, "6h", "24h", "25% of 24h")
 
 
 def test_zero_min_duration_is_covered_at_once():
-    coverage = compute_coverage(make_sd({"analysis": {"minDuration": "0s"}}), NOW_TEXT, NOW, 0)
+    coverage = compute_coverage(make_sd({"analysis": {"minDuration": "0s"}}), NOW_TEXT, NOW, ENOUGH_SAMPLES)
     assert coverage.percent == 100
+
+
+def test_coverage_is_held_back_by_missing_samples():
+    """Half the cycle's time with no record reaching the job is 0%, not 50% (seen on a real node)."""
+    half = timestamp(NOW - timedelta(hours=84))
+    assert compute_coverage(make_sd(), half, NOW, 0).to_wire() == {
+        "elapsed": "84h",
+        "required": "168h",
+        "samples": 0,
+        "requiredSamples": 1000,
+        "percent": 0,
+        "summary": "0% of 168h (0 of 1000 samples)",
+    }
+    assert compute_coverage(make_sd(), half, NOW, 250).percent == 25
+    assert compute_coverage(make_sd(), half, NOW, 999).percent == 50  # time is then the lesser
 
 
 @pytest.mark.parametrize(
@@ -434,7 +454,7 @@ def test_set_condition_replaces_in_place_and_appends_new_types():
 )
 def test_phase_for(result, percent, phase):
     verdict = None if result is None else _verdict(result, "Whatever")
-    assert phase_for(verdict, _coverage(percent)) == phase
+    assert phase_for(verdict, percent >= 100) == phase
 
 
 def _judged(verdict: Verdict, hours: float) -> ShadowDeploymentStatus:

@@ -32,7 +32,9 @@ class DesiredState:
     switch: ServiceSwitch | None = None
 
 
-def desired_state(sd: ShadowDeployment, observed: Observed, image: str) -> DesiredState:
+def desired_state(sd: ShadowDeployment, observed: Observed, image: str, through_router: bool = True) -> DesiredState:
+    """`through_router`: builtin mode only, whether the client Service should route through the router
+    now (routing.decide_routing) or straight to the primary."""
     spec = sd.spec
     builtin = spec.traffic.router == "builtin"
     managed_primary = spec.primary.deployment_ref is None
@@ -52,8 +54,9 @@ def desired_state(sd: ShadowDeployment, observed: Observed, image: str) -> Desir
         if managed_primary:
             children.append(with_recorder(sd, primary_deployment(sd, None if owns_entry else service), PRIMARY, image))
     if owns_entry:
-        selector = role_labels(sd, ROUTER if builtin else PRIMARY)
-        target = ROUTER_HTTP_PORT if builtin else spec.primary.port
+        routed = builtin and through_router
+        selector = role_labels(sd, ROUTER if routed else PRIMARY)
+        target = ROUTER_HTTP_PORT if routed else spec.primary.port
         children.append(entry_service(sd, selector, target))
 
     switch = None
@@ -69,7 +72,7 @@ def desired_state(sd: ShadowDeployment, observed: Observed, image: str) -> Desir
             router_deployment(sd, image),
             router_service(sd),
         ]
-        if not owns_entry:
+        if not owns_entry and through_router:
             switch = service_switch(sd)
     else:
         if managed_primary:

@@ -21,6 +21,7 @@ from .naming import (
 )
 
 CONFIG_FILE = "router.json"
+_OPERATOR_ONLY_TRAFFIC = ("routerReplicas", "routerGracePeriod")
 # Not /etc/shadow: in every Debian-based image that is the password file, and a
 # directory cannot be mounted over a file (the router Pods never started).
 CONFIG_DIR = "/etc/shadow-operator"
@@ -43,7 +44,9 @@ def router_config(sd: ShadowDeployment) -> dict[str, Any]:
         "namespace": sd.namespace,
         "primary": f"http://{service_host(child_name(sd, PRIMARY), sd.namespace)}:{port}",
         "candidate": f"http://{service_host(child_name(sd, CANDIDATE), sd.namespace)}:{port}",
-        "traffic": sd.spec.traffic.to_wire(),
+        # What the router does with each request; how many routers run and when the Service leaves
+        # them are the operator's business, and must not roll the router Pods when edited.
+        "traffic": {k: v for k, v in sd.spec.traffic.to_wire().items() if k not in _OPERATOR_ONLY_TRAFFIC},
         "recording": sd.spec.recording.to_wire(),
     }
 

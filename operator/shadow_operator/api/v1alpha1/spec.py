@@ -139,6 +139,12 @@ class TrafficSpec(ApiModel):
         description="builtin router: request bodies larger than this go to the primary only and are not mirrored.",
     )
     router_replicas: int = Field(default=2, ge=1, le=100, description="builtin router: number of router Pods.")
+    router_grace_period: Duration = Field(
+        default="30s",
+        description="builtin router: how long the Service stays on the router while no router Pod is available "
+        "before it is moved back to the primary (condition RouterAvailable, one Event). The Service moves to "
+        "the router only once a router Pod is available.",
+    )
 
 
 class Segment(ApiModel):

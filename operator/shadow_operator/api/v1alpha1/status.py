@@ -58,7 +58,10 @@ class Coverage(ApiModel):
     samples: int = Field(default=0, ge=0, description="Mirrored pairs analysed so far.")
     required_samples: int = Field(ge=0, description="analysis.minSamples.")
     percent: int = Field(
-        ge=0, le=100, description="Shadow time over minDuration, in whole percent (status moves in 1% steps)."
+        ge=0,
+        le=100,
+        description="The lesser of shadow time over minDuration and samples over minSamples, in whole percent "
+        "(status moves in 1% steps).",
     )
     summary: str = Field(description="One-line form for kubectl get, e.g. '26% of 168h'.")
 
