@@ -100,7 +100,7 @@ SAMPLE_CHILDREN = {
 
 
 @pytest.mark.parametrize("sample", sorted(SAMPLE_CHILDREN))
-def test_each_sample_creates_exactly_its_children(cluster, operator, namespace, sample):
+def test_each_sample_creates_exactly_its_children(cluster, operator, apps, namespace, sample):
     documents = list(yaml.safe_load_all((REPO / "manifests" / "samples" / sample).read_text()))
     apply_yaml(cluster, documents, namespace)
     [shadow] = [d for d in documents if d["kind"] == "ShadowDeployment"]
@@ -108,9 +108,18 @@ def test_each_sample_creates_exactly_its_children(cluster, operator, namespace, 
     wait_phase(cluster, namespace, name, "Deploying")
     assert children(cluster, namespace, name) == SAMPLE_CHILDREN[sample]
     if sample == "builtin.yaml":
-        # The operator created the client-facing Service, so it points straight at the router.
+        # The operator created the client-facing Service: it reaches the primary until a router Pod
+        # is available, then the router.
         entry = get_json(cluster, namespace, "service", "recommender-builtin")
-        assert entry["spec"]["selector"] == {"shadow.mlops.dev/name": name, "shadow.mlops.dev/role": "router"}
+        assert entry["spec"]["selector"] == {"shadow.mlops.dev/name": name, "shadow.mlops.dev/role": "primary"}
+        mark_available(apps, namespace, f"{name}-router")
+        wait_for(
+            lambda: (
+                get_json(cluster, namespace, "service", "recommender-builtin")["spec"]["selector"]
+                == {"shadow.mlops.dev/name": name, "shadow.mlops.dev/role": "router"}
+            ),
+            what="the entry Service switched to the router once it is available",
+        )
 
 
 def test_editing_the_spec_updates_the_children(cluster, operator, apps, namespace):

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
-from .conftest import condition, get_json, mark_available, shadow_deployment, wait_phase
+from .conftest import condition, get_json, mark_available, shadow_deployment, status_of, wait_phase
 from .harness import apply_yaml, wait_for
 from .test_errors import _deployment, _service
 
@@ -24,6 +26,17 @@ def test_builtin_router_takes_over_the_service_and_deletion_restores_it(cluster,
     service_before = get_json(cluster, namespace, "service", "recommender-v1")
     primary_before = get_json(cluster, namespace, "deployment", "recommender-v1")
     apply_yaml(cluster, [_builtin_with_existing_primary(namespace)], namespace)
+    wait_for(lambda: get_json(cluster, namespace, "deployment", "recommender-router"), what="router Deployment")
+    wait_for(
+        lambda: (
+            condition(status_of(cluster, namespace, "recommender"), "RouterAvailable").get("reason") == "RouterStarting"
+        ),
+        what="RouterAvailable False (RouterStarting)",
+    )
+    assert get_json(cluster, namespace, "service", "recommender-v1")["spec"] == service_before["spec"], (
+        "no switch before a router Pod is available"
+    )
+    mark_available(apps, namespace, "recommender-router")
 
     switched = wait_for(
         lambda: (
@@ -62,6 +75,63 @@ def test_builtin_router_takes_over_the_service_and_deletion_restores_it(cluster,
             timeout=30,
             what=f"{kind} {name} collected",
         )
+
+
+def _router_lost_its_pods(apps, namespace: str) -> None:
+    deployment = apps.read_namespaced_deployment("recommender-router", namespace)
+    apps.patch_namespaced_deployment_status(
+        "recommender-router",
+        namespace,
+        {"status": {"observedGeneration": deployment.metadata.generation, "availableReplicas": 0, "readyReplicas": 0}},
+    )
+
+
+def test_a_router_without_pods_gives_the_service_back_to_the_primary_after_the_grace_period(
+    cluster, operator, apps, namespace
+):
+    apply_yaml(cluster, [_deployment("recommender-v1"), _service("recommender-v1")], namespace)
+    service_before = get_json(cluster, namespace, "service", "recommender-v1")
+    body = _builtin_with_existing_primary(namespace)
+    body["spec"]["traffic"]["routerGracePeriod"] = "3s"
+    apply_yaml(cluster, [body], namespace)
+    for deployment in ("recommender-v1", "recommender-candidate", "recommender-router"):
+        mark_available(apps, namespace, deployment)
+    router_selector = {"shadow.mlops.dev/name": "recommender", "shadow.mlops.dev/role": "router"}
+    wait_for(
+        lambda: get_json(cluster, namespace, "service", "recommender-v1")["spec"]["selector"] == router_selector,
+        what="the Service switched to the router",
+    )
+
+    _router_lost_its_pods(apps, namespace)
+    lost = time.monotonic()
+    wait_for(
+        lambda: (
+            condition(status_of(cluster, namespace, "recommender"), "RouterAvailable").get("reason")
+            == "RouterUnavailable"
+        ),
+        what="RouterUnavailable within the grace period",
+    )
+    assert get_json(cluster, namespace, "service", "recommender-v1")["spec"]["selector"] == router_selector
+    # Restored by the operator's own recheck when the grace period runs out, not by the periodic resync.
+    restored = wait_for(
+        lambda: (
+            (s := get_json(cluster, namespace, "service", "recommender-v1"))["spec"] == service_before["spec"] and s
+        ),
+        timeout=20,
+        what="the Service back on the primary",
+    )
+    assert "shadow.mlops.dev/original-routing" not in (restored["metadata"].get("annotations") or {})
+    assert time.monotonic() - lost >= 3
+    ready = condition(status_of(cluster, namespace, "recommender"), "RouterAvailable")
+    assert (ready["status"], ready["reason"]) == ("False", "RoutedToPrimary")
+    events = cluster.kubectl("-n", namespace, "get", "events", "-o", "json").stdout
+    assert "RouterUnavailable" in events and "RoutedToPrimary" in events
+
+    mark_available(apps, namespace, "recommender-router")
+    wait_for(
+        lambda: get_json(cluster, namespace, "service", "recommender-v1")["spec"]["selector"] == router_selector,
+        what="the Service switched to the router again",
+    )
 
 
 def test_switching_router_mode_replaces_the_route(cluster, operator, namespace):
