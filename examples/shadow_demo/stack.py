@@ -106,29 +106,39 @@ class Prometheus:
     """Debian's Prometheus on a free loopback port with its own config and storage, scraping
     `targets` every second (a system-wide Prometheus on 9090 is never involved)."""
 
-    def __init__(self, workdir: Path, targets: list[str], binary: str = PROMETHEUS) -> None:
-        self.binary, self.workdir, self.port = binary, workdir, free_port()
+    def __init__(
+        self,
+        workdir: Path,
+        targets: list[str],
+        binary: str = PROMETHEUS,
+        scrape_configs: list[dict] | None = None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        """`scrape_configs` replaces the static job over `targets` (e.g. kubernetes_sd_configs on a real node);
+        `host` is the one address it listens on."""
+        self.binary, self.workdir, self.port, self.host = binary, workdir, free_port(), host
         self.log = workdir / "prometheus.log"
         self.process: subprocess.Popen | None = None
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "prometheus.yml"
+        jobs = scrape_configs or [{"job_name": SCRAPE_JOB, "static_configs": [{"targets": list(targets)}]}]
         self.config.write_text(
             json.dumps(  # JSON is YAML
                 {
                     "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-                    "scrape_configs": [{"job_name": SCRAPE_JOB, "static_configs": [{"targets": list(targets)}]}],
+                    "scrape_configs": jobs,
                 }
             )
         )
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def start(self) -> None:
         argv = [
             self.binary, f"--config.file={self.config}", f"--storage.tsdb.path={self.workdir / 'data'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
+            f"--web.listen-address={self.host}:{self.port}",
         ]  # fmt: skip
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(

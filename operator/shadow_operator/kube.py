@@ -53,6 +53,7 @@ RESOURCES: dict[str, Resource] = {
     "RoleBinding": Resource("rbac.authorization.k8s.io", "v1", "rolebindings"),
     "VirtualService": Resource("networking.istio.io", "v1beta1", "virtualservices"),
     "DestinationRule": Resource("networking.istio.io", "v1beta1", "destinationrules"),
+    "NetworkPolicy": Resource("networking.k8s.io", "v1", "networkpolicies"),
     "ShadowDeployment": Resource(GROUP, VERSION, PLURAL),
     "Event": Resource("", "v1", "events"),
 }
@@ -86,6 +87,7 @@ PERMISSIONS: tuple[Permission, ...] = (
     Permission("", ("configmaps",), _CHILD_VERBS, "router configuration"),
     Permission("batch", ("cronjobs",), _CHILD_VERBS, "the comparison job"),
     Permission("networking.istio.io", ("virtualservices", "destinationrules"), _CHILD_VERBS, "the mirror route"),
+    Permission("networking.k8s.io", ("networkpolicies",), _CHILD_VERBS, "only the object's Pods reach its collector"),
     Permission("", ("serviceaccounts",), _CHILD_VERBS, "the comparison job's identity"),
     Permission("rbac.authorization.k8s.io", ("rolebindings",), _CHILD_VERBS, "binds the job to shadow-analyzer"),
     # Binding a role needs either every permission in it or `bind` on exactly that role.

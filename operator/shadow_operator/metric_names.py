@@ -12,7 +12,7 @@ MIRROR_TOTAL = "shadow_mirror_total"
 PAIRS_TOTAL = "shadow_pairs_total"  # {segment, agree: true|false|none}
 PAIR_ABS_DIFF = "shadow_pair_abs_diff"  # histogram {segment}
 FEATURE_MISSING_TOTAL = "shadow_feature_missing_total"  # {feature, role}
-RECORDS_DROPPED_TOTAL = "shadow_records_dropped_total"  # {reason: sink_error|sampled_out|queue_full}
+RECORDS_DROPPED_TOTAL = "shadow_records_dropped_total"  # {reason: sink_error|sampled_out|queue_full|spool_full}
 
 ALL_SEGMENTS = "all"
 # Histogram buckets from 1 ms to 30 s, in seconds.

@@ -9,7 +9,7 @@ in Istio mode), and the job joins primary and candidate by request id.
      "primary":   {"outcome": "ok", "status": 200, "latency_ms": 12.5, "prediction": 1, "error": null},
      "candidate": {"outcome": "http_5xx", "status": 500, "latency_ms": 3.1, "prediction": null,
                    "error": "KeyError: 'purchase_history'"},
-     "agree": null, "abs_diff": null}
+     "agree": null, "abs_diff": null, "candidate_image": "registry.example/recommender:v2"}
 
     one-sided: {"v": 1, "shadow": ..., "id": ..., "ts": ..., "role": "candidate",
                 "segments": ..., "features": ..., "result": {<side>}}
@@ -32,6 +32,9 @@ TIMEOUT = "timeout"
 CONNECTION_ERROR = "connection_error"
 OUTCOMES = (OK, HTTP_4XX, HTTP_5XX, TIMEOUT, CONNECTION_ERROR)
 ROLES = ("primary", "candidate")
+# Which candidate answered (its image): the job judges only the current candidate's records,
+# so a new candidate never inherits the previous one's answers from the same record store.
+CANDIDATE_IMAGE = "candidate_image"
 MISSING_SEGMENT = "missing"
 OTHER_SEGMENT = "other"
 
@@ -86,9 +89,10 @@ def pair_record(
     primary: SideResult,
     candidate: SideResult,
     regression: bool = False,
+    candidate_image: str | None = None,
 ) -> dict[str, Any]:
     agree, abs_diff = compare(primary, candidate, regression)
-    return {
+    record = {
         "v": RECORD_VERSION,
         "shadow": shadow,
         "id": request_id,
@@ -100,6 +104,9 @@ def pair_record(
         "agree": agree,
         "abs_diff": abs_diff,
     }
+    if candidate_image:
+        record[CANDIDATE_IMAGE] = candidate_image
+    return record
 
 
 def one_sided_record(
@@ -110,8 +117,9 @@ def one_sided_record(
     segments: dict[str, str],
     features: dict[str, bool],
     result: SideResult,
+    candidate_image: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    record = {
         "v": RECORD_VERSION,
         "shadow": shadow,
         "id": request_id,
@@ -121,6 +129,9 @@ def one_sided_record(
         "features": features,
         "result": result.as_dict(),
     }
+    if candidate_image:
+        record[CANDIDATE_IMAGE] = candidate_image
+    return record
 
 
 # One encoder: json.dumps with options builds a new JSONEncoder on every call.

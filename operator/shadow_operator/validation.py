@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from . import reasons
+from .api.durations import parse_duration
 from .builders import candidate_pod_labels, cron_schedule
 from .builders.naming import RECORDER_ADMIN_PORT, RECORDER_HTTP_PORT
 from .builders.recorder import CONFIG_VOLUME, CONTAINER_NAME, RECORDS_VOLUME
@@ -56,6 +57,37 @@ def _static_problems(sd: ShadowDeployment) -> list[Problem]:
         )
     if sd.spec.traffic.router == "istio":
         problems += _recorder_problems(sd)
+    problems += _retention_problems(sd)
+    return problems
+
+
+def _retention_problems(sd: ShadowDeployment) -> list[Problem]:
+    """Limits under which the collector would delete records the comparison job still needs."""
+    sink, problems = sd.spec.recording.sink, []
+    if sink.retention.max_bytes < 2 * sink.rotate_bytes:
+        problems.append(
+            Problem(
+                reasons.INVALID_SPEC,
+                f"spec.recording.sink.retention.maxBytes: {sink.retention.max_bytes} is less than twice "
+                f"spec.recording.sink.rotateBytes ({sink.rotate_bytes}), so the collector would delete each "
+                f"record file about as soon as it fills; raise maxBytes to at least {2 * sink.rotate_bytes} "
+                "(better: rotateBytes times the number of router or model Pods, times a few) or lower rotateBytes.",
+            )
+        )
+    max_age, min_duration = sink.retention.max_age, sd.spec.analysis.min_duration
+    try:
+        too_short = parse_duration(max_age) < parse_duration(min_duration)
+    except ValueError:
+        too_short = False  # the schema's pattern admits it; parse_duration's own message comes elsewhere
+    if too_short:
+        problems.append(
+            Problem(
+                reasons.INVALID_SPEC,
+                f"spec.recording.sink.retention.maxAge: {max_age} is shorter than spec.analysis.minDuration "
+                f"({min_duration}), so the records of a whole business cycle are never kept together; set maxAge "
+                f"to at least {min_duration} (the default 336h keeps two weeks).",
+            )
+        )
     return problems
 
 

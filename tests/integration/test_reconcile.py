@@ -25,8 +25,14 @@ ISTIO_CHILDREN = {
     ("CronJob", "recommender-analysis"),
     ("ServiceAccount", "recommender-analysis"),
     ("RoleBinding", "recommender-analysis"),
+    ("Deployment", "recommender-collector"),
+    ("Service", "recommender-collector"),
+    ("NetworkPolicy", "recommender-collector"),
 }
-CHILD_TYPES = "deployments,services,configmaps,cronjobs,virtualservices,destinationrules,serviceaccounts,rolebindings"
+CHILD_TYPES = (
+    "deployments,services,configmaps,cronjobs,virtualservices,destinationrules,serviceaccounts,rolebindings,"
+    "networkpolicies"
+)
 
 
 def children(cluster, namespace: str, owner: str) -> set[tuple[str, str]]:
@@ -201,4 +207,4 @@ def test_restarting_the_operator_mid_flight_neither_duplicates_nor_loses(cluster
         }
         assert children(cluster, namespace, name) == expected
     deployments = get_json(cluster, namespace, "deployments")["items"]
-    assert len(deployments) == 2 * len(names)
+    assert len(deployments) == 3 * len(names)  # candidate, primary, collector

@@ -35,11 +35,17 @@ def show(command: str, output: str) -> None:
 
 
 def job_command(cronjob: dict, records: str) -> list[str]:
-    """The comparison job's container command, reading the records the local router wrote."""
+    """The comparison job's container command, reading the records the local router wrote.
+
+    In a cluster the job downloads them from the `<name>-collector` Service; nothing resolves
+    that name here, so the stand-ins keep their files (no collector) and the job reads those.
+    tests/integration/test_collector.py runs the shipping path itself on loopback.
+    """
     [container] = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     args = list(container["args"])
-    args[args.index("--records") + 1] = records
-    return args
+    at = args.index("--records-from")
+    del args[at : at + 2]
+    return [*args, "--records", records]
 
 
 def test_a_week_in_the_shadow_fails_v2_and_deleting_restores_v1s_routing(cluster, operator, apps, namespace, tmp_path):
@@ -65,6 +71,7 @@ def test_a_week_in_the_shadow_fails_v2_and_deleting_restores_v1s_routing(cluster
 
         # The Pods' stand-ins: the models, and the router run from the operator's own router.json.
         router_json = json.loads(get_json(cluster, namespace, "configmap", "recommender-router")["data"]["router.json"])
+        assert router_json.pop("collector").startswith("http://recommender-collector.")  # see job_command
         v1, v2 = pods.model("v1"), pods.model("v2")
         port, _ = pods.router(router_json, v1, v2, tmp_path / "records", admin=admin_port)
         week = schedule(REQUESTS, week_start(time.time()))
@@ -168,7 +175,10 @@ def test_istio_mode_recorders_give_the_job_both_sides_of_each_request(cluster, o
             args[args.index("--listen") + 1] = "127.0.0.1:0"
             args[args.index("--admin-listen") + 1] = f"127.0.0.1:{admin_ports[role]}"
             assert args[args.index("--role") + 1] == role
-            words = pods.start(f"recorder-{role}", [SHADOWCTL, *args, "--records", str(tmp_path / role)])
+            # --collector "": no collector to ship to here (see job_command)
+            words = pods.start(
+                f"recorder-{role}", [SHADOWCTL, *args, "--records", str(tmp_path / role), "--collector", ""]
+            )
             recorders[role] = int(words[1])
 
         # The mesh's part: every request to the primary, and the same request (same id) mirrored.

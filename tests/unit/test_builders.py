@@ -52,11 +52,15 @@ def test_istio_without_a_service_creates_everything():
         ("CronJob", "recommender-analysis"),
         ("ServiceAccount", "recommender-analysis"),
         ("RoleBinding", "recommender-analysis"),
+        ("Deployment", "recommender-collector"),
+        ("Service", "recommender-collector"),
+        ("NetworkPolicy", "recommender-collector"),
     }
     assert state.switch is None
     assert [c["metadata"]["name"] for c in state.children if c["kind"] == "Deployment"] == [
         "recommender-candidate",
         "recommender-primary",
+        "recommender-collector",
     ]
 
 
@@ -195,6 +199,9 @@ def test_builtin_without_a_service():
         ("CronJob", "recommender-analysis"),
         ("ServiceAccount", "recommender-analysis"),
         ("RoleBinding", "recommender-analysis"),
+        ("Deployment", "recommender-collector"),
+        ("Service", "recommender-collector"),
+        ("NetworkPolicy", "recommender-collector"),
     }
     assert state.switch is None
     entry = _child(state, "Service", "recommender")
@@ -239,16 +246,25 @@ def test_router_deployment():
     assert container["args"][:3] == ["router", "--config", "/etc/shadow-operator/router.json"]
     volumes = router["spec"]["template"]["spec"]["volumes"]
     assert {"name": "config", "configMap": {"name": "recommender-router"}} in volumes
-    assert {"name": "records", "emptyDir": {}} in volumes
+    assert {"name": "records", "emptyDir": {"sizeLimit": "640Mi"}} in volumes  # 512Mi spool + 2 x 64Mi files
 
 
-def test_router_records_volume_from_the_sink():
+def test_router_spools_in_an_emptydir_and_the_collector_mounts_the_sink_volume():
+    """The router's directory is a spool (always an emptyDir); sink.volume is the collector's alone."""
     sink = {"path": "/data", "volume": {"persistentVolumeClaim": {"claimName": "shadow-records"}}}
     state = desired_state(make_sd({**BUILTIN, "recording": {"sink": sink}}), Observed(), IMAGE)
     router = _child(state, "Deployment", "recommender-router")
     volumes = router["spec"]["template"]["spec"]["volumes"]
-    assert {"name": "records", "persistentVolumeClaim": {"claimName": "shadow-records"}} in volumes
+    assert {"name": "records", "emptyDir": {"sizeLimit": "640Mi"}} in volumes
     assert {"name": "records", "mountPath": "/data"} in _container(router, "router")["volumeMounts"]
+    # Writable by the image's user (65532) whatever the volume: the bug was EACCES on a fresh volume.
+    assert router["spec"]["template"]["spec"]["securityContext"]["fsGroup"] == 65532
+    collector = _child(state, "Deployment", "recommender-collector")
+    pod = collector["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": "records", "persistentVolumeClaim": {"claimName": "shadow-records"}}]
+    assert {"name": "records", "mountPath": "/data"} in pod["containers"][0]["volumeMounts"]
+    cronjob = _child(state, "CronJob", "recommender-analysis")
+    assert "shadow-records" not in json.dumps(cronjob)  # the job reads the collector, not the volume
 
 
 def _config_hash(overrides) -> str:
@@ -417,9 +433,20 @@ def test_comparison_cronjob():
     (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     assert container["image"] == IMAGE
     assert container["args"] == [
-        "analyze", "--namespace", "default", "--name", "recommender", "--publish", "--records", "/var/lib/shadow/records",
+        "analyze", "--namespace", "default", "--name", "recommender", "--publish",
+        "--records-from", "http://recommender-collector.default.svc.cluster.local:8090",
+        "--records-max-bytes", str((2 << 30) + (64 << 20)),
     ]  # fmt: skip
-    assert cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"] == "recommender-analysis"
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "recommender-analysis"
+    # The download lands in an emptyDir at /tmp; the root filesystem stays read-only.
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+    assert pod["volumes"] == [{"name": "tmp", "emptyDir": {"sizeLimit": "2176Mi"}}]
+    assert {"name": "TMPDIR", "value": "/tmp"} in container["env"]
+    # The job's Pods carry the name label the collector's NetworkPolicy admits.
+    labels = cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"]
+    assert labels["shadow.mlops.dev/name"] == "recommender"
 
 
 @pytest.mark.parametrize(
@@ -466,3 +493,75 @@ def test_all_child_keys_cover_every_mode():
     ]:
         every |= set(_keys(desired_state(make_sd(overrides), observed, IMAGE)))
     assert every == all_child_keys(sd)
+
+
+# -- the record collector ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overrides", [{}, BUILTIN], ids=["istio", "builtin"])
+def test_collector_deployment_service_and_network_policy(overrides):
+    state = desired_state(make_sd(overrides), Observed(), IMAGE)
+    deployment = _child(state, "Deployment", "recommender-collector")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # a ReadWriteOnce volume, one writer
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532}
+    (container,) = pod["containers"]
+    assert container["image"] == IMAGE
+    assert container["args"] == [
+        "collector", "--listen", "0.0.0.0:8090", "--admin-listen", "0.0.0.0:9901", "--records", "/var/lib/shadow/records",
+        "--retention-bytes", str(2 << 30), "--retention-age", "336h",
+    ]  # fmt: skip
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "admin"}
+    assert container["resources"]["limits"]["memory"]
+    # Default: an emptyDir sized from retention.maxBytes plus room for the append that triggers retention.
+    assert pod["volumes"] == [{"name": "records", "emptyDir": {"sizeLimit": "2112Mi"}}]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert labels == {"shadow.mlops.dev/name": "recommender", "shadow.mlops.dev/role": "collector"}
+
+    service = _child(state, "Service", "recommender-collector")
+    assert service["spec"]["selector"] == labels
+    assert {(p["name"], p["port"]) for p in service["spec"]["ports"]} == {("http", 8090), ("admin", 9901)}
+
+    policy = _child(state, "NetworkPolicy", "recommender-collector")
+    assert policy["apiVersion"] == "networking.k8s.io/v1"
+    assert policy["spec"]["podSelector"] == {"matchLabels": labels}
+    records, metrics = policy["spec"]["ingress"]
+    assert records == {
+        "from": [{"podSelector": {"matchLabels": {"shadow.mlops.dev/name": "recommender"}}}],
+        "ports": [{"port": 8090, "protocol": "TCP"}],
+    }
+    assert metrics == {"ports": [{"port": 9901, "protocol": "TCP"}]}  # Prometheus, from any namespace
+    # Everything that writes or reads records carries the label the policy admits.
+    for kind, name in [("Deployment", "recommender-candidate"), ("Deployment", "recommender-primary")]:
+        assert _child(state, kind, name)["spec"]["template"]["metadata"]["labels"]["shadow.mlops.dev/name"] == (
+            "recommender"
+        )
+    assert ("NetworkPolicy", "recommender-collector") in all_child_keys(make_sd(overrides))
+    assert ("Deployment", "recommender-collector") in all_child_keys(make_sd(overrides))
+
+
+def test_the_routers_ship_to_the_collector_and_retention_edits_do_not_roll_them():
+    state = desired_state(make_sd(BUILTIN), Observed(), IMAGE)
+    config = json.loads(_child(state, "ConfigMap", "recommender-router")["data"]["router.json"])
+    assert config["collector"] == "http://recommender-collector.default.svc.cluster.local:8090"
+    assert "retention" not in config["recording"]["sink"] and "volume" not in config["recording"]["sink"]
+    retention = {"recording": {"sink": {"retention": {"maxBytes": 1 << 33, "maxAge": "720h"}}}}
+    assert _config_hash({}) == _config_hash(retention)
+    collector = _child(desired_state(make_sd({**BUILTIN, **retention}), Observed(), IMAGE), "Deployment",
+                       "recommender-collector")  # fmt: skip
+    args = collector["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[args.index("--retention-bytes") + 1] == str(1 << 33)
+    assert args[args.index("--retention-age") + 1] == "720h"
+
+
+def test_a_referenced_primarys_recorder_may_ship_to_the_collector():
+    """Its Pods are the user's and never get the name label: the policy admits the Service's selector too."""
+    observed = Observed(service=make_service(), primary_ref=make_deployment())
+    policy = _child(
+        desired_state(make_sd(REFERENCED_PRIMARY), observed, IMAGE), "NetworkPolicy", "recommender-collector"
+    )
+    peers = policy["spec"]["ingress"][0]["from"]
+    assert {"podSelector": {"matchLabels": make_service().serving_selector()}} in peers
+    assert len(peers) == 2

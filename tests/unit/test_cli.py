@@ -136,12 +136,16 @@ def _image_commands() -> dict[str, list[str]]:
 
 
 def test_the_operator_image_runs_the_router_and_the_comparison_job():
-    assert set(_image_commands()) == {"Deployment recommender-router", "CronJob recommender-analysis"}
+    assert set(_image_commands()) == {
+        "Deployment recommender-router",
+        "Deployment recommender-collector",
+        "CronJob recommender-analysis",
+    }
 
 
 @pytest.mark.parametrize(
     "child",
-    ["Deployment recommender-router", "CronJob recommender-analysis"],
+    ["Deployment recommender-router", "Deployment recommender-collector", "CronJob recommender-analysis"],
 )
 def test_shadowctl_accepts_the_commands_its_children_run(child):
     args = build_parser().parse_args(_image_commands()[child])

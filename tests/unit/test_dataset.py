@@ -510,3 +510,27 @@ def test_binary_garbage_and_non_finite_timestamps_are_corrupt(tmp_path: Path):
     assert [r["id"] for r in rows(dataset, "id")] == ["a", "b"]
     assert counts_by_code(dataset.problems) == {CORRUPT_RECORD: 4}
     assert f"{path}:2:" in dataset.problems[0].message
+
+
+def test_only_the_judged_candidates_answers_count(tmp_path: Path):
+    """A new candidate image must not inherit the previous candidate's answers from the same records."""
+    v2, v21 = "registry.example/recommender:v2", "registry.example/recommender:v2.1"
+    failing = side("http_5xx", error="KeyError: 'purchase_history'")
+    write(
+        tmp_path / "a.jsonl",
+        [
+            {**pair("old", ts=at(10), candidate=failing), "candidate_image": v2},
+            {**pair("new", ts=at(11)), "candidate_image": v21},
+            pair("untagged", ts=at(12)),  # an older writer: counted
+            {**one("joined", "primary", ts=at(13))},
+            {**one("joined", "candidate", ts=at(13)), "candidate_image": v21},
+            {**one("stale", "primary", ts=at(14))},
+            {**one("stale", "candidate", ts=at(14), result=failing), "candidate_image": v2},
+        ],
+    )
+
+    judged = load([tmp_path / "a.jsonl"], SHADOW, now=NOW, candidate_image=v21)
+    assert [r["id"] for r in rows(judged, "id")] == ["joined", "new", "untagged"]
+    assert CORRUPT_RECORD not in counts_by_code(judged.problems)
+    everything = load([tmp_path / "a.jsonl"], SHADOW, now=NOW)
+    assert [r["id"] for r in rows(everything, "id")] == ["joined", "new", "old", "stale", "untagged"]

@@ -165,6 +165,7 @@ def test_every_child_kind_is_a_known_resource():
         "DestinationRule",
         "ServiceAccount",
         "RoleBinding",
+        "NetworkPolicy",
     } == CHILD_KINDS
 
 

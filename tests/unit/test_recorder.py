@@ -44,8 +44,11 @@ def test_every_model_the_operator_runs_gets_a_recorder(role):
     assert [c["name"] for c in _pod(deployment)["containers"]] == ["model", "recorder"]
     recorder = _container(deployment, "recorder")
     assert recorder["image"] == IMAGE
+    # Only the candidate's recorder names the candidate's image (in its records); the primary's Pods
+    # must not roll when the candidate changes.
+    image_args = ["--candidate-image", "registry.example/recsys:2.0.0"] if role == "candidate" else []
     assert recorder["args"] == [
-        "recorder", "--config", "/etc/shadow-operator/recorder.json", "--role", role,
+        "recorder", "--config", "/etc/shadow-operator/recorder.json", "--role", role, *image_args,
         "--upstream", "http://127.0.0.1:9000", "--listen", "0.0.0.0:8480", "--admin-listen", "0.0.0.0:8481",
     ]  # fmt: skip
     assert recorder["ports"] == [
@@ -71,13 +74,18 @@ def test_every_model_the_operator_runs_gets_a_recorder(role):
     assert _container(deployment)["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]
 
 
-def test_records_volume_and_path_come_from_the_sink():
+def test_recorder_spools_in_an_emptydir_whatever_the_sink_volume():
+    """The sink volume is the collector's; the recorder ships from a local emptyDir, with no sizeLimit
+    (past one the model's Pod would be evicted) and the user's Pod securityContext left alone."""
     sink = {"path": "/data", "volume": {"persistentVolumeClaim": {"claimName": "shadow-records"}}}
-    deployment = _child(_state({"recording": {"sink": sink}}), "Deployment", "recommender-candidate")
-    assert {"name": "shadow-records", "persistentVolumeClaim": {"claimName": "shadow-records"}} in _pod(deployment)[
-        "volumes"
-    ]
+    pod_template = {"spec": {"securityContext": {"runAsUser": 1000}}}
+    state = _state({"recording": {"sink": sink}, "candidate": {"podTemplate": pod_template}})
+    deployment = _child(state, "Deployment", "recommender-candidate")
+    assert {"name": "shadow-records", "emptyDir": {}} in _pod(deployment)["volumes"]
     assert {"name": "shadow-records", "mountPath": "/data"} in _container(deployment, "recorder")["volumeMounts"]
+    assert _pod(deployment)["securityContext"] == {"runAsUser": 1000}
+    config = json.loads(_child(state, "ConfigMap", "recommender-recorder")["data"]["recorder.json"])
+    assert config["collector"] == "http://recommender-collector.default.svc.cluster.local:8090"
 
 
 def test_user_annotations_stay_but_the_recorder_is_what_prometheus_scrapes():
@@ -104,7 +112,7 @@ def test_builtin_mode_has_no_recorders_and_the_services_reach_the_models():
 def test_recorder_config_is_the_routers_wire_form_without_what_a_recorder_ignores():
     config_text = _child(_state(), "ConfigMap", "recommender-recorder")["data"]["recorder.json"]
     config = json.loads(config_text)
-    assert set(config) == {"name", "namespace", "recording"}
+    assert set(config) == {"name", "namespace", "recording", "collector"}
     assert config["recording"]["features"] == ["$.features.purchase_count", "$.features.last_seen_days"]
     # What `shadowctl recorder --config ... --upstream ... --role ...` builds from it.
     runtime = build_config(config, upstream="http://127.0.0.1:8080", role="candidate")
@@ -155,7 +163,7 @@ def test_referenced_primary_keeps_the_live_route_on_the_client_service():
     state = _referenced()
     keys = _keys(state)
     assert ("Service", "recommender-primary") not in keys
-    assert [name for kind, name in keys if kind == "Deployment"] == ["recommender-candidate"]
+    assert [name for kind, name in keys if kind == "Deployment"] == ["recommender-candidate", "recommender-collector"]
     (route,) = _child(state, "VirtualService", "recommender")["spec"]["http"]
     assert route["route"][0]["destination"]["host"] == "recommender.default.svc.cluster.local"
     # The candidate is still the operator's: it is recorded, and its recorder needs the config.

@@ -265,3 +265,21 @@ def test_a_lone_claim_has_no_rivals():
 def test_without_its_own_claim_every_claim_is_a_rival():
     claims = [Claim(created="2025-01-02T00:00:00Z", name="y"), Claim(created="2025-01-01T00:00:00Z", name="x")]
     assert rivals("late", claims) == ("x", "y")
+
+
+# -- record retention ---------------------------------------------------------------------------------
+
+
+def test_retention_smaller_than_two_files_names_the_field_and_the_fix():
+    sink = {"rotateBytes": 64 << 20, "retention": {"maxBytes": 100 << 20}}
+    problem = _only(validate(make_sd({"recording": {"sink": sink}}), Observed()))
+    assert problem.reason == reasons.INVALID_SPEC
+    assert problem.message.startswith("spec.recording.sink.retention.maxBytes: 104857600 is less than twice")
+    assert "raise maxBytes to at least 134217728" in problem.message
+
+
+def test_retention_shorter_than_the_business_cycle_names_the_field_and_the_fix():
+    sink = {"retention": {"maxAge": "24h"}}
+    problem = _only(validate(make_sd({"recording": {"sink": sink}}), Observed()))
+    assert problem.message.startswith("spec.recording.sink.retention.maxAge: 24h is shorter than")
+    assert "set maxAge to at least 168h" in problem.message

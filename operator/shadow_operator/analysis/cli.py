@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +37,18 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     analyze.add_argument("--namespace", "-n", default=None, help="namespace (default: the file's, else default)")
     analyze.add_argument(
         "--records", type=Path, nargs="+", help="record files or directories (default: spec.recording.sink.path)"
+    )
+    analyze.add_argument(
+        "--records-from",
+        metavar="URL",
+        help="download the records from this collector (GET URL/v1/records), e.g. "
+        "http://recommender-collector.ml.svc.cluster.local:8090; what the CronJob does",
+    )
+    analyze.add_argument(
+        "--records-max-bytes",
+        type=int,
+        default=4 << 30,
+        help="refuse a --records-from download larger than this (default 4 GiB)",
     )
     analyze.add_argument("--prometheus", help="Prometheus URL, overriding spec.analysis.prometheus.url")
     analyze.add_argument("--publish", action="store_true", help="write the report ConfigMap for the operator")
@@ -101,11 +115,26 @@ def _kube() -> Kube:
 
 def _analyze(args: argparse.Namespace) -> int:
     from .job import analyze, report_configmap
+    from .remote import download_records
 
     kube = _kube() if (args.name or args.publish) else None
     sd = _load_shadow(args, kube)
-    records = args.records or [Path(sd.spec.recording.sink.path)]
-    report = analyze(sd, records, now=datetime.now(UTC), prometheus_url=args.prometheus)
+    with contextlib.ExitStack() as stack:
+        problems = []
+        if args.records_from:
+            try:  # $TMPDIR: the CronJob mounts an emptyDir at /tmp under a read-only root filesystem
+                scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shadow-records-")))
+            except OSError as error:
+                raise CommandError(
+                    f"no writable temporary directory for --records-from (set TMPDIR): {error}"
+                ) from None
+            downloaded, problem = download_records(args.records_from, scratch, args.records_max_bytes)
+            records = [downloaded] if downloaded else []
+            records += args.records or []
+            problems += [problem] if problem else []
+        else:
+            records = args.records or [Path(sd.spec.recording.sink.path)]
+        report = analyze(sd, records, now=datetime.now(UTC), prometheus_url=args.prometheus, problems=problems)
     if args.publish:
         try:
             kube.apply(report_configmap(sd, report))

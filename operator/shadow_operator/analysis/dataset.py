@@ -28,7 +28,7 @@ from typing import Any
 
 import duckdb
 
-from ..records import OK, RECORD_SUFFIX, RECORD_VERSION, ROLES
+from ..records import CANDIDATE_IMAGE, OK, RECORD_SUFFIX, RECORD_VERSION, ROLES
 from .report import CLOCK_SKEW, CORRUPT_RECORD, FOREIGN_RECORD, UNPAIRED_RECORD, DataProblem
 
 TABLE = "pairs"
@@ -68,6 +68,7 @@ _JSON_COLUMNS = {
     "result": _SIDE_TYPE,
     "agree": "BOOLEAN",
     "abs_diff": "DOUBLE",
+    CANDIDATE_IMAGE: "VARCHAR",
 }
 _CHUNK = 1 << 23
 _EXCERPT = 80
@@ -75,6 +76,7 @@ _EXCERPT = 80
 # Kinds of rows in `_records`, the table every line lands in; everything but `pair` and `one` is a problem to count.
 _PAIR, _ONE, _CORRUPT, _FOREIGN, _FUTURE = "pair", "one", "corrupt", "foreign", "future"
 _DUPLICATE = "duplicate"  # a one-sided record repeating an id and role
+_EARLIER = "earlier"  # answered by another candidate image than the one judged: not this candidate's evidence
 
 
 @dataclass
@@ -125,11 +127,14 @@ def load(
     regression: bool = False,
     *,
     con: duckdb.DuckDBPyConnection | None = None,
+    candidate_image: str | None = None,
 ) -> Dataset:
     """Read record files (or directories of `*.jsonl`) into the table `pairs`; never raises on bad input.
 
     `regression` decides how joined one-sided records are compared (absolute difference, not
-    equality); pair records keep the `agree`/`abs_diff` their writer computed.
+    equality); pair records keep the `agree`/`abs_diff` their writer computed. With
+    `candidate_image`, records another candidate image answered are left out (records without
+    the field, from older writers, count).
     """
     now = time.time() if now is None else now
     con = con if con is not None else connect()
@@ -143,7 +148,7 @@ def load(
     files = [p for p in files if p in lines]
 
     _create_records(con)
-    failed = _insert(con, files, shadow, now)
+    failed = _insert(con, files, shadow, now, candidate_image)
     unreadable += failed
     files = [p for p in files if p not in {path for path, _ in failed}]
     problems = [
@@ -343,7 +348,7 @@ def _create_records(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _select_from_json(file_idx: str, shadow: str, now: float) -> str:
+def _select_from_json(file_idx: str, shadow: str, now: float, candidate_image: str | None = None) -> str:
     """Rows from a read_json over `$files`: normalised columns, the row's kind, and its file's index."""
     sides = []
     for role in ROLES:
@@ -357,8 +362,9 @@ def _select_from_json(file_idx: str, shadow: str, now: float) -> str:
         f'CASE WHEN role IS NULL THEN "primary".outcome IS NULL OR candidate.outcome IS NULL '
         f"ELSE role NOT IN {tuple(ROLES)} OR result.outcome IS NULL END"
     )
+    earlier = f"WHEN {CANDIDATE_IMAGE} <> {_quote(candidate_image)} THEN '{_EARLIER}' " if candidate_image else ""
     kind = (
-        f"CASE WHEN {corrupt} THEN '{_CORRUPT}' WHEN shadow <> {_quote(shadow)} THEN '{_FOREIGN}' "
+        f"CASE WHEN {corrupt} THEN '{_CORRUPT}' WHEN shadow <> {_quote(shadow)} THEN '{_FOREIGN}' {earlier}"
         f"WHEN role IS NOT NULL THEN '{_ONE}' WHEN ts > {now + FUTURE_TOLERANCE_SECONDS!r} THEN '{_FUTURE}' "
         f"ELSE '{_PAIR}' END"
     )
@@ -383,14 +389,16 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _insert(con: duckdb.DuckDBPyConnection, files: list[Path], shadow: str, now: float) -> list[tuple[Path, Exception]]:
+def _insert(
+    con: duckdb.DuckDBPyConnection, files: list[Path], shadow: str, now: float, candidate_image: str | None = None
+) -> list[tuple[Path, Exception]]:
     """Insert every file in one parallel scan; if DuckDB fails on the batch, file by file to isolate the culprit."""
     if not files:
         return []
     names = [str(p) for p in files]
     try:
         con.execute(
-            f"INSERT INTO _records {_select_from_json('list_position($files, filename) - 1', shadow, now)}",
+            f"INSERT INTO _records {_select_from_json('list_position($files, filename) - 1', shadow, now, candidate_image)}",
             {"files": names},
         )
         return []
@@ -399,7 +407,9 @@ def _insert(con: duckdb.DuckDBPyConnection, files: list[Path], shadow: str, now:
     failed = []
     for idx, name in enumerate(names):
         try:
-            con.execute(f"INSERT INTO _records {_select_from_json(str(idx), shadow, now)}", {"files": [name]})
+            con.execute(
+                f"INSERT INTO _records {_select_from_json(str(idx), shadow, now, candidate_image)}", {"files": [name]}
+            )
         except duckdb.Error as exc:
             con.execute(f"DELETE FROM _records WHERE file_idx = {idx}")
             failed.append((files[idx], exc))

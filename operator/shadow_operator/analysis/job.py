@@ -20,7 +20,16 @@ from ..progress import parse_timestamp, time_coverage_percent, timestamp
 from ..resource import ShadowDeployment
 from . import dataset as datasets
 from . import metrics, stats
-from .report import METRICS_ERROR, REPORT_KEY, REPORT_SUFFIX, Report, ReportCoverage, SliceStats, report_name
+from .report import (
+    METRICS_ERROR,
+    REPORT_KEY,
+    REPORT_SUFFIX,
+    DataProblem,
+    Report,
+    ReportCoverage,
+    SliceStats,
+    report_name,
+)
 from .verdict import decide
 
 
@@ -48,15 +57,19 @@ def analyze(
     record_paths: Iterable[Path],
     now: datetime | None = None,
     prometheus_url: str | None = None,
+    problems: list[DataProblem] | None = None,
 ) -> Report:
+    """`problems`: what went wrong before the records were read (e.g. the collector unreachable), listed first."""
     now = now or datetime.now(UTC)
     spec = sd.spec
     regression = spec.recording.prediction_type == "regression"
     shadow = f"{sd.namespace}/{sd.name}"
-    with datasets.load(list(record_paths), shadow, now=now.timestamp(), regression=regression) as loaded:
+    with datasets.load(
+        list(record_paths), shadow, now=now.timestamp(), regression=regression, candidate_image=spec.candidate.image
+    ) as loaded:
         segment_names = [segment.name for segment in spec.recording.segments]
         slices = stats.compute_slices(loaded, segment_names, list(spec.recording.features), regression)
-        problems = list(loaded.problems)
+        problems = [*(problems or []), *loaded.problems]
         first_ts, last_ts = loaded.time_range()
     overall = next((s for s in slices if s.segment == ALL_SEGMENTS and s.hour is None), None)
     coverage = coverage_for(sd, first_ts, last_ts, overall.pairs if overall else 0, now)

@@ -11,6 +11,7 @@ from typing import Any
 from ..observed import Observed
 from ..resource import ShadowDeployment
 from .analysis import analyzer_role_binding, analyzer_service_account, comparison_cronjob, cron_schedule
+from .collector import collector_deployment, collector_keys, collector_network_policy, collector_service
 from .istio import destination_rule, virtual_service
 from .naming import CANDIDATE, PRIMARY, RECORDER, ROUTER, ROUTER_HTTP_PORT, child_name, role_labels, service_host
 from .recorder import recorded_host, recorded_service, recorder_configmap, with_recorder
@@ -81,8 +82,22 @@ def desired_state(sd: ShadowDeployment, observed: Observed, image: str, through_
         else:  # not ours to change: the live route stays on the Service clients call
             primary_host = service_host(spec.service.name, sd.namespace)
         children += [destination_rule(sd), virtual_service(sd, primary_host)]
+    children += collector_children(sd, observed, image)
     children += [analyzer_service_account(sd), analyzer_role_binding(sd), comparison_cronjob(sd, image)]
     return DesiredState(children=children, switch=switch)
+
+
+def collector_children(sd: ShadowDeployment, observed: Observed, image: str) -> list[dict[str, Any]]:
+    """The record collector, in both modes: every router and recorder ships its records to it."""
+    extra_writers = []
+    if sd.spec.traffic.router == "istio" and sd.spec.primary.deployment_ref is not None and observed.service:
+        # A referenced primary's Pods never get the name label: let their recorder sidecar in too.
+        extra_writers.append(observed.service.serving_selector() or {})
+    return [
+        collector_deployment(sd, image),
+        collector_service(sd),
+        collector_network_policy(sd, extra_writers),
+    ]
 
 
 def all_child_keys(sd: ShadowDeployment) -> set[tuple[str, str]]:
@@ -102,7 +117,7 @@ def all_child_keys(sd: ShadowDeployment) -> set[tuple[str, str]]:
         ("CronJob", child_name(sd, "analysis")),
         ("ServiceAccount", child_name(sd, "analysis")),
         ("RoleBinding", child_name(sd, "analysis")),
-    }
+    } | collector_keys(sd)
 
 
 __all__ = [

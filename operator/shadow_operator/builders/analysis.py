@@ -7,7 +7,10 @@ from typing import Any
 from ..api.durations import parse_duration
 from ..kube import ANALYZER_ROLE
 from ..resource import ShadowDeployment
-from .naming import ANALYSIS, child_name, metadata
+from .collector import CONTAINER_SECURITY, HEADROOM_BYTES, mebibytes
+from .naming import ANALYSIS, child_name, collector_url, metadata
+
+TMP = "/tmp"
 
 
 def cron_schedule(interval: str) -> str:
@@ -41,28 +44,26 @@ def analyzer_role_binding(sd: ShadowDeployment) -> dict[str, Any]:
 
 
 def comparison_cronjob(sd: ShadowDeployment, image: str) -> dict[str, Any]:
-    sink = sd.spec.recording.sink
+    # The collector keeps at most retention.maxBytes (plus one append); the download is capped a
+    # little above, and lands in an emptyDir at /tmp, the root filesystem staying read-only.
+    download_cap = sd.spec.recording.sink.retention.max_bytes + HEADROOM_BYTES
+    args = ["analyze", "--namespace", sd.namespace, "--name", sd.name, "--publish",
+            "--records-from", collector_url(sd), "--records-max-bytes", str(download_cap)]  # fmt: skip
     container: dict[str, Any] = {
         "name": "analyze",
         "image": image,
-        "args": ["analyze", "--namespace", sd.namespace, "--name", sd.name, "--publish", "--records", sink.path],
-        "securityContext": {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "args": args,
+        "env": [{"name": "TMPDIR", "value": TMP}],
+        "securityContext": dict(CONTAINER_SECURITY),
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "volumeMounts": [{"name": "tmp", "mountPath": TMP}],
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": child_name(sd, ANALYSIS),
         "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": mebibytes(download_cap + HEADROOM_BYTES)}}],
     }
-    if sink.volume:
-        # The records the router or recorders wrote; a ReadWriteMany volume lets both mount it.
-        pod_spec["volumes"] = [{"name": "records", **sink.volume}]
-        container["volumeMounts"] = [{"name": "records", "mountPath": sink.path, "readOnly": True}]
     return {
         "apiVersion": "batch/v1",
         "kind": "CronJob",

@@ -8,8 +8,13 @@ MANAGED_BY = "shadow-operator"
 NAME_LABEL = "shadow.mlops.dev/name"
 ROLE_LABEL = "shadow.mlops.dev/role"
 PRIMARY, CANDIDATE, ROUTER, ANALYSIS, RECORDER = "primary", "candidate", "router", "analysis", "recorder"
+COLLECTOR = "collector"
 ROUTER_HTTP_PORT = 8080
 ROUTER_ADMIN_PORT = 9901
+COLLECTOR_HTTP_PORT = 8090
+COLLECTOR_ADMIN_PORT = 9901
+# The image's user (Dockerfile: USER 65532:65532); as fsGroup it makes a fresh volume writable.
+IMAGE_UID = 65532
 # The recorder sidecar shares the model's network namespace, so its ports must differ from the
 # model's (validation refuses a model on them) and from Istio's own (15000-15090).
 RECORDER_HTTP_PORT = 8480
@@ -22,6 +27,11 @@ def child_name(sd: ShadowDeployment, role: str) -> str:
 
 def service_host(name: str, namespace: str) -> str:
     return f"{name}.{namespace}.svc.cluster.local"
+
+
+def collector_url(sd: ShadowDeployment) -> str:
+    """Where the routers and recorders ship records and the comparison job reads them."""
+    return f"http://{service_host(child_name(sd, COLLECTOR), sd.namespace)}:{COLLECTOR_HTTP_PORT}"
 
 
 def common_labels(sd: ShadowDeployment) -> dict[str, str]:

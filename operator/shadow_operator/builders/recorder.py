@@ -28,7 +28,7 @@ from .naming import (
     role_labels,
     service_host,
 )
-from .router import CONFIG_DIR, config_configmap, proxy_container, router_config
+from .router import CONFIG_DIR, config_configmap, proxy_container, router_config, spool_volume
 from .workloads import role_service
 
 CONFIG_FILE = "recorder.json"
@@ -43,9 +43,11 @@ def recorder_config(sd: ShadowDeployment) -> dict[str, Any]:
 
     The upstream comes from --upstream and a recorder never mirrors; leaving out the URLs and the
     traffic settings keeps a mirrorPercent edit from changing the file, which would roll the
-    model Pods (the primary's included) through the config-hash annotation.
+    model Pods (the primary's included) through the config-hash annotation. The candidate's image
+    reaches only the candidate's recorder, as an argument, for the same reason.
     """
-    return {key: value for key, value in router_config(sd).items() if key not in ("primary", "candidate", "traffic")}
+    unused = ("primary", "candidate", "traffic", "candidateImage")
+    return {key: value for key, value in router_config(sd).items() if key not in unused}
 
 
 def recorder_configmap(sd: ShadowDeployment) -> dict[str, Any]:
@@ -55,6 +57,8 @@ def recorder_configmap(sd: ShadowDeployment) -> dict[str, Any]:
 def recorder_container(sd: ShadowDeployment, role: str, model_port: int, image: str) -> dict[str, Any]:
     # Loopback upstream: the model is in the same Pod, and Istio does not redirect 127.0.0.1.
     args = ["recorder", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}", "--role", role]
+    if role == CANDIDATE:
+        args += ["--candidate-image", sd.spec.candidate.image]
     return proxy_container(
         CONTAINER_NAME,
         image,
@@ -71,7 +75,6 @@ def with_recorder(sd: ShadowDeployment, deployment: dict[str, Any], role: str, i
     """A copy of a model Deployment built by the operator, its Pods fronted by a recorder sidecar."""
     workload = sd.spec.candidate if role == CANDIDATE else sd.spec.primary
     config_text = recorder_configmap(sd)["data"][CONFIG_FILE]
-    sink = sd.spec.recording.sink
     result = copy.deepcopy(deployment)
     template = result["spec"]["template"]
     template["metadata"]["annotations"] = {
@@ -88,7 +91,10 @@ def with_recorder(sd: ShadowDeployment, deployment: dict[str, Any], role: str, i
     pod["volumes"] = [
         *(pod.get("volumes") or []),
         {"name": CONFIG_VOLUME, "configMap": {"name": child_name(sd, RECORDER)}},
-        {"name": RECORDS_VOLUME, **copy.deepcopy(sink.volume or {"emptyDir": {}})},
+        # A spool the recorder ships from (the collector keeps the records). No sizeLimit in a model
+        # Pod: exceeding one evicts the Pod, and the shipper bounds the spool already. The Pod's
+        # securityContext is the user's; an emptyDir is writable whatever it says.
+        spool_volume(sd, RECORDS_VOLUME, size_limit=False),
     ]
     return result
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..resource import ShadowDeployment
+from .collector import CONTAINER_SECURITY, MIB, mebibytes, pod_security
 from .naming import (
     CANDIDATE,
     PRIMARY,
@@ -15,6 +16,7 @@ from .naming import (
     ROUTER_ADMIN_PORT,
     ROUTER_HTTP_PORT,
     child_name,
+    collector_url,
     metadata,
     role_labels,
     service_host,
@@ -22,9 +24,13 @@ from .naming import (
 
 CONFIG_FILE = "router.json"
 _OPERATOR_ONLY_TRAFFIC = ("routerReplicas", "routerGracePeriod")
+DRAIN_DELAY = "5s"
 # Not /etc/shadow: in every Debian-based image that is the password file, and a
 # directory cannot be mounted over a file (the router Pods never started).
 CONFIG_DIR = "/etc/shadow-operator"
+# What a router or recorder keeps on local disk while the collector is unreachable (the
+# shipper's default --spool-bytes); the spool emptyDir adds the file being written.
+SPOOL_BYTES = 512 * MIB
 
 
 @dataclass(frozen=True)
@@ -39,16 +45,33 @@ class ServiceSwitch:
 
 def router_config(sd: ShadowDeployment) -> dict[str, Any]:
     port = sd.spec.service.port
+    recording = sd.spec.recording.to_wire()
+    # The collector's settings: leaving them out keeps a retention or volume edit from rolling
+    # the router Pods and the model Pods with recorders (config-hash annotation).
+    recording["sink"] = {k: v for k, v in recording["sink"].items() if k not in ("volume", "retention")}
     return {
         "name": sd.name,
         "namespace": sd.namespace,
         "primary": f"http://{service_host(child_name(sd, PRIMARY), sd.namespace)}:{port}",
         "candidate": f"http://{service_host(child_name(sd, CANDIDATE), sd.namespace)}:{port}",
+        "collector": collector_url(sd),
         # What the router does with each request; how many routers run and when the Service leaves
         # them are the operator's business, and must not roll the router Pods when edited.
         "traffic": {k: v for k, v in sd.spec.traffic.to_wire().items() if k not in _OPERATOR_ONLY_TRAFFIC},
-        "recording": sd.spec.recording.to_wire(),
+        "recording": recording,
+        # Written into every record, so the job judges only the current candidate's answers.
+        "candidateImage": sd.spec.candidate.image,
     }
+
+
+def spool_volume(sd: ShadowDeployment, name: str, size_limit: bool) -> dict[str, Any]:
+    """The local spool of a router or recorder: always an emptyDir (the collector keeps the records).
+
+    emptyDir survives a container restart, so a restarted router ships what its predecessor
+    left. The limit covers the shipper's spool cap plus the file being written and the next.
+    """
+    empty_dir = {"sizeLimit": mebibytes(SPOOL_BYTES + 2 * sd.spec.recording.sink.rotate_bytes)} if size_limit else {}
+    return {"name": name, "emptyDir": empty_dir}
 
 
 def config_configmap(sd: ShadowDeployment, role: str, file_name: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -88,12 +111,7 @@ def proxy_container(
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": admin_name}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": admin_name}, "periodSeconds": 10},
         "resources": resources,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": dict(CONTAINER_SECURITY),
         "volumeMounts": [
             {"name": config_volume, "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": records_volume, "mountPath": records_path},
@@ -104,11 +122,13 @@ def proxy_container(
 def router_deployment(sd: ShadowDeployment, image: str) -> dict[str, Any]:
     config_text = router_configmap(sd)["data"][CONFIG_FILE]
     sink = sd.spec.recording.sink
-    records_volume = {"name": "records", **(sink.volume or {"emptyDir": {}})}
+    records_volume = spool_volume(sd, "records", size_limit=True)
     container = proxy_container(
         "router",
         image,
-        ["router", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}"],
+        # Serving, not ready, for 5 s after SIGTERM: a deleted router Pod stays in the Service's iptables
+        # rules until kube-proxy sees it leave the endpoints (router Pods rolled on every candidate change).
+        ["router", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}", "--drain-delay", DRAIN_DELAY],
         ports=(("http", ROUTER_HTTP_PORT), ("admin", ROUTER_ADMIN_PORT)),
         resources={"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
         volumes=("config", "records"),
@@ -133,6 +153,8 @@ def router_deployment(sd: ShadowDeployment, image: str) -> dict[str, Any]:
                     },
                 },
                 "spec": {
+                    # fsGroup: the spool is writable by the image's user on any volume type.
+                    "securityContext": pod_security(),
                     "containers": [container],
                     "volumes": [
                         {"name": "config", "configMap": {"name": child_name(sd, ROUTER)}},

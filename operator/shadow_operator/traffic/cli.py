@@ -12,7 +12,7 @@ import sys
 
 from ..records import ROLES
 from .admin import AdminServer
-from .config import ConfigError, RouterConfig, build_config, load_file, parse_listen
+from .config import ConfigError, RouterConfig, build_config, load_file, parse_listen, parse_seconds
 from .metrics import ShadowMetrics
 from .proxy import ShadowProxy
 from .sink import RecordSink
@@ -48,6 +48,26 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     _common(recorder)
     recorder.set_defaults(handler=lambda args: _serve(args, recorder=True))
 
+    collector = commands.add_parser(
+        "collector",
+        help="run the record collector the routers and recorders ship their records to",
+        description="Stores the JSON Lines record files every router and recorder replica ships "
+        "(POST /v1/records/<source>/<file>?offset=N, idempotent) under --records, deletes the oldest "
+        "past --retention-bytes or --retention-age, and serves them to the comparison job "
+        "(GET /v1/records). Metrics and probes on the admin listener.",
+    )
+    collector.add_argument(
+        "--listen", default="0.0.0.0:8090", help="HOST:PORT of the record API (default 0.0.0.0:8090)"
+    )
+    collector.add_argument("--admin-listen", default="0.0.0.0:9901", help="HOST:PORT of /metrics, /healthz, /readyz")
+    collector.add_argument("--records", required=True, help="directory the records are kept in")
+    collector.add_argument(
+        "--retention-bytes", type=int, default=2 << 30, help="total bytes kept; oldest files deleted beyond (2 GiB)"
+    )
+    collector.add_argument("--retention-age", default="336h", help="files older than this are deleted (336h)")
+    collector.add_argument("--verbose", "-v", action="store_true")
+    collector.set_defaults(handler=_collect)
+
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="router.json as the operator mounts it (traffic, recording, URLs)")
@@ -57,6 +77,23 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sample-rate", type=float, help="fraction of records written, 0 to 1")
     parser.add_argument("--shadow", help="namespace/name written into records (default: from the config)")
     parser.add_argument("--primary-timeout", help="how long the primary may take before a 504 (default 60s)")
+    parser.add_argument(
+        "--drain-delay",
+        default="0s",
+        help="on SIGTERM, keep serving (not ready) this long before closing, e.g. 5s in a Pod (default 0s)",
+    )
+    parser.add_argument(
+        "--collector",
+        help="ship record files to this collector, e.g. http://recommender-collector:8090 (default: from the "
+        "config; without one the files stay in --records)",
+    )
+    parser.add_argument("--ship-interval", default="2s", help="how often records are shipped (default 2s)")
+    parser.add_argument(
+        "--spool-bytes", type=int, default=512 << 20, help="local bytes kept while the collector is unreachable"
+    )
+    parser.add_argument(
+        "--candidate-image", help="the candidate's image, written into its records (default: from the config)"
+    )
     parser.add_argument("--verbose", "-v", action="store_true")
 
 
@@ -67,6 +104,8 @@ def _config(args: argparse.Namespace, recorder: bool) -> RouterConfig:
         "records_dir": args.records,
         "sample_rate": args.sample_rate,
         "primary_timeout": args.primary_timeout,
+        "collector": args.collector,
+        "candidate_image": args.candidate_image,
     }
     if recorder:
         return build_config(data, upstream=args.upstream, role=args.role, **common)
@@ -92,6 +131,10 @@ def _serve(args: argparse.Namespace, recorder: bool) -> int:
     try:
         config = _config(args, recorder)
         listen, admin_listen = parse_listen(args.listen), parse_listen(args.admin_listen)
+        shipping = {"ship_interval": parse_seconds(args.ship_interval), "spool_bytes": args.spool_bytes}
+        if shipping["ship_interval"] <= 0 or args.spool_bytes <= 0:
+            raise ConfigError("--ship-interval and --spool-bytes must be above 0")
+        drain_delay = parse_seconds(args.drain_delay)
     except ConfigError as error:
         print(f"shadowctl {args.command}: {error}", file=sys.stderr)
         return 3
@@ -99,8 +142,25 @@ def _serve(args: argparse.Namespace, recorder: bool) -> int:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(run(config, listen, admin_listen, recorder))
-    return uvloop.run(run(config, listen, admin_listen, recorder))
+        return asyncio.run(run(config, listen, admin_listen, recorder, shipping=shipping, drain_delay=drain_delay))
+    return uvloop.run(run(config, listen, admin_listen, recorder, shipping=shipping, drain_delay=drain_delay))
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from .collector import run as run_collector
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        listen, admin_listen = parse_listen(args.listen), parse_listen(args.admin_listen)
+        age = parse_seconds(args.retention_age)
+        if args.retention_bytes <= 0 or age <= 0:
+            raise ConfigError("--retention-bytes and --retention-age must be above 0")
+    except ConfigError as error:
+        print(f"shadowctl collector: {error}", file=sys.stderr)
+        return 3
+    return asyncio.run(run_collector(args.records, listen, admin_listen, args.retention_bytes, age))
 
 
 def _tune_gc() -> None:
@@ -123,15 +183,32 @@ async def run(
     admin_listen: tuple[str, int],
     recorder: bool,
     stop: asyncio.Event | None = None,
+    shipping: dict | None = None,
+    drain_delay: float = 0.0,
 ) -> int:
-    """Serve until SIGTERM/SIGINT (or `stop` is set); then drain, flush the sink and return 0."""
+    """Serve until SIGTERM/SIGINT (or `stop` is set); then drain, flush the sink and return 0.
+
+    `drain_delay`: seconds between the signal and closing the listener, answering /readyz 503 but
+    still serving. A deleted Pod stays in the Service's iptables rules until kube-proxy has seen it
+    leave the endpoints; closing at once would refuse the connections still sent to it.
+    """
+    draining = asyncio.Event()
     from .extract import Extractor
 
     buckets = {s.name: s.known_buckets() for s in Extractor(config.recording).segments}
     metrics = ShadowMetrics(buckets)
-    sink = RecordSink(config.records_dir, metrics, config.recording.sink.rotate_bytes, config.recording.sample_rate)
+    sink = RecordSink(
+        config.records_dir,
+        metrics,
+        config.recording.sink.rotate_bytes,
+        config.recording.sample_rate,
+        collector=config.collector,
+        **(shipping or {}),
+    )
     proxy = ShadowProxy(config, metrics, sink, recorder=recorder)
-    admin = AdminServer(metrics.registry, ready=lambda: proxy.server is not None and not proxy.stopping)
+    admin = AdminServer(
+        metrics.registry, ready=lambda: proxy.server is not None and not proxy.stopping and not draining.is_set()
+    )
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -148,9 +225,14 @@ async def run(
         f"router: primary {config.primary.url}, candidate {config.candidate.url}, "
         f"{config.traffic.mirror_percent}% mirrored"
     )  # fmt: skip
-    log.info("%s; listening on %s:%d, admin on %s:%d", mode, listen[0], port, admin_listen[0], admin_port)
+    log.info("%s; listening on %s:%d, admin on %s:%d; records %s", mode, listen[0], port, admin_listen[0],
+             admin_port, f"shipped to {config.collector}" if config.collector else f"kept in {config.records_dir}")  # fmt: skip
     print(f"listening {port} admin {admin_port}", flush=True)
     await stop.wait()
+    if drain_delay > 0:
+        draining.set()
+        log.info("stopping: not ready, still serving for %.1fs while endpoints converge", drain_delay)
+        await asyncio.sleep(drain_delay)
     log.info("stopping: draining in-flight requests")
     await proxy.stop()
     await admin.stop()

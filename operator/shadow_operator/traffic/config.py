@@ -67,6 +67,10 @@ class RouterConfig:
     primary_timeout: float = 60.0
     candidate_timeout: float = 2.0  # traffic.candidateTimeout in seconds, parsed once by build_config
     role: str = "primary"  # recorder mode: which role the one upstream plays
+    # The candidate's image, written into its records (records.CANDIDATE_IMAGE).
+    candidate_image: str | None = None
+    # Where the sink ships its files (traffic/shipper.py); None keeps them in records_dir.
+    collector: str | None = None
 
     @property
     def regression(self) -> bool:
@@ -98,6 +102,8 @@ def build_config(
     records_dir: str | None = None,
     sample_rate: float | None = None,
     primary_timeout: str | None = None,
+    collector: str | None = None,
+    candidate_image: str | None = None,
 ) -> RouterConfig:
     """Merge router.json (the wire form router_config() writes) with flags; flags override."""
     from pydantic import ValidationError
@@ -141,4 +147,18 @@ def build_config(
         primary_timeout=parse_seconds(primary_timeout) if primary_timeout else 60.0,
         candidate_timeout=parse_seconds(traffic_spec.candidate_timeout),
         role=role or "primary",
+        candidate_image=candidate_image or data.get("candidateImage") or None,
+        collector=_collector_url(collector if collector is not None else data.get("collector")),
     )
+
+
+def _collector_url(url: object) -> str | None:
+    """The collector's http:// base URL; an empty string means none (e.g. `--collector ''` for a local run)."""
+    if url is None or url == "":
+        return None
+    if not isinstance(url, str):
+        raise ConfigError(f"collector {url!r}: expected a URL such as http://recommender-collector:8090")
+    parts = urlsplit(url if "://" in url else f"http://{url}")
+    if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/"):
+        raise ConfigError(f"collector {url!r}: use http://host:port, e.g. http://recommender-collector:8090")
+    return f"http://{parts.netloc}"

@@ -222,8 +222,9 @@ class ShadowProxy:
         )
         if self.recorder:
             record = one_sided_record(
-                self.config.shadow, request_id, facts.ts, self.role, facts.segments, facts.features, result
-            )
+                self.config.shadow, request_id, facts.ts, self.role, facts.segments, facts.features, result,
+                candidate_image=self.config.candidate_image if self.role == "candidate" else None,
+            )  # fmt: skip
             self.sink.submit(record)
         else:
             pair.primary = Primary(result, facts.segments, facts.features, labels, facts.ts, scrub)
@@ -285,7 +286,7 @@ class ShadowProxy:
         self.metrics.features("candidate", primary.features)
         record = pair_record(
             self.config.shadow, request_id, primary.ts, primary.segments, primary.features,
-            primary.result, result, regression=self.config.regression,
+            primary.result, result, regression=self.config.regression, candidate_image=self.config.candidate_image,
         )  # fmt: skip
         self.metrics.pair(primary.labels, record["agree"], record["abs_diff"])
         self.sink.submit(record)

@@ -3,6 +3,10 @@
 submit() never blocks and never raises: a full queue drops the record (counted queue_full),
 sampling drops it (sampled_out), and a directory that cannot be written is logged once and
 every lost record counted as sink_error.
+
+With a collector URL the directory is a spool: a Shipper (traffic/shipper.py) sends the files'
+whole lines to the collector and deletes the files the writer has closed once all of them is
+acknowledged. Without one (local runs, `make demo`) the files stay where they are written.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import os
 import queue
 import random
+import secrets
 import socket
 import threading
 from pathlib import Path
@@ -34,6 +39,10 @@ class RecordSink:
         queue_size: int = 10000,
         batch: int = 256,
         seed: int | None = None,
+        collector: str | None = None,
+        ship_interval: float = 2.0,
+        spool_bytes: int = 512 << 20,
+        ship_deadline: float = 5.0,
     ) -> None:
         self.directory = Path(directory)
         self.metrics = metrics
@@ -42,9 +51,27 @@ class RecordSink:
         self.batch = batch
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
         self.random = random.Random(seed)
-        self.prefix = f"records-{socket.gethostname()}-{os.getpid()}-"
+        # The token keeps names unique across restarts of a container, whose pid is often 1 every
+        # time: the collector identifies a file by its name, and a reused name would read as a retry.
+        self.prefix = f"records-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}-"
         self.index = 0
         self.file = None
+        # Named before the file is created, so the shipper never takes a file being written for a closed one.
+        self.current_path: Path | None = None
+        self.ship_deadline = ship_deadline
+        self.shipper = None
+        if collector:
+            from .shipper import Shipper
+
+            self.shipper = Shipper(
+                self.directory,
+                collector,
+                metrics.registry,
+                active=lambda: self.current_path,
+                on_drop=lambda n: metrics.records_dropped.inc("spool_full", amount=n),
+                interval=ship_interval,
+                spool_bytes=spool_bytes,
+            )
         self.size = 0
         self.error_logged = False
         self.thread = threading.Thread(target=self._run, name="shadow-sink", daemon=True)
@@ -60,10 +87,13 @@ class RecordSink:
             self.metrics.records_dropped.inc("queue_full")
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, close the file, stop the thread."""
+        """Write what is queued, close the file, stop the thread; then ship what is left (bounded)."""
         with contextlib.suppress(queue.Full):
             self.queue.put(_STOP, timeout=timeout)
         self.thread.join(timeout)
+        if self.shipper is not None:
+            # Below the Pod's 30 s terminationGracePeriodSeconds, after the proxy's drain.
+            self.shipper.close(self.ship_deadline)
 
     def flush_wait(self, timeout: float = 5.0) -> None:
         """Block until everything queued so far is written (tests, shutdown)."""
@@ -112,6 +142,7 @@ class RecordSink:
             self.index += 1
             if not path.exists():
                 break
+        self.current_path = path
         self.file = open(path, "ab")  # noqa: SIM115  (kept open across batches)
         self.size = 0
 
@@ -120,6 +151,7 @@ class RecordSink:
             with contextlib.suppress(OSError):
                 self.file.close()
             self.file = None
+        self.current_path = None
 
 
 def _join(q: queue.Queue, timeout: float) -> None:

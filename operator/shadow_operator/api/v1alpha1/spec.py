@@ -173,20 +173,44 @@ class Segment(ApiModel):
         return self
 
 
+class RecordRetention(ApiModel):
+    """How much the collector keeps; past either limit it deletes whole files, oldest first."""
+
+    max_bytes: int = Field(
+        default=2147483648,
+        ge=1048576,
+        description="Total bytes of records the collector keeps (default 2 GiB); past it the least recently "
+        "written files are deleted. With the default emptyDir it also sizes that volume.",
+    )
+    max_age: Duration = Field(
+        default="336h",
+        description="Files not written for longer than this are deleted (default 336h, two weeks): longer "
+        "than analysis.minDuration, so a whole business cycle stays available to the comparison job.",
+    )
+
+
 class RecordSink(ApiModel):
     """Where pair records are written."""
 
     type: Literal["jsonl"] = Field(default="jsonl", description="Rotating JSON Lines files in a directory.")
     path: str = Field(
-        default="/var/lib/shadow/records", pattern=r"^/", description="Directory inside the router or recorder Pod."
+        default="/var/lib/shadow/records",
+        pattern=r"^/",
+        description="Directory of the record files: in the router and recorder Pods a local spool (an emptyDir) "
+        "the files wait in until the collector has them, and in the collector Pod where they are kept.",
     )
     volume: dict[str, Any] | None = Field(
         default=None,
-        description="A Kubernetes volume source for the directory, e.g. "
-        "{persistentVolumeClaim: {claimName: shadow-records}}. Default: an emptyDir.",
+        description="A Kubernetes volume source for the collector's directory, e.g. "
+        "{persistentVolumeClaim: {claimName: shadow-records}}. Only the <name>-collector Pod mounts it, so "
+        "ReadWriteOnce is enough. Default: an emptyDir sized from retention.maxBytes, whose records are lost "
+        "when the collector Pod is deleted.",
         json_schema_extra=PRESERVE_UNKNOWN,
     )
     rotate_bytes: int = Field(default=67108864, ge=1024, description="Start a new file past this size.")
+    retention: RecordRetention = Field(
+        default_factory=RecordRetention, description="How long and how much the collector keeps."
+    )
 
 
 class RecordingSpec(ApiModel):

@@ -1,0 +1,209 @@
+"""The demo's story on real Pods: v2 Failed, v2.1 Passed, the Service restored, clients never refused.
+
+Everything runs as it runs in a cluster: the operator installed with `kubectl apply -k manifests/`
+from the image the Dockerfile builds; v1 from examples/recommender-v1.yaml; the ShadowDeployment
+from examples/recommender.yaml (short cycle, the host's Prometheus); the router, the collector and
+the models in Pods; the CronJob's Pod running `shadowctl analyze` on its schedule. A client on the
+host calls the Service's ClusterIP, one new connection per request, the whole time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+
+import pytest
+import yaml
+
+from shadow_demo.replay import schedule, week_start
+from shadow_demo.stack import Prometheus
+
+from ..integration.harness import REPO, wait_for
+from .conftest import Client, NodeCluster
+
+pytestmark = [pytest.mark.node, pytest.mark.e2e]
+
+EXAMPLES = REPO / "examples"
+NAMESPACE = "demo"
+RATE = 40  # client requests per second
+GRACE_SECONDS = 10
+
+
+def shadow_spec(prometheus_url: str) -> dict:
+    """examples/recommender.yaml with a cycle short enough for a test and the host's Prometheus."""
+    body = yaml.safe_load((EXAMPLES / "recommender.yaml").read_text())
+    spec = body["spec"]
+    spec["traffic"]["routerGracePeriod"] = f"{GRACE_SECONDS}s"
+    spec["analysis"].update(
+        interval="1m", minDuration="3m", minSamples=1500, minSamplesPerSegment=100, prometheus={"url": prometheus_url}
+    )
+    return body
+
+
+def pod_prometheus(node: NodeCluster, workdir) -> Prometheus:
+    """Debian's Prometheus on the host, finding Pods to scrape through the API server (kubernetes_sd_configs)
+    by their prometheus.io/* annotations, listening on the bridge so the job's Pod can query it."""
+    pki = node.state_dir / "pki"
+    server = yaml.safe_load(node.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    scrape = {
+        "job_name": "kubernetes-pods",
+        "kubernetes_sd_configs": [
+            {
+                "role": "pod",
+                "api_server": server,
+                "tls_config": {"ca_file": str(pki / "ca.crt")},
+                "authorization": {"credentials_file": str(pki / "admin.token")},
+            }
+        ],
+        "relabel_configs": [
+            {
+                "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
+                "regex": "true",
+                "action": "keep",
+            },
+            {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running", "action": "keep"},
+            {
+                "source_labels": ["__meta_kubernetes_pod_ip", "__meta_kubernetes_pod_annotation_prometheus_io_port"],
+                "regex": "(.+);(.+)",
+                "replacement": "$1:$2",
+                "target_label": "__address__",
+            },
+            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
+            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
+        ],
+    }
+    prometheus = Prometheus(workdir, [], scrape_configs=[scrape], host=node.bridge_ip)
+    prometheus.start()
+    prometheus.wait_ready()
+    return prometheus
+
+
+def scraped_pods(prometheus: Prometheus) -> set[str]:
+    with urllib.request.urlopen(f"{prometheus.url}/api/v1/targets?state=active", timeout=5) as answer:
+        targets = json.load(answer)["data"]["activeTargets"]
+    return {t["labels"].get("pod", "") for t in targets if t["health"] == "up"}
+
+
+def watch_phases(node: NodeCluster, until: str, timeout: float, seen: list[str]) -> dict:
+    """Wait for a phase, printing `kubectl get shadowdeployments` each time the phase changes."""
+
+    def phase() -> dict | None:
+        body = node.json("-n", NAMESPACE, "get", "shadowdeployment", "recommender")
+        status = body.get("status") or {}
+        if status.get("phase") and (not seen or seen[-1] != status["phase"]):
+            seen.append(status["phase"])
+            node.show("-n", NAMESPACE, "get", "shadowdeployments")
+        return status if status.get("phase") == until else None
+
+    return wait_for(phase, timeout=timeout, interval=1, what=f"phase {until} (phases so far: {seen})")
+
+
+def collector_ids(node: NodeCluster) -> set[str]:
+    """Request ids of every record the collector holds, read through its Service from the host."""
+    service = node.json("-n", NAMESPACE, "get", "service", "recommender-collector")
+    address = f"{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}"
+    with urllib.request.urlopen(f"http://{address}/v1/records", timeout=30) as answer:
+        lines = answer.read().decode().splitlines()
+    return {json.loads(line)["id"] for line in lines if line.strip()}
+
+
+def available(node: NodeCluster, name: str) -> bool:
+    status = node.json("-n", NAMESPACE, "get", "deployment", name).get("status") or {}
+    return (status.get("availableReplicas") or 0) > 0
+
+
+@pytest.mark.timeout(1200)
+def test_the_story_on_real_pods(node: NodeCluster, installed_operator: dict, tmp_path):
+    # The operator as installed: its own ServiceAccount, the manifests' hardening, no restarts.
+    operator_pod = installed_operator
+    container = operator_pod["spec"]["containers"][0]
+    assert operator_pod["spec"]["serviceAccountName"] == "shadow-operator"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert operator_pod["spec"]["securityContext"]["runAsUser"] == 65532
+
+    node.kubectl("create", "namespace", NAMESPACE)
+    node.show("-n", NAMESPACE, "apply", "-f", str(EXAMPLES / "recommender-v1.yaml"))
+    node.kubectl("-n", NAMESPACE, "wait", "--for=condition=Available", "deployment/recommender-v1", "--timeout=120s")
+    service_before = node.json("-n", NAMESPACE, "get", "service", "recommender")
+    cluster_ip = service_before["spec"]["clusterIP"]
+
+    prometheus = pod_prometheus(node, tmp_path / "prometheus")
+    events = schedule(20000, week_start(time.time()))
+    phases: list[str] = []
+    try:
+        with Client(cluster_ip, 80, lambda i: events[i % len(events)].body(), rate=RATE) as client:
+            wait_for(lambda: len(client.sent) >= RATE, timeout=30, what="the client's first second of traffic")
+
+            # v2 in the shadow: Failed, naming the users without purchase history.
+            spec = shadow_spec(prometheus.url)
+            (tmp_path / "recommender.yaml").write_text(yaml.safe_dump(spec))
+            applied = time.time()
+            node.show("-n", NAMESPACE, "apply", "-f", str(tmp_path / "recommender.yaml"))
+            wait_for(lambda: available(node, "recommender-router"), timeout=120, what="a router Pod available")
+            wait_for(
+                lambda: (
+                    node.json("-n", NAMESPACE, "get", "service", "recommender")["spec"]["selector"].get(
+                        "shadow.mlops.dev/role"
+                    )
+                    == "router"
+                ),
+                timeout=30,
+                what="the Service switched to the router",
+            )
+            print(f"Service switched to the router {time.time() - applied:.1f}s after apply", flush=True)
+            failed = watch_phases(node, "Failed", timeout=300, seen=phases)
+            verdict = failed["verdict"]
+            assert verdict["reason"] == "CandidateErrors", verdict
+            assert "history=<1" in verdict["message"] and "KeyError: 'purchase_history'" in verdict["message"]
+            failing = {(c["name"], c["segment"]) for c in verdict["checks"] if c.get("passed") is False}
+            assert ("errorRate", "history=<1") in failing
+            assert ("errorRate", "prometheus:all") in failing, "the job's Prometheus checks ran against Pods' metrics"
+            assert {p for p in scraped_pods(prometheus) if p.startswith("recommender-router")}, "router Pods scraped"
+            node.show("-n", NAMESPACE, "get", "shadowdeployments")
+
+            # v2.1: a new cycle, judged on its own answers only.
+            node.kubectl(
+                "-n", NAMESPACE, "patch", "shadowdeployment", "recommender", "--type", "merge", "-p",
+                json.dumps({"spec": {"candidate": {
+                    "image": "registry.example/recommender:v2.1",
+                    "args": ["python", "-m", "shadow_demo.serve", "--version", "v2.1", "--listen", "0.0.0.0:8080"],
+                }}}),
+            )  # fmt: skip
+            watch_phases(node, "Shadowing", timeout=120, seen=phases)
+
+            # A router Pod deleted mid-run hands its records off before it goes.
+            wait_for(lambda: available(node, "recommender-router"), timeout=120, what="the new router Pod")
+            time.sleep(20)
+            [router_pod] = [
+                p["metadata"]["name"]
+                for p in node.json("-n", NAMESPACE, "get", "pods", "-l", "shadow.mlops.dev/role=router")["items"]
+                if not p["metadata"].get("deletionTimestamp")
+            ]
+            deleted = time.time()
+            node.kubectl("-n", NAMESPACE, "delete", "pod", router_pod, "--wait=false")
+            time.sleep(15)
+
+            passed = watch_phases(node, "Passed", timeout=420, seen=phases)
+            assert passed["verdict"]["reason"] == "Passed", passed["verdict"]
+            around = client.ids(deleted - 10, deleted + 10)
+            lost = sorted(set(around) - collector_ids(node))
+            print(
+                f"router Pod {router_pod} deleted: {len(around)} requests answered in the 20 s around it, "
+                f"{len(lost)} without a record at the collector {lost[:5]}",
+                flush=True,
+            )
+            assert len(lost) <= len(around) // 100, f"records lost with the deleted router Pod: {lost[:10]}"
+
+            node.show("-n", NAMESPACE, "describe", "shadowdeployment", "recommender")
+            node.kubectl("-n", NAMESPACE, "delete", "shadowdeployment", "recommender", "--timeout=60s")
+            restored = node.json("-n", NAMESPACE, "get", "service", "recommender")
+            assert restored["spec"] == service_before["spec"], "the Service is exactly as before"
+            time.sleep(10)  # clients keep calling across the restore and the router's removal
+        total, failures = len(client.sent), client.failures()
+        print(f"client: {total} requests through {cluster_ip}:80, {len(failures)} failed {failures[:5]}", flush=True)
+        assert total > RATE * 60
+        assert failures == [], "clients never see the shadow: not at the switch, during shadowing or at the restore"
+        assert phases[-1] == "Passed" and "Failed" in phases
+    finally:
+        prometheus.stop()
