@@ -108,8 +108,8 @@ def collector_ids(node: NodeCluster) -> set[str]:
     return {json.loads(line)["id"] for line in lines if line.strip()}
 
 
-def available(node: NodeCluster, name: str) -> bool:
-    status = node.json("-n", NAMESPACE, "get", "deployment", name).get("status") or {}
+def available(node: NodeCluster, name: str, namespace: str = NAMESPACE) -> bool:
+    status = node.json("-n", namespace, "get", "deployment", name).get("status") or {}
     return (status.get("availableReplicas") or 0) > 0
 
 
@@ -207,3 +207,81 @@ def test_the_story_on_real_pods(node: NodeCluster, installed_operator: dict, tmp
         assert phases[-1] == "Passed" and "Failed" in phases
     finally:
         prometheus.stop()
+
+
+def selector_role(node: NodeCluster, namespace: str) -> str | None:
+    return node.json("-n", namespace, "get", "service", "recommender")["spec"]["selector"].get("shadow.mlops.dev/role")
+
+
+@pytest.mark.timeout(900)
+def test_the_service_leaves_a_router_that_cannot_serve_within_the_grace_period(
+    node: NodeCluster, installed_operator: dict, tmp_path
+):
+    namespace = "gate"
+    node.kubectl("create", "namespace", namespace)
+    node.kubectl("-n", namespace, "apply", "-f", str(EXAMPLES / "recommender-v1.yaml"))
+    node.kubectl("-n", namespace, "wait", "--for=condition=Available", "deployment/recommender-v1", "--timeout=120s")
+    service_before = node.json("-n", namespace, "get", "service", "recommender")
+    spec = shadow_spec("http://unused.invalid:9090")
+    del spec["spec"]["analysis"]["prometheus"]
+    spec["metadata"]["namespace"] = namespace
+    (tmp_path / "gate.yaml").write_text(yaml.safe_dump(spec))
+    events = schedule(5000, week_start(time.time()))
+    node_name = node.settings["NODE_NAME"]
+
+    with Client(service_before["spec"]["clusterIP"], 80, lambda i: events[i % len(events)].body(), RATE) as client:
+        node.kubectl("-n", namespace, "apply", "-f", str(tmp_path / "gate.yaml"))
+        wait_for(lambda: selector_role(node, namespace) == "router", timeout=120, what="the Service on the router")
+        time.sleep(3)
+
+        # 1. Scaled to zero by hand: the operator puts the replica back at once (it watches its
+        #    Deployments), and the Service stays on the router throughout.
+        scaled = time.time()
+        node.kubectl("-n", namespace, "scale", "deployment", "recommender-router", "--replicas=0")
+        wait_for(
+            lambda: node.json("-n", namespace, "get", "deployment", "recommender-router")["spec"]["replicas"] == 1,
+            timeout=30,
+            what="the operator restoring the router's replicas",
+        )
+        wait_for(lambda: available(node, "recommender-router", namespace), timeout=60, what="the router back")
+        time.sleep(3)
+        scale_failures = client.failures(scaled)
+        print(
+            f"router scaled to 0: replicas restored by the operator; {len(scale_failures)} client failures", flush=True
+        )
+        assert len(scale_failures) <= RATE * GRACE_SECONDS
+
+        # 2. Router Pods that cannot run (none can be scheduled): back to the primary after the grace period.
+        node.kubectl("cordon", node_name)
+        try:
+            lost = time.time()
+            node.kubectl("-n", namespace, "delete", "pods", "-l", "shadow.mlops.dev/role=router", "--wait=false")
+            wait_for(lambda: selector_role(node, namespace) is None, timeout=GRACE_SECONDS + 30, what="back on v1")
+            moved = time.time()
+            status = node.json("-n", namespace, "get", "shadowdeployment", "recommender")["status"]
+            [routing] = [c for c in status["conditions"] if c["type"] == "RouterAvailable"]
+            assert (routing["status"], routing["reason"]) == ("False", "RoutedToPrimary"), routing
+            assert node.json("-n", namespace, "get", "service", "recommender")["spec"] == service_before["spec"]
+            time.sleep(5)
+            outage = client.failures(lost, moved + 2)
+            after = client.failures(moved + 2)
+            print(
+                f"no router Pod schedulable: Service back on v1 {moved - lost:.1f}s after the Pods went "
+                f"(grace {GRACE_SECONDS}s); {len(outage)} client failures until then, {len(after)} after",
+                flush=True,
+            )
+            assert moved - lost >= GRACE_SECONDS - 1
+            assert len(outage) <= RATE * (GRACE_SECONDS + 5)
+            assert after == []
+        finally:
+            node.kubectl("uncordon", node_name)
+        wait_for(lambda: selector_role(node, namespace) == "router", timeout=120, what="the router serving again")
+        back = time.time()
+        time.sleep(5)
+        assert client.failures(back) == [], "moving back to the router refuses nobody"
+        node.kubectl("-n", namespace, "delete", "shadowdeployment", "recommender", "--timeout=60s")
+    events_text = node.kubectl(
+        "-n", namespace, "get", "events", "--field-selector", "involvedObject.kind=ShadowDeployment"
+    ).stdout
+    print(events_text, flush=True)
+    assert "RoutedToPrimary" in events_text and "RoutedThroughRouter" in events_text

@@ -155,6 +155,9 @@ def router_deployment(sd: ShadowDeployment, image: str) -> dict[str, Any]:
                 "spec": {
                     # fsGroup: the spool is writable by the image's user on any volume type.
                     "securityContext": pod_security(),
+                    # Room for the drain delay, in-flight requests and the final hand-off of records
+                    # to the collector (5 s) after SIGTERM; the default 30 s could cut the hand-off.
+                    "terminationGracePeriodSeconds": 45,
                     "containers": [container],
                     "volumes": [
                         {"name": "config", "configMap": {"name": child_name(sd, ROUTER)}},
