@@ -66,17 +66,17 @@ test-deps: ## Install the Debian packages the tests use (prometheus, lua5.4) whe
 	fi
 
 .PHONY: cluster-binaries
-cluster-binaries: ## Build kube-apiserver, kube-controller-manager and kubectl once (cached in ~/.cache)
+cluster-binaries: ## Build the Kubernetes 1.20 binaries (control plane, kubelet, kube-proxy, kubectl) once (cached in ~/.cache)
 	hack/local-cluster.sh build
 
-cluster: ## Start the local control plane (etcd, kube-apiserver, kube-controller-manager) and install the CRDs
-	hack/local-cluster.sh up
+cluster: ## Start a local single-node cluster that runs Pods (hack/local-cluster.sh up --node) and install the CRDs
+	hack/local-cluster.sh up --node
 	$(LOCAL_KUBECTL) --kubeconfig $(CLUSTER_KUBECONFIG) apply -f crds/shadow.mlops.dev_shadowdeployments.yaml
 	$(LOCAL_KUBECTL) --kubeconfig $(CLUSTER_KUBECONFIG) create -f third_party/istio/networking-crds.yaml 2>/dev/null \
 	  || echo "Istio CRDs: already present"
 	@echo; echo "  export KUBECONFIG=$(CLUSTER_KUBECONFIG) PATH=$(K8S_BIN):\$$PATH"
 
-cluster-down: ## Stop the local control plane
+cluster-down: ## Stop the local cluster and undo its network changes (bridge, iptables, sysctls)
 	hack/local-cluster.sh down
 
 run: install ## Run the operator from the checkout against the current KUBECONFIG
@@ -88,8 +88,9 @@ deploy: ## Install the CRD, RBAC and the operator Deployment into the current cl
 undeploy: ## Remove what deploy installed
 	$(KUBECTL) delete -k manifests --ignore-not-found
 
-docker-build: ## Build the operator image (needs a Docker engine)
-	docker build -t $(IMG) .
+docker-build: ## Build the operator image with a Docker engine (BuildKit); `make images` needs none
+	docker build $$(ca=$${PIP_CERT:-$$($(PYTHON) -m pip config get global.cert 2>/dev/null || true)}; \
+	  [ -s "$$ca" ] && echo --secret id=pip-ca,src=$$ca) -t $(IMG) .
 
 demo: install ## The story: v2 beats v1 offline, a shadow week shows why not to ship it, the fix passes (~1 min)
 	@$(MAKE) --no-print-directory demo-deps || true
@@ -126,3 +127,9 @@ bench-deps: ## Install the Debian packages the router benchmark uses (nginx, wrk
 
 clean: ## Remove the virtual environment and caches in the checkout
 	rm -rf $(VENV) .pytest_cache .ruff_cache operator/*.egg-info
+
+##@ Images
+
+.PHONY: images
+images: ## Build the pause, base, operator and demo-model images with buildah into ~/.cache/shadow-operator/images (only what changed; SHADOW_CACHE_DIR moves it)
+	hack/images.sh

@@ -250,7 +250,7 @@ build_demo() {
 run_in() { # image, command...: run a command in a throwaway container as uid 65532
   local image=$1 ctr; shift
   ctr=$(bah from --quiet --pull=never "$image"); CONTAINERS+=("$ctr")
-  bah run --user 65532:65532 "$ctr" -- "$@"
+  bah run --network none --user 65532:65532 "$ctr" -- "$@"  # no network: netavark would turn on ip_forward
   bah rm "$ctr" >/dev/null
 }
 
