@@ -17,11 +17,17 @@ PYTEST_ARGS ?=
 DEMO_ARGS ?=
 PY_SOURCES := operator tests examples benchmarks
 
-.PHONY: help install manifests lint format test test-unit test-integration test-e2e run cluster cluster-down \
-        deploy undeploy docker-build demo e2e bench-operator bench-analyze bench-router bench-deps clean
+.PHONY: help install manifests lint format test test-unit test-integration test-e2e test-node run cluster \
+        cluster-down deploy undeploy docker-build demo demo-cluster e2e bench-operator bench-analyze bench-router \
+        bench-deps clean
+
+##@ General
 
 help: ## Show this help
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5)} \
+	  /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+##@ Development
 
 install: $(VENV)/.installed ## Create the virtual environment and install the package with dev tools
 
@@ -42,7 +48,9 @@ format: install ## Format the code
 	$(BIN)/ruff format $(PY_SOURCES)
 	$(BIN)/ruff check --fix $(PY_SOURCES)
 
-test: install cluster-binaries test-deps ## Everything: lint, unit and integration tests against a real control plane
+##@ Test
+
+test: install cluster-binaries test-deps images ## Everything: lint, unit, integration (control plane) and real-node tests
 	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
 
@@ -52,8 +60,11 @@ test-unit: install test-deps ## Unit tests only (no cluster)
 test-integration: install cluster-binaries test-deps ## Integration tests: the real operator against a private control plane
 	$(BIN)/python -m pytest tests/integration $(PYTEST_ARGS)
 
-test-e2e: install cluster-binaries test-deps ## End-to-end: the demo's story through the operator, output shown
+test-e2e: install cluster-binaries test-deps images ## End-to-end: the demo's story through the operator, output shown
 	$(BIN)/python -m pytest tests -m e2e -s $(PYTEST_ARGS)
+
+test-node: install cluster-binaries test-deps images ## The real-node tests: the operator and the story in real Pods (needs root)
+	$(BIN)/python -m pytest tests/node -s $(PYTEST_ARGS)
 
 .PHONY: test-deps
 DEBIAN_TEST_TOOLS := /usr/bin/prometheus:prometheus /usr/bin/lua5.4:lua5.4
@@ -64,6 +75,8 @@ test-deps: ## Install the Debian packages the tests use (prometheus, lua5.4) whe
 	  echo "installing $$missing"; \
 	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+##@ Local cluster
 
 .PHONY: cluster-binaries
 cluster-binaries: ## Build the Kubernetes 1.20 binaries (control plane, kubelet, kube-proxy, kubectl) once (cached in ~/.cache)
@@ -79,6 +92,8 @@ cluster: ## Start a local single-node cluster that runs Pods (hack/local-cluster
 cluster-down: ## Stop the local cluster and undo its network changes (bridge, iptables, sysctls)
 	hack/local-cluster.sh down
 
+##@ Deploy
+
 run: install ## Run the operator from the checkout against the current KUBECONFIG
 	$(BIN)/shadowctl run
 
@@ -91,6 +106,8 @@ undeploy: ## Remove what deploy installed
 docker-build: ## Build the operator image with a Docker engine (BuildKit); `make images` needs none
 	docker build $$(ca=$${PIP_CERT:-$$($(PYTHON) -m pip config get global.cert 2>/dev/null || true)}; \
 	  [ -s "$$ca" ] && echo --secret id=pip-ca,src=$$ca) -t $(IMG) .
+
+##@ Demo
 
 demo: install ## The story: v2 beats v1 offline, a shadow week shows why not to ship it, the fix passes (~1 min)
 	@$(MAKE) --no-print-directory demo-deps || true
@@ -105,7 +122,12 @@ demo-deps: ## Install Debian's prometheus for the demo when missing and possible
 	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null \
 	  || echo "could not install prometheus: the demo analyses from records alone"
 
+demo-cluster: install cluster-binaries test-deps images ## The demo's story on a private real node: kubectl get at every phase, describe at the end (~8 min, root)
+	$(BIN)/python -m pytest tests/node/test_real_pods.py::test_the_story_on_real_pods -s -q $(PYTEST_ARGS)
+
 e2e: test-e2e ## The demo's story through the operator on a private local control plane
+
+##@ Benchmarks
 
 bench-operator: install cluster-binaries ## Converge 200 ShadowDeployments; time, memory and API writes
 	$(BIN)/python -m benchmarks.operator_convergence
@@ -124,6 +146,8 @@ bench-deps: ## Install the Debian packages the router benchmark uses (nginx, wrk
 	  echo "installing $$missing"; \
 	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+##@ Housekeeping
 
 clean: ## Remove the virtual environment and caches in the checkout
 	rm -rf $(VENV) .pytest_cache .ruff_cache operator/*.egg-info
