@@ -71,7 +71,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeCluster]:
 
 
 @pytest.fixture(scope="session")
-def installed_operator(node: NodeCluster) -> dict:
+def installed_operator(node: NodeCluster) -> Iterator[dict]:
     """`kubectl apply -k manifests/` with the local image; the operator Pod Ready under its own identity."""
     node.show("apply", "-k", str(REPO / "manifests"))
     node.kubectl("wait", "--for=condition=Established", "crd/shadowdeployments.shadow.mlops.dev", "--timeout=60s")
@@ -87,7 +87,13 @@ def installed_operator(node: NodeCluster) -> dict:
         timeout=60,
         what="the operator's kopf start in its log",
     )
-    return pod
+    yield pod
+    # What a person would look at when something went wrong: printed after the tests, pass or fail.
+    for args in (
+        ("get", "pods", "-A", "-o", "wide"),
+        ("-n", "shadow-system", "logs", pod["metadata"]["name"], "--tail=40"),
+    ):
+        print(f"\n$ kubectl {' '.join(args)}\n{node.kubectl(*args, check=False).stdout}", flush=True)
 
 
 class Client:

@@ -10,6 +10,8 @@ host calls the Service's ClusterIP, one new connection per request, the whole ti
 from __future__ import annotations
 
 import json
+import subprocess
+import threading
 import time
 import urllib.request
 
@@ -19,7 +21,7 @@ import yaml
 from shadow_demo.replay import schedule, week_start
 from shadow_demo.stack import Prometheus
 
-from ..integration.harness import REPO, wait_for
+from ..integration.harness import KUBECTL, REPO, wait_for
 from .conftest import Client, NodeCluster
 
 pytestmark = [pytest.mark.node, pytest.mark.e2e]
@@ -41,42 +43,83 @@ def shadow_spec(prometheus_url: str) -> dict:
     return body
 
 
-def pod_prometheus(node: NodeCluster, workdir) -> Prometheus:
-    """Debian's Prometheus on the host, finding Pods to scrape through the API server (kubernetes_sd_configs)
-    by their prometheus.io/* annotations, listening on the bridge so the job's Pod can query it."""
-    pki = node.state_dir / "pki"
-    server = yaml.safe_load(node.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+class PodTargets:
+    """Prometheus targets from the API server: the Running Pods annotated prometheus.io/scrape, as
+    kubernetes_sd_configs with the usual relabelling finds them. Debian's Prometheus is built without
+    Kubernetes discovery, so a watch of the Pods writes a file_sd file instead; the same list."""
+
+    def __init__(self, node: NodeCluster, path) -> None:
+        self.node, self.path = node, path
+        self.path.write_text("[]")
+        self._stop = threading.Event()
+        self._watch = subprocess.Popen(
+            [str(KUBECTL), "--kubeconfig", str(node.kubeconfig), "get", "pods", "-A", "--watch", "-o", "json",
+             "--output-watch-events"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self._thread = threading.Thread(target=self._run, name="pod-targets", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with self._watch as watch:
+            pods: dict[str, dict] = {}
+            decoder, buffer = json.JSONDecoder(), ""
+            while not self._stop.is_set():
+                line = watch.stdout.readline()
+                if not line:
+                    break
+                buffer += line
+                try:
+                    event, _ = decoder.raw_decode(buffer.strip())
+                except ValueError:
+                    continue
+                buffer = ""
+                pod = event["object"]
+                key = f"{pod['metadata']['namespace']}/{pod['metadata']['name']}"
+                if event["type"] == "DELETED":
+                    pods.pop(key, None)
+                else:
+                    pods[key] = pod
+                self._write(pods)
+            watch.terminate()
+
+    def _write(self, pods: dict[str, dict]) -> None:
+        targets = []
+        for pod in pods.values():
+            annotations = pod["metadata"].get("annotations") or {}
+            ip = (pod.get("status") or {}).get("podIP")
+            if annotations.get("prometheus.io/scrape") != "true" or pod["status"].get("phase") != "Running" or not ip:
+                continue
+            targets.append(
+                {
+                    "targets": [f"{ip}:{annotations.get('prometheus.io/port', '80')}"],
+                    "labels": {"namespace": pod["metadata"]["namespace"], "pod": pod["metadata"]["name"]},
+                }
+            )
+        staged = self.path.with_suffix(".tmp")
+        staged.write_text(json.dumps(targets))
+        staged.replace(self.path)  # Prometheus reads whole files only
+
+    def stop(self) -> None:
+        """Before the node goes: a client left running would retry the bridge address once it is gone."""
+        self._stop.set()
+        self._watch.terminate()
+        self._watch.wait(10)
+
+
+def pod_prometheus(node: NodeCluster, workdir) -> tuple[Prometheus, PodTargets]:
+    """Debian's Prometheus on the host scraping the Pods the API server lists, listening on the bridge
+    so the comparison job's Pod can query it."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    targets = PodTargets(node, workdir / "pods.json")
     scrape = {
         "job_name": "kubernetes-pods",
-        "kubernetes_sd_configs": [
-            {
-                "role": "pod",
-                "api_server": server,
-                "tls_config": {"ca_file": str(pki / "ca.crt")},
-                "authorization": {"credentials_file": str(pki / "admin.token")},
-            }
-        ],
-        "relabel_configs": [
-            {
-                "source_labels": ["__meta_kubernetes_pod_annotation_prometheus_io_scrape"],
-                "regex": "true",
-                "action": "keep",
-            },
-            {"source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running", "action": "keep"},
-            {
-                "source_labels": ["__meta_kubernetes_pod_ip", "__meta_kubernetes_pod_annotation_prometheus_io_port"],
-                "regex": "(.+);(.+)",
-                "replacement": "$1:$2",
-                "target_label": "__address__",
-            },
-            {"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"},
-            {"source_labels": ["__meta_kubernetes_pod_name"], "target_label": "pod"},
-        ],
+        "file_sd_configs": [{"files": [str(workdir / "pods.json")], "refresh_interval": "1s"}],
     }
     prometheus = Prometheus(workdir, [], scrape_configs=[scrape], host=node.bridge_ip)
     prometheus.start()
     prometheus.wait_ready()
-    return prometheus
+    return prometheus, targets
 
 
 def scraped_pods(prometheus: Prometheus) -> set[str]:
@@ -109,7 +152,8 @@ def collector_ids(node: NodeCluster) -> set[str]:
 
 
 def available(node: NodeCluster, name: str, namespace: str = NAMESPACE) -> bool:
-    status = node.json("-n", namespace, "get", "deployment", name).get("status") or {}
+    found = node.kubectl("-n", namespace, "get", "deployment", name, "-o", "json", check=False)
+    status = (json.loads(found.stdout).get("status") or {}) if found.returncode == 0 else {}
     return (status.get("availableReplicas") or 0) > 0
 
 
@@ -128,7 +172,7 @@ def test_the_story_on_real_pods(node: NodeCluster, installed_operator: dict, tmp
     service_before = node.json("-n", NAMESPACE, "get", "service", "recommender")
     cluster_ip = service_before["spec"]["clusterIP"]
 
-    prometheus = pod_prometheus(node, tmp_path / "prometheus")
+    prometheus, targets = pod_prometheus(node, tmp_path / "prometheus")
     events = schedule(20000, week_start(time.time()))
     phases: list[str] = []
     try:
@@ -207,6 +251,7 @@ def test_the_story_on_real_pods(node: NodeCluster, installed_operator: dict, tmp
         assert phases[-1] == "Passed" and "Failed" in phases
     finally:
         prometheus.stop()
+        targets.stop()
 
 
 def selector_role(node: NodeCluster, namespace: str) -> str | None:
