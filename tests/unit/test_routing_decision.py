@@ -4,6 +4,7 @@ to the primary once none has for traffic.routerGracePeriod."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import timedelta
 
 import pytest
@@ -92,3 +93,20 @@ def test_status_carries_the_routing_condition_and_drops_it_outside_builtin_mode(
     assert (condition.status, condition.reason) == ("False", "RouterUnavailable")
     istio = dataclasses.replace(make_sd(), status=status)
     assert find_condition(compute_status(istio, Outcome(), NOW).conditions, reasons.ROUTER_AVAILABLE) is None
+
+
+def test_records_name_the_new_candidate_only_once_it_has_rolled_out():
+    """While the candidate rolls out, the previous image's Pods answer some copies: never judged as the new one."""
+    sd = make_sd(BUILTIN)
+    image = sd.spec.candidate.image
+
+    def tag(candidate) -> str:
+        state = desired_state(sd, Observed(candidate=candidate), "img")
+        [config] = [c for c in state.children if c["kind"] == "ConfigMap" and c["metadata"]["name"].endswith("-router")]
+        return json.loads(config["data"]["router.json"])["candidateImage"]
+
+    old = make_deployment("recommender-candidate", replicas=1, image="registry.example/recsys:1.9.0")
+    rolling = make_deployment("recommender-candidate", replicas=1, image=image, available=0)
+    rolled = make_deployment("recommender-candidate", replicas=1, image=image)
+    assert tag(None) != image and tag(old) != image and tag(rolling) != image
+    assert tag(rolled) == image

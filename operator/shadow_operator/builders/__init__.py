@@ -15,7 +15,14 @@ from .collector import collector_deployment, collector_keys, collector_network_p
 from .istio import destination_rule, virtual_service
 from .naming import CANDIDATE, PRIMARY, RECORDER, ROUTER, ROUTER_HTTP_PORT, child_name, role_labels, service_host
 from .recorder import recorded_host, recorded_service, recorder_configmap, with_recorder
-from .router import ServiceSwitch, router_configmap, router_deployment, router_service, service_switch
+from .router import (
+    ServiceSwitch,
+    candidate_tag,
+    router_configmap,
+    router_deployment,
+    router_service,
+    service_switch,
+)
 from .workloads import (
     candidate_deployment,
     candidate_pod_labels,
@@ -69,8 +76,8 @@ def desired_state(sd: ShadowDeployment, observed: Observed, image: str, through_
             primary_target = service.serving_target_port(spec.service.port) or spec.service.port
         children += [
             role_service(sd, PRIMARY, primary_selector, primary_target),
-            router_configmap(sd),
-            router_deployment(sd, image),
+            router_configmap(sd, candidate_tag(sd, observed.candidate)),
+            router_deployment(sd, image, candidate_tag(sd, observed.candidate)),
             router_service(sd),
         ]
         if not owns_entry and through_router:

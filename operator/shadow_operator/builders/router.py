@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ..observed import ObservedDeployment
 from ..resource import ShadowDeployment
 from .collector import CONTAINER_SECURITY, MIB, mebibytes, pod_security
 from .naming import (
@@ -25,6 +26,8 @@ from .naming import (
 CONFIG_FILE = "router.json"
 _OPERATOR_ONLY_TRAFFIC = ("routerReplicas", "routerGracePeriod")
 DRAIN_DELAY = "5s"
+# Prefix of the candidate tag while the candidate's Deployment rolls out (records never judged).
+ROLLING_OUT = "rolling-out:"
 # Not /etc/shadow: in every Debian-based image that is the password file, and a
 # directory cannot be mounted over a file (the router Pods never started).
 CONFIG_DIR = "/etc/shadow-operator"
@@ -43,7 +46,22 @@ class ServiceSwitch:
     target_port: int
 
 
-def router_config(sd: ShadowDeployment) -> dict[str, Any]:
+def candidate_tag(sd: ShadowDeployment, candidate: ObservedDeployment | None) -> str:
+    """What the router writes into records as the candidate's image: the spec's image once its
+    Deployment has rolled out, and a value the job never judges before.
+
+    Mirrored copies go to the candidate's Service; while the candidate rolls out, the previous
+    image's Pods still answer some of them (and none may answer for a moment). Tagging those with
+    the new image failed an equivalent candidate on the previous one's errors (seen on a real node).
+    """
+    image = sd.spec.candidate.image
+    if candidate is not None and candidate.available and image in candidate.images:
+        return image
+    return f"{ROLLING_OUT}{image}"
+
+
+def router_config(sd: ShadowDeployment, tag: str | None = None) -> dict[str, Any]:
+    """router.json; `tag` is what records name as the candidate (candidate_tag; default: its image)."""
     port = sd.spec.service.port
     recording = sd.spec.recording.to_wire()
     # The collector's settings: leaving them out keeps a retention or volume edit from rolling
@@ -60,7 +78,7 @@ def router_config(sd: ShadowDeployment) -> dict[str, Any]:
         "traffic": {k: v for k, v in sd.spec.traffic.to_wire().items() if k not in _OPERATOR_ONLY_TRAFFIC},
         "recording": recording,
         # Written into every record, so the job judges only the current candidate's answers.
-        "candidateImage": sd.spec.candidate.image,
+        "candidateImage": tag or sd.spec.candidate.image,
     }
 
 
@@ -84,8 +102,8 @@ def config_configmap(sd: ShadowDeployment, role: str, file_name: str, config: di
     }
 
 
-def router_configmap(sd: ShadowDeployment) -> dict[str, Any]:
-    return config_configmap(sd, ROUTER, CONFIG_FILE, router_config(sd))
+def router_configmap(sd: ShadowDeployment, tag: str | None = None) -> dict[str, Any]:
+    return config_configmap(sd, ROUTER, CONFIG_FILE, router_config(sd, tag))
 
 
 def proxy_container(
@@ -119,8 +137,8 @@ def proxy_container(
     }
 
 
-def router_deployment(sd: ShadowDeployment, image: str) -> dict[str, Any]:
-    config_text = router_configmap(sd)["data"][CONFIG_FILE]
+def router_deployment(sd: ShadowDeployment, image: str, tag: str | None = None) -> dict[str, Any]:
+    config_text = router_configmap(sd, tag)["data"][CONFIG_FILE]
     sink = sd.spec.recording.sink
     records_volume = spool_volume(sd, "records", size_limit=True)
     container = proxy_container(
