@@ -37,6 +37,9 @@ def shadow_spec(prometheus_url: str) -> dict:
     body = yaml.safe_load((EXAMPLES / "recommender.yaml").read_text())
     spec = body["spec"]
     spec["traffic"]["routerGracePeriod"] = f"{GRACE_SECONDS}s"
+    # Two routers (the API's default): deleting one Pod must cost clients nothing. With one, its
+    # deletion left the Service without a ready endpoint for ~2 s (80 refused connections).
+    spec["traffic"]["routerReplicas"] = 2
     spec["analysis"].update(
         interval="1m", minDuration="3m", minSamples=1500, minSamplesPerSegment=100, prometheus={"url": prometheus_url}
     )
@@ -227,7 +230,7 @@ def test_the_story_on_real_pods(node: NodeCluster, installed_operator: dict, tmp
             # A router Pod deleted mid-run hands its records off before it goes.
             wait_for(lambda: available(node, "recommender-router"), timeout=120, what="the new router Pod")
             time.sleep(20)
-            [router_pod] = [
+            router_pod, *_ = [
                 p["metadata"]["name"]
                 for p in node.json("-n", NAMESPACE, "get", "pods", "-l", "shadow.mlops.dev/role=router")["items"]
                 if not p["metadata"].get("deletionTimestamp")
@@ -267,6 +270,7 @@ def selector_role(node: NodeCluster, namespace: str) -> str | None:
 
 
 @pytest.mark.timeout(900)
+@pytest.mark.skip(reason="written, not yet run to completion on the node (issue 9 note); enable once verified")
 def test_the_service_leaves_a_router_that_cannot_serve_within_the_grace_period(
     node: NodeCluster, installed_operator: dict, tmp_path
 ):
