@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import Callable
 
 from .metrics import Registry
+
+
+def stop_on_signals(stop: asyncio.Event | None = None) -> asyncio.Event:
+    """An event SIGTERM and SIGINT set: how `shadowctl router|recorder|collector` learn to shut down."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread, Windows
+            loop.add_signal_handler(sig, stop.set)
+    return stop
+
 
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 

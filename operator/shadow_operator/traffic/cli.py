@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import gc
 import logging
-import signal
 import sys
 
 from ..records import ROLES
-from .admin import AdminServer
+from .admin import AdminServer, stop_on_signals
 from .config import ConfigError, RouterConfig, build_config, load_file, parse_listen, parse_seconds
 from .metrics import ShadowMetrics
 from .proxy import ShadowProxy
@@ -209,11 +207,7 @@ async def run(
     admin = AdminServer(
         metrics.registry, ready=lambda: proxy.server is not None and not proxy.stopping and not draining.is_set()
     )
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread, Windows
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals(stop)
     try:
         port = await proxy.start(*listen)
         admin_port = await admin.start(*admin_listen)

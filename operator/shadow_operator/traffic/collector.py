@@ -435,9 +435,8 @@ async def run(
     retention_every: float = 60.0,
 ) -> int:
     """Serve until SIGTERM/SIGINT (or `stop`); retention on every append and every `retention_every` s."""
-    import signal
 
-    from .admin import AdminServer
+    from .admin import AdminServer, stop_on_signals
 
     metrics = CollectorMetrics()
     try:
@@ -450,11 +449,7 @@ async def run(
     store.enforce_bytes()
     server = CollectorServer(store, metrics)
     admin = AdminServer(metrics.registry, ready=lambda: server.server is not None)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals(stop)
     try:
         port = await server.start(*listen)
         admin_port = await admin.start(*admin_listen)
