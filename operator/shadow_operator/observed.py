@@ -112,5 +112,3 @@ class Observed:
     report: Report | None = None
     # builtin mode: the router Deployment as it is now (None before it exists).
     router: ObservedDeployment | None = None
-    # builtin mode: the candidate Deployment as it is now, to tag records only once it rolled out.
-    candidate: ObservedDeployment | None = None

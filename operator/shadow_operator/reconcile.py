@@ -103,14 +103,12 @@ class Reconciler:
         report_body = self.kube.get("ConfigMap", sd.namespace, report_name(sd.name))
         builtin = sd.spec.traffic.router == "builtin"
         router_body = self.kube.get("Deployment", sd.namespace, child_name(sd, ROUTER)) if builtin else None
-        candidate_body = self.kube.get("Deployment", sd.namespace, child_name(sd, CANDIDATE)) if builtin else None
         return Observed(
             service=ObservedService.from_body(service_body) if service_body else None,
             primary_ref=ObservedDeployment.from_body(ref_body) if ref_body else None,
             rival_claims=rival_claims,
             report=report_from_configmap(report_body),
             router=ObservedDeployment.from_body(router_body) if router_body else None,
-            candidate=ObservedDeployment.from_body(candidate_body) if candidate_body else None,
         )
 
     def _routing(self, sd: ShadowDeployment, observed: Observed) -> RoutingDecision | None:

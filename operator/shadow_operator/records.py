@@ -9,7 +9,8 @@ in Istio mode), and the job joins primary and candidate by request id.
      "primary":   {"outcome": "ok", "status": 200, "latency_ms": 12.5, "prediction": 1, "error": null},
      "candidate": {"outcome": "http_5xx", "status": 500, "latency_ms": 3.1, "prediction": null,
                    "error": "KeyError: 'purchase_history'"},
-     "agree": null, "abs_diff": null, "candidate_image": "registry.example/recommender:v2"}
+     "agree": null, "abs_diff": null, "candidate_image": "registry.example/recommender:v2",
+     "received": 1764600000.5}   # only when ts is the request's event time (eventTimePath)
 
     one-sided: {"v": 1, "shadow": ..., "id": ..., "ts": ..., "role": "candidate",
                 "segments": ..., "features": ..., "result": {<side>}}
@@ -35,6 +36,9 @@ ROLES = ("primary", "candidate")
 # Which candidate answered (its image): the job judges only the current candidate's records,
 # so a new candidate never inherits the previous one's answers from the same record store.
 CANDIDATE_IMAGE = "candidate_image"
+# When the request arrived (epoch seconds), written only where `ts` is the request's own event time
+# (recording.eventTimePath): the job tells which candidate answered by arrival, not by event time.
+RECEIVED = "received"
 MISSING_SEGMENT = "missing"
 OTHER_SEGMENT = "other"
 
@@ -90,6 +94,7 @@ def pair_record(
     candidate: SideResult,
     regression: bool = False,
     candidate_image: str | None = None,
+    received: float | None = None,
 ) -> dict[str, Any]:
     agree, abs_diff = compare(primary, candidate, regression)
     record = {
@@ -106,6 +111,8 @@ def pair_record(
     }
     if candidate_image:
         record[CANDIDATE_IMAGE] = candidate_image
+    if received is not None and received != ts:
+        record[RECEIVED] = received
     return record
 
 
@@ -118,6 +125,7 @@ def one_sided_record(
     features: dict[str, bool],
     result: SideResult,
     candidate_image: str | None = None,
+    received: float | None = None,
 ) -> dict[str, Any]:
     record = {
         "v": RECORD_VERSION,
@@ -131,6 +139,8 @@ def one_sided_record(
     }
     if candidate_image:
         record[CANDIDATE_IMAGE] = candidate_image
+    if received is not None and received != ts:
+        record[RECEIVED] = received
     return record
 
 

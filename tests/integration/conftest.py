@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import kubernetes
 import pytest
+from shadow_operator.analysis.job import ROLLOUT_SETTLE_SECONDS
 
 from .harness import (
     ISTIO_CRDS,
@@ -126,6 +128,13 @@ def wait_phase(cluster: LocalCluster, namespace: str, name: str, phase: str, tim
         timeout=timeout,
         what=f"{namespace}/{name} in phase {phase} (now {status_of(cluster, namespace, name).get('phase')})",
     )
+
+
+def after_rollout_settled() -> float:
+    """Now, once records arriving now count as the candidate's (the job's settle window after
+    status.shadowingSince has passed): call right after the phase turned Shadowing."""
+    time.sleep(ROLLOUT_SETTLE_SECONDS)
+    return time.time()
 
 
 def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from ..support.week import KEY_ERROR, write_week
-from .conftest import condition, get_json, mark_available, shadow_deployment, wait_phase
+from .conftest import after_rollout_settled, condition, get_json, mark_available, shadow_deployment, wait_phase
 from .harness import apply_yaml, table, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -57,7 +57,7 @@ def test_the_job_publishes_a_failed_verdict_that_reaches_status_and_kubectl(
     assert condition(shadowing["status"], "Analyzed")["reason"] == "AwaitingAnalysis"
 
     records = tmp_path / "records"
-    write_week(records, shadow=f"{namespace}/recommender")
+    write_week(records, shadow=f"{namespace}/recommender", received=after_rollout_settled())
     # The job runs as the ServiceAccount the operator made for it: the RBAC it has is what it gets.
     job_kubeconfig = cluster.service_account_kubeconfig(namespace, "recommender-analysis")
     result = shadowctl(
@@ -97,7 +97,7 @@ def test_a_new_candidate_is_not_judged_by_the_old_report(cluster, operator, apps
         mark_available(apps, namespace, deployment)
     wait_phase(cluster, namespace, "recommender", "Shadowing")
     records = tmp_path / "records"
-    write_week(records, shadow=f"{namespace}/recommender")
+    write_week(records, shadow=f"{namespace}/recommender", received=after_rollout_settled())
     result = shadowctl(
         cluster.kubeconfig, "analyze", "-n", namespace, "--name", "recommender", "--records", str(records), "--publish"
     )

@@ -21,7 +21,7 @@ import yaml
 from shadow_demo.replay import replay, schedule, week_start
 from shadow_demo.stack import EXAMPLES, SHADOWCTL, Stack, free_port, scraped_up_to, start_prometheus
 
-from .conftest import condition, get_json, mark_available, wait_phase
+from .conftest import after_rollout_settled, condition, get_json, mark_available, wait_phase
 from .harness import table, wait_for
 from .prometheus_harness import ensure_prometheus
 
@@ -67,6 +67,7 @@ def test_a_week_in_the_shadow_fails_v2_and_deleting_restores_v1s_routing(cluster
         for deployment in ("recommender-v1", "recommender-candidate", "recommender-router"):
             mark_available(apps, namespace, deployment)  # the kubelet's part
         wait_phase(cluster, namespace, "recommender", "Shadowing")
+        after_rollout_settled()  # copies before that are not the candidate's evidence
         show("kubectl get shadowdeployments", cluster.kubectl("-n", namespace, "get", "shadowdeployments").stdout)
 
         # The Pods' stand-ins: the models, and the router run from the operator's own router.json.
@@ -160,6 +161,7 @@ def test_istio_mode_recorders_give_the_job_both_sides_of_each_request(cluster, o
         for deployment in ("recommender-primary", "recommender-candidate"):
             mark_available(apps, namespace, deployment)
         wait_phase(cluster, namespace, "recommender", "Shadowing")
+        after_rollout_settled()  # copies before that are not the candidate's evidence
 
         # Each model's stand-in Pod: the model, and the recorder exactly as the operator's sidecar runs it.
         recorder_json = tmp_path / "recorder.json"

@@ -19,8 +19,13 @@ def write_week(
     candidate_key_error: bool = True,
     start: float = WEEK_START,
     seed: int = 7,
+    received: float | None = None,
 ) -> Path:
-    """168 hours of traffic; users without purchase history make a faulty candidate raise KeyError."""
+    """168 hours of traffic; users without purchase history make a faulty candidate raise KeyError.
+
+    `received`: when the records say the requests arrived (a replayed week arrives now; by default
+    they arrived at their own time).
+    """
     rng = random.Random(seed)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "records-0.jsonl"
@@ -43,6 +48,7 @@ def write_week(
                     {"$.features.purchase_count": not no_history, "$.features.last_seen_days": True},
                     primary,
                     candidate,
+                    received=received,
                 )
                 out.write(dumps(record))
     return path

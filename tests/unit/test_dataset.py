@@ -512,6 +512,28 @@ def test_binary_garbage_and_non_finite_timestamps_are_corrupt(tmp_path: Path):
     assert f"{path}:2:" in dataset.problems[0].message
 
 
+def test_records_that_arrived_before_the_candidate_rolled_out_are_not_its_evidence(tmp_path: Path):
+    """`since` is judged on arrival (`received`), not on the request's own event time."""
+    failing = side("http_5xx", error="KeyError: 'purchase_history'")
+    write(
+        tmp_path / "a.jsonl",
+        [
+            pair("before", ts=at(9), candidate=failing),
+            pair("at", ts=at(10)),
+            pair("after", ts=at(11)),
+            # A replayed request: an old event time, arrived after the rollout: evidence.
+            {**pair("replayed", ts=at(-500)), "received": at(12)},
+            # An event time after the rollout, arrived before it: not evidence.
+            {**pair("early", ts=at(13), candidate=failing), "received": at(8)},
+            {**one("joined", "primary", ts=at(-400)), "received": at(14)},
+            {**one("joined", "candidate", ts=at(-400)), "received": at(14)},
+        ],
+    )
+    judged = load([tmp_path / "a.jsonl"], SHADOW, now=NOW, since=at(10))
+    assert [r["id"] for r in rows(judged, "id")] == ["after", "at", "joined", "replayed"]
+    assert judged.problems == []
+
+
 def test_only_the_judged_candidates_answers_count(tmp_path: Path):
     """A new candidate image must not inherit the previous candidate's answers from the same records."""
     v2, v21 = "registry.example/recommender:v2", "registry.example/recommender:v2.1"

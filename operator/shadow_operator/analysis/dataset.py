@@ -28,7 +28,7 @@ from typing import Any
 
 import duckdb
 
-from ..records import CANDIDATE_IMAGE, OK, RECORD_SUFFIX, RECORD_VERSION, ROLES
+from ..records import CANDIDATE_IMAGE, OK, RECEIVED, RECORD_SUFFIX, RECORD_VERSION, ROLES
 from .report import CLOCK_SKEW, CORRUPT_RECORD, FOREIGN_RECORD, UNPAIRED_RECORD, DataProblem
 
 TABLE = "pairs"
@@ -69,6 +69,7 @@ _JSON_COLUMNS = {
     "agree": "BOOLEAN",
     "abs_diff": "DOUBLE",
     CANDIDATE_IMAGE: "VARCHAR",
+    RECEIVED: "DOUBLE",
 }
 _CHUNK = 1 << 23
 _EXCERPT = 80
@@ -76,7 +77,8 @@ _EXCERPT = 80
 # Kinds of rows in `_records`, the table every line lands in; everything but `pair` and `one` is a problem to count.
 _PAIR, _ONE, _CORRUPT, _FOREIGN, _FUTURE = "pair", "one", "corrupt", "foreign", "future"
 _DUPLICATE = "duplicate"  # a one-sided record repeating an id and role
-_EARLIER = "earlier"  # answered by another candidate image than the one judged: not this candidate's evidence
+# Answered before the judged candidate rolled out, or by another candidate image: not its evidence.
+_EARLIER = "earlier"
 
 
 @dataclass
@@ -128,13 +130,15 @@ def load(
     *,
     con: duckdb.DuckDBPyConnection | None = None,
     candidate_image: str | None = None,
+    since: float | None = None,
 ) -> Dataset:
     """Read record files (or directories of `*.jsonl`) into the table `pairs`; never raises on bad input.
 
     `regression` decides how joined one-sided records are compared (absolute difference, not
     equality); pair records keep the `agree`/`abs_diff` their writer computed. With
     `candidate_image`, records another candidate image answered are left out (records without
-    the field, from older writers, count).
+    the field, from older writers, count). With `since`, records stamped before it are left out
+    (the judged candidate had not rolled out yet; the router's records do not name the image).
     """
     now = time.time() if now is None else now
     con = con if con is not None else connect()
@@ -148,7 +152,7 @@ def load(
     files = [p for p in files if p in lines]
 
     _create_records(con)
-    failed = _insert(con, files, shadow, now, candidate_image)
+    failed = _insert(con, files, shadow, now, _Judged(candidate_image, since))
     unreadable += failed
     files = [p for p in files if p not in {path for path, _ in failed}]
     problems = [
@@ -348,7 +352,25 @@ def _create_records(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _select_from_json(file_idx: str, shadow: str, now: float, candidate_image: str | None = None) -> str:
+@dataclass(frozen=True)
+class _Judged:
+    """Which records are the judged candidate's evidence: its image, from `since` on (None: any)."""
+
+    candidate_image: str | None = None
+    since: float | None = None
+
+    def earlier(self) -> str:
+        """SQL WHEN clauses marking rows that are not this candidate's evidence."""
+        clauses = ""
+        if self.candidate_image:
+            clauses += f"WHEN {CANDIDATE_IMAGE} <> {_quote(self.candidate_image)} THEN '{_EARLIER}' "
+        if self.since is not None:
+            # By arrival: with eventTimePath, ts is the request's own time (a replayed week, say).
+            clauses += f"WHEN coalesce({RECEIVED}, ts) < {self.since!r} THEN '{_EARLIER}' "
+        return clauses
+
+
+def _select_from_json(file_idx: str, shadow: str, now: float, judged: _Judged) -> str:
     """Rows from a read_json over `$files`: normalised columns, the row's kind, and its file's index."""
     sides = []
     for role in ROLES:
@@ -362,7 +384,7 @@ def _select_from_json(file_idx: str, shadow: str, now: float, candidate_image: s
         f'CASE WHEN role IS NULL THEN "primary".outcome IS NULL OR candidate.outcome IS NULL '
         f"ELSE role NOT IN {tuple(ROLES)} OR result.outcome IS NULL END"
     )
-    earlier = f"WHEN {CANDIDATE_IMAGE} <> {_quote(candidate_image)} THEN '{_EARLIER}' " if candidate_image else ""
+    earlier = judged.earlier()
     kind = (
         f"CASE WHEN {corrupt} THEN '{_CORRUPT}' WHEN shadow <> {_quote(shadow)} THEN '{_FOREIGN}' {earlier}"
         f"WHEN role IS NOT NULL THEN '{_ONE}' WHEN ts > {now + FUTURE_TOLERANCE_SECONDS!r} THEN '{_FUTURE}' "
@@ -390,7 +412,7 @@ def _quote(text: str) -> str:
 
 
 def _insert(
-    con: duckdb.DuckDBPyConnection, files: list[Path], shadow: str, now: float, candidate_image: str | None = None
+    con: duckdb.DuckDBPyConnection, files: list[Path], shadow: str, now: float, judged: _Judged
 ) -> list[tuple[Path, Exception]]:
     """Insert every file in one parallel scan; if DuckDB fails on the batch, file by file to isolate the culprit."""
     if not files:
@@ -398,7 +420,7 @@ def _insert(
     names = [str(p) for p in files]
     try:
         con.execute(
-            f"INSERT INTO _records {_select_from_json('list_position($files, filename) - 1', shadow, now, candidate_image)}",
+            f"INSERT INTO _records {_select_from_json('list_position($files, filename) - 1', shadow, now, judged)}",
             {"files": names},
         )
         return []
@@ -407,9 +429,7 @@ def _insert(
     failed = []
     for idx, name in enumerate(names):
         try:
-            con.execute(
-                f"INSERT INTO _records {_select_from_json(str(idx), shadow, now, candidate_image)}", {"files": [name]}
-            )
+            con.execute(f"INSERT INTO _records {_select_from_json(str(idx), shadow, now, judged)}", {"files": [name]})
         except duckdb.Error as exc:
             con.execute(f"DELETE FROM _records WHERE file_idx = {idx}")
             failed.append((files[idx], exc))

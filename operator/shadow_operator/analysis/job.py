@@ -33,11 +33,34 @@ from .report import (
 from .verdict import decide
 
 
+# Records that arrived within this long after status.shadowingSince are not judged either: the
+# timestamp is cut to the second, and kube-proxy applies endpoint changes at most once a second
+# (--iptables-min-sync-period), so the old image's Pods may take a copy that long. Terminating
+# Pods stop taking copies on the router's pooled connections when their server closes them.
+ROLLOUT_SETTLE_SECONDS = 2.0
+
+
+def evidence_since(sd: ShadowDeployment, now: datetime) -> float | None:
+    """From when records are this candidate's evidence; None: all of them (no operator status).
+
+    The operator sets status.shadowingSince when the candidate's Deployment has rolled out and
+    clears it for a new image. Until then nothing is evidence, whatever the records hold: the
+    previous image's Pods answered them (the router's records do not name the image).
+    """
+    status = sd.status
+    if status.candidate is None:  # never reconciled: records analysed offline (shadowctl analyze FILE)
+        return None
+    if status.candidate != sd.spec.candidate.image or not status.shadowing_since:
+        return now.timestamp()
+    return parse_timestamp(status.shadowing_since).timestamp() + ROLLOUT_SETTLE_SECONDS
+
+
 def coverage_for(sd: ShadowDeployment, first_ts: float | None, last_ts: float | None, samples: int, now: datetime):
-    """Time covered counts from when shadowing of this candidate began (status), else the first record."""
+    """Time covered counts from when this candidate's evidence begins, else from the first record."""
     required = parse_duration(sd.spec.analysis.min_duration).total_seconds()
-    since = sd.status.shadowing_since if sd.status.candidate == sd.spec.candidate.image else None
-    start = parse_timestamp(since).timestamp() if since else first_ts
+    start = evidence_since(sd, now)
+    if start is None:
+        start = first_ts
     elapsed = max(0.0, (now.timestamp() - start) if start is not None else 0.0)
     time_percent = time_coverage_percent(elapsed, required)
     sample_percent = min(100, samples * 100 // max(1, sd.spec.analysis.min_samples))
@@ -65,7 +88,12 @@ def analyze(
     regression = spec.recording.prediction_type == "regression"
     shadow = f"{sd.namespace}/{sd.name}"
     with datasets.load(
-        list(record_paths), shadow, now=now.timestamp(), regression=regression, candidate_image=spec.candidate.image
+        list(record_paths),
+        shadow,
+        now=now.timestamp(),
+        regression=regression,
+        candidate_image=spec.candidate.image,
+        since=evidence_since(sd, now),
     ) as loaded:
         segment_names = [segment.name for segment in spec.recording.segments]
         slices = stats.compute_slices(loaded, segment_names, list(spec.recording.features), regression)

@@ -17,7 +17,6 @@ from .naming import CANDIDATE, PRIMARY, RECORDER, ROUTER, ROUTER_HTTP_PORT, chil
 from .recorder import recorded_host, recorded_service, recorder_configmap, with_recorder
 from .router import (
     ServiceSwitch,
-    candidate_tag,
     router_configmap,
     router_deployment,
     router_service,
@@ -76,8 +75,8 @@ def desired_state(sd: ShadowDeployment, observed: Observed, image: str, through_
             primary_target = service.serving_target_port(spec.service.port) or spec.service.port
         children += [
             role_service(sd, PRIMARY, primary_selector, primary_target),
-            router_configmap(sd, candidate_tag(sd, observed.candidate)),
-            router_deployment(sd, image, candidate_tag(sd, observed.candidate)),
+            router_configmap(sd),
+            router_deployment(sd, image),
             router_service(sd),
         ]
         if not owns_entry and through_router:

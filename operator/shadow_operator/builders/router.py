@@ -7,7 +7,6 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..observed import ObservedDeployment
 from ..resource import ShadowDeployment
 from .collector import CONTAINER_SECURITY, MIB, mebibytes, pod_security
 from .naming import (
@@ -26,8 +25,6 @@ from .naming import (
 CONFIG_FILE = "router.json"
 _OPERATOR_ONLY_TRAFFIC = ("routerReplicas", "routerGracePeriod")
 DRAIN_DELAY = "5s"
-# Prefix of the candidate tag while the candidate's Deployment rolls out (records never judged).
-ROLLING_OUT = "rolling-out:"
 # Not /etc/shadow: in every Debian-based image that is the password file, and a
 # directory cannot be mounted over a file (the router Pods never started).
 CONFIG_DIR = "/etc/shadow-operator"
@@ -46,22 +43,14 @@ class ServiceSwitch:
     target_port: int
 
 
-def candidate_tag(sd: ShadowDeployment, candidate: ObservedDeployment | None) -> str:
-    """What the router writes into records as the candidate's image: the spec's image once its
-    Deployment has rolled out, and a value the job never judges before.
+def router_config(sd: ShadowDeployment) -> dict[str, Any]:
+    """router.json: what the router does with each request, the same for every candidate image.
 
-    Mirrored copies go to the candidate's Service; while the candidate rolls out, the previous
-    image's Pods still answer some of them (and none may answer for a moment). Tagging those with
-    the new image failed an equivalent candidate on the previous one's errors (seen on a real node).
+    Nothing here names the candidate's image, so a new candidate never rolls the router Pods that
+    carry the primary's live traffic (they rolled twice per candidate when records named it). The
+    job tells candidates apart by time instead: only records after the candidate rolled out
+    (status.shadowingSince) are its evidence (analysis/job.py).
     """
-    image = sd.spec.candidate.image
-    if candidate is not None and candidate.available and image in candidate.images:
-        return image
-    return f"{ROLLING_OUT}{image}"
-
-
-def router_config(sd: ShadowDeployment, tag: str | None = None) -> dict[str, Any]:
-    """router.json; `tag` is what records name as the candidate (candidate_tag; default: its image)."""
     port = sd.spec.service.port
     recording = sd.spec.recording.to_wire()
     # The collector's settings: leaving them out keeps a retention or volume edit from rolling
@@ -77,8 +66,6 @@ def router_config(sd: ShadowDeployment, tag: str | None = None) -> dict[str, Any
         # them are the operator's business, and must not roll the router Pods when edited.
         "traffic": {k: v for k, v in sd.spec.traffic.to_wire().items() if k not in _OPERATOR_ONLY_TRAFFIC},
         "recording": recording,
-        # Written into every record, so the job judges only the current candidate's answers.
-        "candidateImage": tag or sd.spec.candidate.image,
     }
 
 
@@ -102,8 +89,8 @@ def config_configmap(sd: ShadowDeployment, role: str, file_name: str, config: di
     }
 
 
-def router_configmap(sd: ShadowDeployment, tag: str | None = None) -> dict[str, Any]:
-    return config_configmap(sd, ROUTER, CONFIG_FILE, router_config(sd, tag))
+def router_configmap(sd: ShadowDeployment) -> dict[str, Any]:
+    return config_configmap(sd, ROUTER, CONFIG_FILE, router_config(sd))
 
 
 def proxy_container(
@@ -137,15 +124,15 @@ def proxy_container(
     }
 
 
-def router_deployment(sd: ShadowDeployment, image: str, tag: str | None = None) -> dict[str, Any]:
-    config_text = router_configmap(sd, tag)["data"][CONFIG_FILE]
+def router_deployment(sd: ShadowDeployment, image: str) -> dict[str, Any]:
+    config_text = router_configmap(sd)["data"][CONFIG_FILE]
     sink = sd.spec.recording.sink
     records_volume = spool_volume(sd, "records", size_limit=True)
     container = proxy_container(
         "router",
         image,
         # Serving, not ready, for 5 s after SIGTERM: a deleted router Pod stays in the Service's iptables
-        # rules until kube-proxy sees it leave the endpoints (router Pods rolled on every candidate change).
+        # rules until kube-proxy sees it leave the endpoints (router Pods roll on a traffic or recording edit).
         ["router", "--config", f"{CONFIG_DIR}/{CONFIG_FILE}", "--drain-delay", DRAIN_DELAY],
         ports=(("http", ROUTER_HTTP_PORT), ("admin", ROUTER_ADMIN_PORT)),
         resources={"requests": {"cpu": "250m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},

@@ -147,7 +147,7 @@ def build_config(
         primary_timeout=parse_seconds(primary_timeout) if primary_timeout else 60.0,
         candidate_timeout=parse_seconds(traffic_spec.candidate_timeout),
         role=role or "primary",
-        candidate_image=candidate_image or data.get("candidateImage") or None,
+        candidate_image=candidate_image or None,
         collector=_collector_url(collector if collector is not None else data.get("collector")),
     )
 

@@ -126,6 +126,7 @@ class Extracted:
     segments: dict[str, str]
     features: dict[str, bool]
     ts: float  # the request's event time (eventTimePath) or its arrival time
+    received: float  # its arrival time
 
 
 def event_time(value: Any, arrival: float) -> float:
@@ -182,7 +183,7 @@ class Extractor:
             if self.event_time_steps is None
             else event_time(value_at(request_doc, self.event_time_steps), arrival)
         )
-        return Extracted(segments, features, ts)
+        return Extracted(segments, features, ts, arrival)
 
     def prediction(self, response_doc: Any) -> Any:
         if self.prediction_redacted:

@@ -83,6 +83,7 @@ class Primary:
     features: dict[str, bool]
     labels: list[str]
     ts: float
+    received: float
     scrub: list[str] = field(default_factory=list)
 
 
@@ -224,10 +225,11 @@ class ShadowProxy:
             record = one_sided_record(
                 self.config.shadow, request_id, facts.ts, self.role, facts.segments, facts.features, result,
                 candidate_image=self.config.candidate_image if self.role == "candidate" else None,
+                received=facts.received,
             )  # fmt: skip
             self.sink.submit(record)
         else:
-            pair.primary = Primary(result, facts.segments, facts.features, labels, facts.ts, scrub)
+            pair.primary = Primary(result, facts.segments, facts.features, labels, facts.ts, facts.received, scrub)
             if pair.candidate is not None:
                 self._record_pair(request_id, pair)
 
@@ -287,6 +289,7 @@ class ShadowProxy:
         record = pair_record(
             self.config.shadow, request_id, primary.ts, primary.segments, primary.features,
             primary.result, result, regression=self.config.regression, candidate_image=self.config.candidate_image,
+            received=primary.received,
         )  # fmt: skip
         self.metrics.pair(primary.labels, record["agree"], record["abs_diff"])
         self.sink.submit(record)
