@@ -12,6 +12,7 @@ from typing import Any
 
 import kubernetes
 import pytest
+
 from shadow_operator.analysis.job import ROLLOUT_SETTLE_SECONDS
 
 from .harness import (

@@ -4,7 +4,6 @@ to the primary once none has for traffic.routerGracePeriod."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from datetime import timedelta
 
 import pytest

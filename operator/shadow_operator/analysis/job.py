@@ -32,7 +32,6 @@ from .report import (
 )
 from .verdict import decide
 
-
 # Records that arrived within this long after status.shadowingSince are not judged either: the
 # timestamp is cut to the second, and kube-proxy applies endpoint changes at most once a second
 # (--iptables-min-sync-period), so the old image's Pods may take a copy that long. Terminating
