@@ -54,6 +54,10 @@ ensure_tools() {
 
 # buildah with a storage of its own under the cache dir: images persist between runs, and the
 # system's storage (/var/lib/containers) is not touched. overlay when the kernel allows, else vfs.
+# RUN steps use chroot isolation: no OCI runtime, so no cgroups (crun refuses hybrid cgroup
+# hierarchies: "cgroups in hybrid mode not supported", seen here) and no netavark, which turns
+# ip_forward on.
+ISOLATION=${SHADOW_BUILDAH_ISOLATION:-chroot}
 STORAGE_DRIVER=
 bah() {
   buildah --root "$STORE_DIR/storage" --runroot "$STORE_DIR/run" --storage-driver "$STORAGE_DRIVER" "$@"
@@ -223,7 +227,7 @@ need_image() { # name, image
 # does) and the host's CA bundle for pip, as a secret the Dockerfiles mount read-only.
 build_args() {
   local ca
-  BUILD_ARGS=(--format docker --pull=never --network host --layers=false)
+  BUILD_ARGS=(--format docker --pull=never --network host --layers=false --isolation "$ISOLATION")
   if ca=$(pip_ca); then BUILD_ARGS+=(--secret "id=pip-ca,src=$ca"); fi
 }
 
@@ -250,7 +254,7 @@ build_demo() {
 run_in() { # image, command...: run a command in a throwaway container as uid 65532
   local image=$1 ctr; shift
   ctr=$(bah from --quiet --pull=never "$image"); CONTAINERS+=("$ctr")
-  bah run --network none --user 65532:65532 "$ctr" -- "$@"  # no network: netavark would turn on ip_forward
+  bah run --isolation "$ISOLATION" --user 65532:65532 "$ctr" -- "$@"
   bah rm "$ctr" >/dev/null
 }
 

@@ -14,6 +14,9 @@ PAIR_ABS_DIFF = "shadow_pair_abs_diff"  # histogram {segment}
 FEATURE_MISSING_TOTAL = "shadow_feature_missing_total"  # {feature, role}
 RECORDS_DROPPED_TOTAL = "shadow_records_dropped_total"  # {reason: sink_error|sampled_out|queue_full|spool_full}
 
+# On every series a router or recorder exports: which ShadowDeployment ("namespace/name"), so a
+# Prometheus shared by many objects answers the job about its own object only.
+SHADOW_LABEL = "shadow"
 ALL_SEGMENTS = "all"
 # Histogram buckets from 1 ms to 30 s, in seconds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)

@@ -68,6 +68,14 @@ def test_label_values_are_escaped(value, escaped):
     assert f'segment="{escaped}"' in latency_quantile_query(0.5, "primary", value, "1h")
 
 
+def test_queries_name_one_shadow_deployment_when_asked():
+    """The job asks about its own object only: a shared Prometheus scrapes many objects' routers."""
+    plan = plan_queries(["history=<1"], "1h", shadow='team-a/rec"sys')
+    assert plan and all('{shadow="team-a/rec\\"sys",role=' in query for query in plan), plan
+    assert error_rate_query("primary", "all", "1h", "ns/a").count('shadow="ns/a"') == 2
+    assert "shadow=" not in requests_query("primary", "all", "1h")
+
+
 def test_role_is_escaped_too():
     assert 'role="a\\"b"' in request_rate_query('a"b', "all", "1h")
 

@@ -166,6 +166,20 @@ def test_metrics_text_and_segment_folding():
     assert f'{m.PAIR_ABS_DIFF}_count{{segment="history=other"}} 1' in text
 
 
+def test_every_series_names_its_shadow_deployment():
+    """A Prometheus shared by many ShadowDeployments must tell their routers' series apart."""
+    metrics = ShadowMetrics({"history": None}, shadow='team-a/rec"sys')
+    metrics.answered("candidate", ["all"], "http_5xx", 0.2)
+    metrics.pair(["all"], True, None)
+    series = [line for line in metrics.registry.render().splitlines() if line and not line.startswith("#")]
+    assert series, "something rendered"
+    assert all('shadow="team-a/rec\\"sys"' in line for line in series), [
+        line for line in series if "shadow=" not in line
+    ]
+    bucket = f'{m.REQUEST_DURATION}_bucket{{role="candidate",segment="all",shadow="team-a/rec\\"sys",le="0.25"}} 1'
+    assert bucket in series
+
+
 def _record(i: int) -> dict:
     side = SideResult("ok", 1.0, 200, i)
     return pair_record("ns/x", f"id-{i}", 0.0, {}, {}, side, side)

@@ -110,10 +110,10 @@ def analyze(
         provider = metrics.provider_for("prometheus", {"url": url, "timeout": timeout})
         segments = sorted({s.segment for s in slices if s.segment != ALL_SEGMENTS and s.hour is None})
         window = max(coverage.elapsed_seconds, 60.0)
-        queries, metric_problems = asyncio.run(metrics.collect(provider, segments, window))
+        queries, metric_problems = asyncio.run(metrics.collect(provider, segments, window, shadow=shadow))
         problems += metric_problems
         metrics_available = not any(p.code == METRICS_ERROR for p in metric_problems)
-        metric_slices = metrics.slices_from_queries(queries, segments, window)
+        metric_slices = metrics.slices_from_queries(queries, segments, window, shadow)
 
     verdict = decide(
         spec.analysis,

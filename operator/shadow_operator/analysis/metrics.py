@@ -29,7 +29,7 @@ from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util import Retry, Timeout
 
 from ..api.durations import parse_duration
-from ..metric_names import ALL_SEGMENTS, REQUEST_DURATION, REQUESTS_TOTAL
+from ..metric_names import ALL_SEGMENTS, REQUEST_DURATION, REQUESTS_TOTAL, SHADOW_LABEL
 from ..records import OK, ROLES
 from .report import METRICS_ERROR, DataProblem, Latency, SideStats, SliceStats
 
@@ -98,50 +98,54 @@ def _check_window(window: str) -> str:
     return window
 
 
-def _selector(metric: str, role: str, segment: str, *extra: str) -> str:
+def _selector(metric: str, role: str, segment: str, *extra: str, shadow: str | None = None) -> str:
+    """`shadow`: the ShadowDeployment ("namespace/name") whose routers and recorders exported the
+    series (their constant `shadow` label); without it, every object a shared Prometheus scrapes counts."""
     matchers = [f'role="{escape_label_value(role)}"', f'segment="{escape_label_value(segment)}"', *extra]
+    if shadow is not None:
+        matchers.insert(0, f'{SHADOW_LABEL}="{escape_label_value(shadow)}"')
     return f"{metric}{{{','.join(matchers)}}}"
 
 
-def request_rate_query(role: str, segment: str, window: str) -> str:
+def request_rate_query(role: str, segment: str, window: str, shadow: str | None = None) -> str:
     """Requests per second of one role in one segment, averaged over the window."""
-    return f"sum(rate({_selector(REQUESTS_TOTAL, role, segment)}[{_check_window(window)}]))"
+    return f"sum(rate({_selector(REQUESTS_TOTAL, role, segment, shadow=shadow)}[{_check_window(window)}]))"
 
 
-def requests_query(role: str, segment: str, window: str) -> str:
+def requests_query(role: str, segment: str, window: str, shadow: str | None = None) -> str:
     """Requests of one role in one segment during the window."""
-    return f"sum(increase({_selector(REQUESTS_TOTAL, role, segment)}[{_check_window(window)}]))"
+    return f"sum(increase({_selector(REQUESTS_TOTAL, role, segment, shadow=shadow)}[{_check_window(window)}]))"
 
 
-def error_rate_query(role: str, segment: str, window: str) -> str:
+def error_rate_query(role: str, segment: str, window: str, shadow: str | None = None) -> str:
     """Share of requests whose outcome is not ok; 0 (not empty) when there were no errors at all."""
     window = _check_window(window)
-    failed = _selector(REQUESTS_TOTAL, role, segment, f'outcome!="{OK}"')
-    everything = _selector(REQUESTS_TOTAL, role, segment)
+    failed = _selector(REQUESTS_TOTAL, role, segment, f'outcome!="{OK}"', shadow=shadow)
+    everything = _selector(REQUESTS_TOTAL, role, segment, shadow=shadow)
     return f"(sum(rate({failed}[{window}])) or vector(0)) / sum(rate({everything}[{window}]))"
 
 
-def latency_quantile_query(quantile: float, role: str, segment: str, window: str) -> str:
+def latency_quantile_query(quantile: float, role: str, segment: str, window: str, shadow: str | None = None) -> str:
     """Latency quantile in seconds, from the request-duration histogram's buckets."""
     if not 0 <= quantile <= 1:
         raise ValueError(f"a quantile is between 0 and 1, not {quantile!r}")
-    buckets = _selector(f"{REQUEST_DURATION}_bucket", role, segment)
+    buckets = _selector(f"{REQUEST_DURATION}_bucket", role, segment, shadow=shadow)
     return f"histogram_quantile({float(quantile)!r}, sum by (le) (rate({buckets}[{_check_window(window)}])))"
 
 
-def queries_for(role: str, segment: str, window: str) -> list[str]:
+def queries_for(role: str, segment: str, window: str, shadow: str | None = None) -> list[str]:
     """What `collect` asks about one role in one segment: requests, error rate, p50, p95, p99."""
     return [
-        requests_query(role, segment, window),
-        error_rate_query(role, segment, window),
-        *(latency_quantile_query(q, role, segment, window) for q in QUANTILES),
+        requests_query(role, segment, window, shadow),
+        error_rate_query(role, segment, window, shadow),
+        *(latency_quantile_query(q, role, segment, window, shadow) for q in QUANTILES),
     ]
 
 
-def plan_queries(segments: Sequence[str], window: str) -> list[str]:
+def plan_queries(segments: Sequence[str], window: str, shadow: str | None = None) -> list[str]:
     """Every query `collect` issues, in order: per role, per segment (`all` first)."""
     ordered = list(dict.fromkeys([ALL_SEGMENTS, *segments]))
-    return [query for role in ROLES for segment in ordered for query in queries_for(role, segment, window)]
+    return [query for role in ROLES for segment in ordered for query in queries_for(role, segment, window, shadow)]
 
 
 # ---------------------------------------------------------------- Prometheus
@@ -306,6 +310,7 @@ async def collect(
     segments: list[str],
     window_seconds: float,
     concurrency: int = QUERY_CONCURRENCY,
+    shadow: str | None = None,
 ) -> tuple[dict[str, float | None], list[DataProblem]]:
     """Ask `provider` every query of `plan_queries`; never raises.
 
@@ -314,7 +319,7 @@ async def collect(
     a connection-level failure no further queries are started), one listing the queries
     that returned nothing.
     """
-    plan = plan_queries(segments, window_for(window_seconds))
+    plan = plan_queries(segments, window_for(window_seconds), shadow)
     answered: dict[int, float | None] = {}
     failures: list[str] = []
     unavailable = False
@@ -362,7 +367,7 @@ METRICS_SEGMENT_PREFIX = "prometheus:"
 
 
 def slices_from_queries(
-    queries: Mapping[str, float | None], segments: Sequence[str], window_seconds: float
+    queries: Mapping[str, float | None], segments: Sequence[str], window_seconds: float, shadow: str | None = None
 ) -> list[SliceStats]:
     """Prometheus's answers as slices (segment `prometheus:<segment>`): all traffic, not just
     the sampled records, for the error-rate and latency checks. A segment with any answer
@@ -372,7 +377,7 @@ def slices_from_queries(
     for segment in dict.fromkeys([ALL_SEGMENTS, *segments]):
         sides = {}
         for role in ROLES:
-            requests_, error_rate, *quantiles = (queries.get(q) for q in queries_for(role, segment, window))
+            requests_, error_rate, *quantiles = (queries.get(q) for q in queries_for(role, segment, window, shadow))
             if requests_ is None or error_rate is None or any(v is None or not math.isfinite(v) for v in quantiles):
                 break
             count = round(requests_)

@@ -194,7 +194,7 @@ async def run(
     from .extract import Extractor
 
     buckets = {s.name: s.known_buckets() for s in Extractor(config.recording).segments}
-    metrics = ShadowMetrics(buckets)
+    metrics = ShadowMetrics(buckets, shadow=config.shadow)
     sink = RecordSink(
         config.records_dir,
         metrics,

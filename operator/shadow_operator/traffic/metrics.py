@@ -20,10 +20,9 @@ def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
-def _labels(names: tuple[str, ...], values: LabelValues, extra: str = "") -> str:
+def _labels(names: tuple[str, ...], values: LabelValues, *extra: str) -> str:
     parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
+    parts += [e for e in extra if e]
     return "{" + ",".join(parts) + "}" if parts else ""
 
 
@@ -38,6 +37,7 @@ class _Metric:
 
     def __init__(self, name: str, help_text: str, labels: tuple[str, ...], lock: threading.Lock) -> None:
         self.name, self.help, self.label_names, self.lock = name, help_text, labels, lock
+        self.constant = ""  # the registry's constant labels, rendered on every series
 
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
@@ -59,7 +59,7 @@ class Counter(_Metric):
 
     def render(self) -> Iterable[str]:
         for labels, value in sorted(self.values.items()):
-            yield f"{self.name}{_labels(self.label_names, labels)} {_num(value)}"
+            yield f"{self.name}{_labels(self.label_names, labels, self.constant)} {_num(value)}"
 
 
 class Gauge(Counter):
@@ -92,9 +92,9 @@ class Histogram(_Metric):
             for bound, count in zip((*self.buckets, float("inf")), series[:-1], strict=True):
                 cumulative += count
                 le = 'le="' + _num(bound) + '"'
-                yield f"{self.name}_bucket{_labels(self.label_names, labels, le)} {_num(cumulative)}"
-            yield f"{self.name}_sum{_labels(self.label_names, labels)} {_num(series[-1])}"
-            yield f"{self.name}_count{_labels(self.label_names, labels)} {_num(cumulative)}"
+                yield f"{self.name}_bucket{_labels(self.label_names, labels, self.constant, le)} {_num(cumulative)}"
+            yield f"{self.name}_sum{_labels(self.label_names, labels, self.constant)} {_num(series[-1])}"
+            yield f"{self.name}_count{_labels(self.label_names, labels, self.constant)} {_num(cumulative)}"
 
 
 # |primary - candidate| of regression predictions: from exact to far apart.
@@ -102,11 +102,14 @@ ABS_DIFF_BUCKETS = (0.0, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 
 
 class Registry:
-    def __init__(self) -> None:
+    def __init__(self, constant: dict[str, str] | None = None) -> None:
+        """`constant`: labels every series carries (the Prometheus client's const_labels)."""
         self.lock = threading.Lock()
         self.metrics: list[_Metric] = []
+        self.constant = ",".join(f'{name}="{_escape(value)}"' for name, value in (constant or {}).items())
 
     def _add(self, metric: _Metric) -> _Metric:
+        metric.constant = self.constant
         self.metrics.append(metric)
         return metric
 
@@ -131,8 +134,9 @@ class Registry:
 class ShadowMetrics:
     """The metric_names metrics, with segment labels folded to a bounded set."""
 
-    def __init__(self, segment_buckets: dict[str, set[str] | None] | None = None) -> None:
-        self.registry = r = Registry()
+    def __init__(self, segment_buckets: dict[str, set[str] | None] | None = None, shadow: str | None = None) -> None:
+        """`shadow`: the ShadowDeployment ("namespace/name") every series names (SHADOW_LABEL)."""
+        self.registry = r = Registry({m.SHADOW_LABEL: shadow} if shadow else None)
         self.requests = r.counter(m.REQUESTS_TOTAL, "Requests answered, by role, segment and outcome.",
                                   ("role", "segment", "outcome"))  # fmt: skip
         self.duration = r.histogram(m.REQUEST_DURATION, "Upstream answer latency in seconds.", ("role", "segment"),
