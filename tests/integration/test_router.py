@@ -218,10 +218,14 @@ class Router:
         return text
 
     def metric(self, name: str, **labels: str) -> float:
-        want = ",".join(f'{k}="{v}"' for k, v in labels.items())
+        """The series of `name` with exactly these labels, besides the constant `shadow` one."""
         for line in self.metrics().splitlines():
-            if line.startswith(f"{name}{{{want}}} ") or (not labels and line.startswith(f"{name} ")):
-                return float(line.rsplit(" ", 1)[1])
+            series, _, value = line.rpartition(" ")
+            found, _, label_text = series.partition("{")
+            pairs = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', label_text))
+            pairs.pop(m.SHADOW_LABEL, None)
+            if found == name and pairs == labels:
+                return float(value)
         return 0.0
 
     def wait_metric(self, name: str, value: float, timeout: float = 5, **labels: str) -> float:
@@ -442,12 +446,15 @@ def test_metrics_names_and_labels(start):
         assert f"# TYPE {name} counter" in text
     for name in (m.REQUEST_DURATION, m.PAIR_ABS_DIFF):
         assert f"# TYPE {name} histogram" in text
-    assert f'{m.REQUESTS_TOTAL}{{role="primary",segment="history=>=100",outcome="ok"}} 1' in text
-    assert f'{m.REQUESTS_TOTAL}{{role="candidate",segment="history=missing",outcome="http_5xx"}} 1' in text
-    assert f'{m.REQUESTS_TOTAL}{{role="primary",segment="mail=[redacted]",outcome="ok"}} 2' in text
-    assert f'{m.REQUEST_DURATION}_count{{role="candidate",segment="all"}} 2' in text
-    assert f'{m.MIRROR_TOTAL}{{result="sampled"}} 2' in text
-    assert f'{m.FEATURE_MISSING_TOTAL}{{feature="$.features.purchase_count",role="primary"}} 1' in text
+    assert router.metric(m.REQUESTS_TOTAL, role="primary", segment="history=>=100", outcome="ok") == 1
+    assert router.metric(m.REQUESTS_TOTAL, role="candidate", segment="history=missing", outcome="http_5xx") == 1
+    assert router.metric(m.REQUESTS_TOTAL, role="primary", segment="mail=[redacted]", outcome="ok") == 2
+    assert router.metric(f"{m.REQUEST_DURATION}_count", role="candidate", segment="all") == 2
+    assert router.metric(m.MIRROR_TOTAL, result="sampled") == 2
+    assert router.metric(m.FEATURE_MISSING_TOTAL, feature="$.features.purchase_count", role="primary") == 1
+    series = [line for line in text.splitlines() if line and not line.startswith("#")]
+    shadow = f'{m.SHADOW_LABEL}="{CONFIG["namespace"]}/{CONFIG["name"]}"'
+    assert series and all(shadow in line for line in series), "every series names its ShadowDeployment"
     for probe in ("/healthz", "/readyz"):
         conn = http.client.HTTPConnection("127.0.0.1", router.admin_port, timeout=5)
         conn.request("GET", probe)
