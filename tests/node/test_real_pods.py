@@ -270,7 +270,6 @@ def selector_role(node: NodeCluster, namespace: str) -> str | None:
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.skip(reason="written, not yet run to completion on the node (issue 9 note); enable once verified")
 def test_the_service_leaves_a_router_that_cannot_serve_within_the_grace_period(
     node: NodeCluster, installed_operator: dict, tmp_path
 ):
