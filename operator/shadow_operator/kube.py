@@ -50,6 +50,7 @@ RESOURCES: dict[str, Resource] = {
     "ConfigMap": Resource("", "v1", "configmaps"),
     "CronJob": Resource("batch", "v1", "cronjobs"),
     "ServiceAccount": Resource("", "v1", "serviceaccounts"),
+    "Role": Resource("rbac.authorization.k8s.io", "v1", "roles"),
     "RoleBinding": Resource("rbac.authorization.k8s.io", "v1", "rolebindings"),
     "VirtualService": Resource("networking.istio.io", "v1beta1", "virtualservices"),
     "DestinationRule": Resource("networking.istio.io", "v1beta1", "destinationrules"),
@@ -72,7 +73,20 @@ class Permission:
 # `create`; reading before writing is what keeps an idle reconcile free of writes.
 _CHILD_VERBS = ("get", "create", "patch", "delete")
 OPERATOR_ROLE = "shadow-operator"
-ANALYZER_ROLE = "shadow-analyzer"
+
+# What the comparison job (`shadowctl analyze --publish`) does. Each object's job gets these in
+# a Role of its own, narrowed by resourceNames to its ShadowDeployment and its report ConfigMap
+# (rbac.analyzer_rules): one object's job can neither read another object nor write its verdict.
+ANALYZER_PERMISSIONS: tuple[Permission, ...] = (
+    Permission(GROUP, (PLURAL,), ("get",), "read the ShadowDeployment it judges"),
+    Permission(
+        "",
+        ("configmaps",),
+        ("get", "update", "patch"),
+        "write the report into the ConfigMap <name>-report the operator created",
+    ),
+)
+
 PERMISSIONS: tuple[Permission, ...] = (
     Permission(GROUP, (PLURAL,), ("get", "list", "watch", "patch"), "watch, finalizer and kopf's bookkeeping"),
     Permission(GROUP, (f"{PLURAL}/status",), ("patch",), "status is the operator's only output"),
@@ -84,31 +98,22 @@ PERMISSIONS: tuple[Permission, ...] = (
         "primary, candidate and router; watched so availability changes reach status and routing at once",
     ),
     Permission("", ("services",), _CHILD_VERBS, "per-role Services and the builtin router's switch"),
-    Permission("", ("configmaps",), _CHILD_VERBS, "router configuration"),
+    # RBAC refuses to grant what the granter does not hold (the escalation check): `update` is
+    # here only because each object's analyzer Role grants it on the report ConfigMap.
+    Permission(
+        "", ("configmaps",), (*_CHILD_VERBS, "update"), "router configuration and the pre-created report ConfigMap"
+    ),
     Permission("batch", ("cronjobs",), _CHILD_VERBS, "the comparison job"),
     Permission("networking.istio.io", ("virtualservices", "destinationrules"), _CHILD_VERBS, "the mirror route"),
     Permission("networking.k8s.io", ("networkpolicies",), _CHILD_VERBS, "only the object's Pods reach its collector"),
     Permission("", ("serviceaccounts",), _CHILD_VERBS, "the comparison job's identity"),
-    Permission("rbac.authorization.k8s.io", ("rolebindings",), _CHILD_VERBS, "binds the job to shadow-analyzer"),
-    # Binding a role needs either every permission in it or `bind` on exactly that role.
-    Permission(
-        "rbac.authorization.k8s.io",
-        ("clusterroles",),
-        ("bind",),
-        "bind shadow-analyzer",
-        resource_names=(ANALYZER_ROLE,),
-    ),
+    # Creating the Role needs every permission it grants (held above); binding it needs the same.
+    Permission("rbac.authorization.k8s.io", ("roles",), _CHILD_VERBS, "the comparison job's per-object Role"),
+    Permission("rbac.authorization.k8s.io", ("rolebindings",), _CHILD_VERBS, "binds the job to its own Role"),
     Permission("", ("events",), ("create",), "events on ShadowDeployments"),
     # kopf watches CRDs and namespaces to notice resources and namespaces appearing at run time.
     Permission("apiextensions.k8s.io", ("customresourcedefinitions",), ("list", "watch"), "kopf's discovery"),
     Permission("", ("namespaces",), ("list", "watch"), "kopf's namespace observation"),
-)
-
-
-# What the comparison job (`shadowctl analyze --publish`) does, bound per namespace.
-ANALYZER_PERMISSIONS: tuple[Permission, ...] = (
-    Permission(GROUP, (PLURAL,), ("get",), "read the ShadowDeployment it judges"),
-    Permission("", ("configmaps",), ("get", "create", "patch"), "publish the report ConfigMap"),
 )
 
 

@@ -7,11 +7,57 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .analysis.report import Report
+from .analysis.report import REPORT_KEY, Report, report_from_configmap
+from .api.v1alpha1 import KIND
 
 # Written on a Service the builtin router took over, in the same patch as the switch, so
 # the original routing can be restored even if the operator dies right after.
 ORIGINAL_ROUTING_ANNOTATION = "shadow.mlops.dev/original-routing"
+
+
+# The reason of the Event (and the note on the Analyzed condition) for a report the operator ignores.
+UNTRUSTED_REPORT = "UntrustedReport"
+
+
+def trusted_report(
+    body: Mapping[str, Any] | None, namespace: str, name: str, uid: str
+) -> tuple[Report | None, str | None]:
+    """The report in ConfigMap `<name>-report` if it can be trusted, else why not.
+
+    (report, None): trusted. (None, None): no report yet (absent, or the empty ConfigMap the
+    operator pre-creates). (None, why): there is one, and it is ignored: the ConfigMap is not
+    controlled by this ShadowDeployment (its uid: a namesake created and deleted before, or
+    someone else's object), its report.json is unreadable, or the report names another
+    ShadowDeployment (`shadow` is not `namespace/name`). Only this object's job can write the
+    ConfigMap the operator made (a Role with resourceNames), so a report passing these checks
+    was written by it, or by someone who may edit the namespace's ConfigMaps anyway.
+    """
+    if not body:
+        return None, None
+    metadata = body.get("metadata") or {}
+    where = f"ConfigMap {metadata.get('name')}"
+    controllers = [ref for ref in metadata.get("ownerReferences") or [] if ref.get("controller")]
+    if not any(ref.get("uid") == uid and ref.get("kind") == KIND for ref in controllers):
+        owners = ", ".join(f"{ref.get('kind')}/{ref.get('name')} uid {ref.get('uid')}" for ref in controllers)
+        return None, (
+            f"{where} is not controlled by this ShadowDeployment (uid {uid}; its controller: {owners or 'none'}), "
+            "so its report is ignored: delete the ConfigMap and the operator recreates it for the comparison job."
+        )
+    if not (body.get("data") or {}).get(REPORT_KEY):
+        return None, None
+    report = report_from_configmap(dict(body))
+    if report is None:
+        return None, (
+            f"{where} holds no readable report.json, so it is ignored: the next run of the comparison job "
+            "(CronJob <name>-analysis) replaces it."
+        )
+    expected = f"{namespace}/{name}"
+    if report.shadow != expected:
+        return None, (
+            f"{where} holds a report for {report.shadow!r}, not {expected!r}, so it is ignored: only this "
+            "object's comparison job may publish its verdict."
+        )
+    return report, None
 
 
 @dataclass(frozen=True)
@@ -108,7 +154,10 @@ class Observed:
     primary_ref: ObservedDeployment | None = None
     # Older ShadowDeployments that name the same Service, oldest first.
     rival_claims: tuple[str, ...] = ()
-    # The comparison job's latest published report (analysis.report.Report), if any.
+    # The comparison job's latest published report (analysis.report.Report), if any and trusted.
     report: Report | None = None
+    # Why the report ConfigMap was ignored (trusted_report), and its resourceVersion then.
+    report_problem: str | None = None
+    report_version: str = ""
     # builtin mode: the router Deployment as it is now (None before it exists).
     router: ObservedDeployment | None = None

@@ -16,16 +16,23 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import reasons
-from .analysis.report import report_from_configmap, report_name
+from .analysis.report import report_name
 from .api.durations import parse_duration
 from .api.v1alpha1 import Phase, ShadowDeploymentStatus
 from .builders import DesiredState, ServiceSwitch, all_child_keys, desired_state
 from .builders.naming import CANDIDATE, PRIMARY, ROUTER, child_name, role_labels
 from .builders.recorder import primary_capture_gap
-from .conditions import find_condition
+from .conditions import find_condition, set_condition
 from .diff import contains
 from .kube import Kube, KubeError
-from .observed import ORIGINAL_ROUTING_ANNOTATION, Observed, ObservedDeployment, ObservedService
+from .observed import (
+    ORIGINAL_ROUTING_ANNOTATION,
+    UNTRUSTED_REPORT,
+    Observed,
+    ObservedDeployment,
+    ObservedService,
+    trusted_report,
+)
 from .progress import Outcome, compute_status, error_status, parse_timestamp
 from .resource import ShadowDeployment, SpecInvalid, identity_of, parse, parse_status
 from .routing import RoutingDecision, decide_routing
@@ -66,6 +73,8 @@ class Reconciler:
         self.clock = clock or (lambda: datetime.now(UTC))
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        # uid -> resourceVersion of the last untrusted report announced: one Event per version, not per pass.
+        self._untrusted_announced: dict[str, str] = {}
 
     def _lock(self, uid: str) -> threading.Lock:
         with self._locks_guard:
@@ -93,21 +102,52 @@ class Reconciler:
         outcome = Outcome(problems=tuple(problems))
         if not problems:
             outcome = self._converge(sd, observed)
-        self._patch_status_if_changed(body, sd.status, compute_status(sd, outcome, self.clock()))
+        status = compute_status(sd, outcome, self.clock())
+        if observed.report_problem:
+            status = self._note_untrusted_report(body, sd, observed, status)
+        self._patch_status_if_changed(body, sd.status, status)
         return outcome.routing.recheck_after if outcome.routing else None
+
+    def _note_untrusted_report(
+        self, body: Mapping[str, Any], sd: ShadowDeployment, observed: Observed, status: ShadowDeploymentStatus
+    ) -> ShadowDeploymentStatus:
+        """An ignored report is said so: a Warning Event once per version of it, and on the Analyzed condition."""
+        problem = observed.report_problem or ""
+        if self._untrusted_announced.get(sd.identity.uid) != observed.report_version:
+            log.warning("%s/%s: %s", sd.namespace, sd.name, problem)
+            self.kube.post_event(body, "Warning", UNTRUSTED_REPORT, problem)
+            self._untrusted_announced[sd.identity.uid] = observed.report_version
+        analyzed = find_condition(status.conditions, reasons.ANALYZED)
+        if analyzed is None:
+            return status
+        status_value = {"True": True, "False": False}.get(analyzed.status)
+        message = f"{analyzed.message or analyzed.reason} {UNTRUSTED_REPORT}: {problem}"
+        conditions = set_condition(
+            status.conditions,
+            reasons.ANALYZED,
+            status_value,
+            analyzed.reason,
+            message,
+            sd.identity.generation,
+            analyzed.last_transition_time,
+        )
+        return status.model_copy(update={"conditions": conditions})
 
     def _observe(self, sd: ShadowDeployment, rival_claims: tuple[str, ...]) -> Observed:
         service_body = self.kube.get("Service", sd.namespace, sd.spec.service.name)
         ref = sd.spec.primary.deployment_ref
         ref_body = self.kube.get("Deployment", sd.namespace, ref.name) if ref else None
         report_body = self.kube.get("ConfigMap", sd.namespace, report_name(sd.name))
+        report, report_problem = trusted_report(report_body, sd.namespace, sd.name, sd.identity.uid)
         builtin = sd.spec.traffic.router == "builtin"
         router_body = self.kube.get("Deployment", sd.namespace, child_name(sd, ROUTER)) if builtin else None
         return Observed(
             service=ObservedService.from_body(service_body) if service_body else None,
             primary_ref=ObservedDeployment.from_body(ref_body) if ref_body else None,
             rival_claims=rival_claims,
-            report=report_from_configmap(report_body),
+            report=report,
+            report_problem=report_problem,
+            report_version=(report_body or {}).get("metadata", {}).get("resourceVersion", ""),
             router=ObservedDeployment.from_body(router_body) if router_body else None,
         )
 
@@ -183,8 +223,26 @@ class Reconciler:
             # apiVersion may differ where the server only serves an older version (CronJob on 1.20).
             if contains(live, {key: value for key, value in child.items() if key != "apiVersion"}):
                 return live
+            if child["kind"] == "RoleBinding" and live.get("roleRef") != child["roleRef"]:
+                # roleRef is immutable: a binding from before the per-object Role (to the old
+                # shadow-analyzer ClusterRole) is replaced, not patched.
+                log.info("replacing RoleBinding %s/%s: its roleRef changed", metadata["namespace"], metadata["name"])
+                self.kube.delete("RoleBinding", metadata["namespace"], metadata["name"], live["metadata"]["uid"])
         log.info("applying %s %s/%s", child["kind"], metadata["namespace"], metadata["name"])
-        return self.kube.apply(child)
+        applied = self.kube.apply(child)
+        replicas = child.get("spec", {}).get("replicas")
+        if child["kind"] == "Deployment" and replicas is not None and applied["spec"].get("replicas") != replicas:
+            # Before Kubernetes 1.21 a change through the scale subresource (`kubectl scale`) is not
+            # recorded in managedFields (kubernetes#82046), so applying the unchanged config leaves
+            # the scaled value: seen on the real node, a router scaled to 0 stayed at 0.
+            log.info("restoring %s/%s replicas to %d", metadata["namespace"], metadata["name"], replicas)
+            applied = self.kube.json_patch(
+                "Deployment",
+                metadata["namespace"],
+                metadata["name"],
+                [{"op": "replace", "path": "/spec/replicas", "value": replicas}],
+            )
+        return applied
 
     @staticmethod
     def _conflict(sd: ShadowDeployment, child: dict[str, Any]) -> Problem:
@@ -277,6 +335,7 @@ class Reconciler:
         finally:
             with self._locks_guard:
                 self._locks.pop(identity.uid, None)
+                self._untrusted_announced.pop(identity.uid, None)
 
     # -- status ---------------------------------------------------------------------
 

@@ -10,7 +10,17 @@ import sys
 import pytest
 
 from ..support.week import KEY_ERROR, write_week
-from .conftest import after_rollout_settled, condition, get_json, mark_available, shadow_deployment, wait_phase
+from ..unit.report_factory import make_report
+from .conftest import (
+    CONTRACT_SPEC,
+    after_rollout_settled,
+    condition,
+    get_json,
+    mark_available,
+    shadow_deployment,
+    status_of,
+    wait_phase,
+)
 from .harness import apply_yaml, table, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -121,3 +131,64 @@ def test_a_new_candidate_is_not_judged_by_the_old_report(cluster, operator, apps
     status = wait_phase(cluster, namespace, "recommender", "Shadowing")
     assert "verdict" not in status
     assert condition(status, "Analyzed")["reason"] == "AwaitingAnalysis"
+
+
+def test_only_the_objects_own_job_can_publish_its_verdict(cluster, operator, apps, namespace):
+    """Issue 11: another object's job could publish Passed for this one. Now the operator makes the
+    report ConfigMap, each job may write only its own, and a report for another object is ignored."""
+    apply_yaml(
+        cluster,
+        [shadow_deployment("recommender"), shadow_deployment("other", service={"name": "other", "port": 80})],
+        namespace,
+    )
+    for deployment in ("recommender-primary", "recommender-candidate"):
+        mark_available(apps, namespace, deployment)
+    wait_phase(cluster, namespace, "recommender", "Shadowing")
+    uid = get_json(cluster, namespace, "shadowdeployment", "recommender")["metadata"]["uid"]
+    wait_for(lambda: get_json(cluster, namespace, "configmap", "recommender-report"), what="the report ConfigMap")
+    report_map = get_json(cluster, namespace, "configmap", "recommender-report")
+    [owner] = report_map["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("ShadowDeployment", uid, True)
+    assert not report_map.get("data"), "the operator creates the report ConfigMap empty; only the job writes it"
+
+    # The other object's job identity can neither read this object nor write its report.
+    wait_for(lambda: get_json(cluster, namespace, "rolebinding", "other-analysis"), what="other's RoleBinding")
+    other_job = cluster.service_account_kubeconfig(namespace, "other-analysis")
+    forged = make_report(result="Passed", reason="AllChecksPassed").model_copy(
+        update={"shadow": f"{namespace}/recommender", "candidate": CONTRACT_SPEC["candidate"]["image"]}
+    )
+    patch = json.dumps({"data": {"report.json": forged.model_dump_json()}})
+    denied = cluster.kubectl(
+        "-n", namespace, "patch", "configmap", "recommender-report", "--type", "merge", "-p", patch,
+        kubeconfig=other_job, check=False,
+    )  # fmt: skip
+    assert denied.returncode != 0 and "forbidden" in denied.stderr.lower(), denied.stdout + denied.stderr
+
+    def can_i(kubeconfig, verb: str, what: str) -> str:
+        answer = cluster.kubectl("-n", namespace, "auth", "can-i", verb, what, kubeconfig=kubeconfig, check=False)
+        return answer.stdout.strip()
+
+    for verb, what in (("get", "shadowdeployments.shadow.mlops.dev/recommender"), ("create", "configmaps")):
+        assert can_i(other_job, verb, what) == "no", f"other's job may {verb} {what}"
+    own_job = cluster.service_account_kubeconfig(namespace, "recommender-analysis")
+    for verb in ("get", "patch", "update"):
+        assert can_i(own_job, verb, "configmaps/recommender-report") == "yes", f"the job may not {verb} its report"
+    assert can_i(own_job, "patch", "configmaps/other-report") == "no", "a job may write another object's report"
+    assert can_i(own_job, "get", "shadowdeployments.shadow.mlops.dev/recommender") == "yes"
+
+    # A report naming another object, even in the right ConfigMap, is ignored and said so.
+    misnamed = forged.model_copy(update={"shadow": f"{namespace}/other"})
+    patch = json.dumps({"data": {"report.json": misnamed.model_dump_json()}})
+    cluster.kubectl("-n", namespace, "patch", "configmap", "recommender-report", "--type", "merge", "-p", patch)
+    wait_for(
+        lambda: (
+            "UntrustedReport"
+            in (condition(status_of(cluster, namespace, "recommender"), "Analyzed").get("message") or "")
+        ),
+        what="the Analyzed condition saying the report is ignored",
+    )
+    status = status_of(cluster, namespace, "recommender")
+    assert status["phase"] == "Shadowing" and "verdict" not in status
+    events = get_json(cluster, namespace, "events") or {"items": []}
+    untrusted = [e for e in events["items"] if e.get("reason") == "UntrustedReport"]
+    assert len(untrusted) == 1 and f"{namespace}/other" in untrusted[0]["message"]

@@ -24,13 +24,15 @@ ISTIO_CHILDREN = {
     ("VirtualService", "recommender"),
     ("CronJob", "recommender-analysis"),
     ("ServiceAccount", "recommender-analysis"),
+    ("Role", "recommender-analysis"),
     ("RoleBinding", "recommender-analysis"),
+    ("ConfigMap", "recommender-report"),
     ("Deployment", "recommender-collector"),
     ("Service", "recommender-collector"),
     ("NetworkPolicy", "recommender-collector"),
 }
 CHILD_TYPES = (
-    "deployments,services,configmaps,cronjobs,virtualservices,destinationrules,serviceaccounts,rolebindings,"
+    "deployments,services,configmaps,cronjobs,virtualservices,destinationrules,serviceaccounts,roles,rolebindings,"
     "networkpolicies"
 )
 
@@ -93,7 +95,9 @@ SAMPLE_CHILDREN = {
         ("NetworkPolicy", "recommender-builtin-collector"),
         ("CronJob", "recommender-builtin-analysis"),
         ("ServiceAccount", "recommender-builtin-analysis"),
+        ("Role", "recommender-builtin-analysis"),
         ("RoleBinding", "recommender-builtin-analysis"),
+        ("ConfigMap", "recommender-builtin-report"),
     },
     "existing-primary.yaml": {
         ("ConfigMap", "recommender-ref-recorder"),
@@ -106,7 +110,9 @@ SAMPLE_CHILDREN = {
         ("NetworkPolicy", "recommender-ref-collector"),
         ("CronJob", "recommender-ref-analysis"),
         ("ServiceAccount", "recommender-ref-analysis"),
+        ("Role", "recommender-ref-analysis"),
         ("RoleBinding", "recommender-ref-analysis"),
+        ("ConfigMap", "recommender-ref-report"),
     },
 }
 
@@ -172,6 +178,20 @@ def test_editing_the_spec_updates_the_children(cluster, operator, apps, namespac
     )
     assert status["mirror"]["percent"] == 25
     assert status["shadowingSince"] >= first["shadowingSince"]
+
+
+def test_a_child_scaled_by_hand_is_scaled_back(cluster, operator, apps, namespace):
+    """`kubectl scale` goes through the scale subresource, which 1.20 does not record in
+    managedFields (kubernetes#82046): re-applying the same config alone left it scaled."""
+    apply_yaml(cluster, [shadow_deployment("recommender")], namespace)
+    wait_for(lambda: get_json(cluster, namespace, "deployment", "recommender-candidate"), what="candidate Deployment")
+    wanted = get_json(cluster, namespace, "deployment", "recommender-candidate")["spec"]["replicas"]
+    assert wanted > 0
+    cluster.kubectl("-n", namespace, "scale", "deployment", "recommender-candidate", "--replicas=0")
+    wait_for(
+        lambda: get_json(cluster, namespace, "deployment", "recommender-candidate")["spec"]["replicas"] == wanted,
+        what=f"the candidate scaled back to {wanted}",
+    )
 
 
 def test_a_reconcile_with_nothing_to_change_writes_nothing(cluster, operator, apps, namespace):

@@ -51,7 +51,9 @@ def test_istio_without_a_service_creates_everything():
         ("VirtualService", "recommender"),
         ("CronJob", "recommender-analysis"),
         ("ServiceAccount", "recommender-analysis"),
+        ("Role", "recommender-analysis"),
         ("RoleBinding", "recommender-analysis"),
+        ("ConfigMap", "recommender-report"),
         ("Deployment", "recommender-collector"),
         ("Service", "recommender-collector"),
         ("NetworkPolicy", "recommender-collector"),
@@ -198,7 +200,9 @@ def test_builtin_without_a_service():
         ("Service", "recommender-router"),
         ("CronJob", "recommender-analysis"),
         ("ServiceAccount", "recommender-analysis"),
+        ("Role", "recommender-analysis"),
         ("RoleBinding", "recommender-analysis"),
+        ("ConfigMap", "recommender-report"),
         ("Deployment", "recommender-collector"),
         ("Service", "recommender-collector"),
         ("NetworkPolicy", "recommender-collector"),
@@ -348,7 +352,7 @@ def test_model_deployments():
     assert candidate["spec"]["template"]["metadata"]["labels"] == CANDIDATE_LABELS
     assert _container(candidate)["image"] == "registry.example/recsys:2.0.0"
     # Unset optionals stay out, so the diff against the live object is not disturbed.
-    assert set(_container(candidate)) == {"name", "image", "ports"}
+    assert set(_container(candidate)) == {"name", "image", "ports", "securityContext"}
 
 
 def test_resources_env_and_args_reach_the_container():
@@ -505,7 +509,14 @@ def test_collector_deployment_service_and_network_policy(overrides):
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}  # a ReadWriteOnce volume, one writer
     pod = deployment["spec"]["template"]["spec"]
-    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 65532, "runAsGroup": 65532, "fsGroup": 65532}
+    assert pod["securityContext"] == {
+        "runAsNonRoot": True,
+        "runAsUser": 65532,
+        "runAsGroup": 65532,
+        "fsGroup": 65532,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert pod["automountServiceAccountToken"] is False
     (container,) = pod["containers"]
     assert container["image"] == IMAGE
     assert container["args"] == [

@@ -15,9 +15,9 @@ from shadow_operator.api.durations import DURATION_PATTERN
 from shadow_operator.api.reference import SPEC_BEGIN, SPEC_END, with_spec_reference
 from shadow_operator.api.v1alpha1 import ShadowDeploymentSpec
 from shadow_operator.cli import (
-    ANALYZER_ROLE_PATH,
     CRD_PATH,
     GENERATED_HEADER,
+    NAMESPACED_ROLE_PATH,
     README_PATH,
     REFERENCE_PATH,
     ROLE_PATH,
@@ -78,7 +78,7 @@ def _at(schema: dict[str, Any], dotted: str) -> dict[str, Any]:
 # -- drift ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("relative", [CRD_PATH, ROLE_PATH, ANALYZER_ROLE_PATH, REFERENCE_PATH], ids=str)
+@pytest.mark.parametrize("relative", [CRD_PATH, ROLE_PATH, NAMESPACED_ROLE_PATH, REFERENCE_PATH], ids=str)
 def test_committed_manifest_matches_the_generator(relative):
     generated = generated_manifests()[relative]
     committed = (REPO / relative).read_text()
@@ -105,12 +105,13 @@ def test_the_spec_reference_is_replaced_between_its_markers_only():
 
 def test_generated_manifests_are_the_crd_and_role_with_the_header():
     files = generated_manifests()
-    assert set(files) == {CRD_PATH, ROLE_PATH, ANALYZER_ROLE_PATH, REFERENCE_PATH}
-    for path in (CRD_PATH, ROLE_PATH, ANALYZER_ROLE_PATH):
+    assert set(files) == {CRD_PATH, ROLE_PATH, NAMESPACED_ROLE_PATH, REFERENCE_PATH}
+    for path in (CRD_PATH, ROLE_PATH, NAMESPACED_ROLE_PATH):
         assert files[path].startswith(GENERATED_HEADER)
     assert "| `spec.traffic.mirrorPercent` | number |" in files[REFERENCE_PATH]
     assert yaml.safe_load(files[CRD_PATH]) == crd_manifest()
     assert yaml.safe_load(files[ROLE_PATH])["kind"] == "ClusterRole"
+    assert yaml.safe_load(files[NAMESPACED_ROLE_PATH])["kind"] == "Role"
 
 
 def test_manifests_command_writes_what_the_drift_test_compares(tmp_path, capsys):

@@ -9,9 +9,11 @@ from functools import cache
 import pytest
 
 from shadow_operator import kube, reconcile
-from shadow_operator.builders import all_child_keys
-from shadow_operator.kube import PERMISSIONS, RESOURCES
-from shadow_operator.rbac import ROLE_NAME, analyzer_cluster_role, cluster_role
+from shadow_operator.analysis import cli as analysis_cli
+from shadow_operator.builders import all_child_keys, desired_state
+from shadow_operator.kube import ANALYZER_PERMISSIONS, PERMISSIONS, RESOURCES
+from shadow_operator.observed import Observed
+from shadow_operator.rbac import ROLE_NAME, analyzer_rules, cluster_role, namespaced_permissions, namespaced_role
 
 from .factories import make_sd
 
@@ -150,7 +152,8 @@ def test_reading_finds_how_reconcile_uses_the_client():
     calls = reconcile_calls()
     assert {"ShadowDeployment", "Service", "Deployment", GENERIC} <= calls["get"]
     assert calls["apply"] == {GENERIC}
-    assert calls["delete"] == {GENERIC}
+    # RoleBinding: a binding whose (immutable) roleRef changed is deleted and created again.
+    assert calls["delete"] == {GENERIC, "RoleBinding"}
     assert "Service" in calls["json_patch"]
 
 
@@ -164,6 +167,7 @@ def test_every_child_kind_is_a_known_resource():
         "VirtualService",
         "DestinationRule",
         "ServiceAccount",
+        "Role",
         "RoleBinding",
         "NetworkPolicy",
     } == CHILD_KINDS
@@ -230,28 +234,115 @@ def test_no_wildcards():
 
 def test_no_secrets_and_no_escalation():
     resources = {resource for _, resource, _ in granted()}
-    assert not resources & {"secrets", "pods/exec", "roles", "clusterrolebindings"}
+    assert not resources & {"secrets", "pods/exec", "clusterroles", "clusterrolebindings"}, (
+        "the operator must not touch Secrets, exec into Pods or hold cluster-wide RBAC objects"
+    )
     verbs = {verb for _, _, verb in granted()}
-    assert not verbs & {"escalate", "impersonate", "deletecollection"}
-    # The one RBAC power: binding exactly the comparison job's role, nothing else.
-    [bind] = [rule for rule in cluster_role()["rules"] if "bind" in rule["verbs"]]
-    assert bind == {
-        "apiGroups": ["rbac.authorization.k8s.io"],
-        "resources": ["clusterroles"],
-        "verbs": ["bind"],
-        "resourceNames": ["shadow-analyzer"],
-    }
-    clusterroles = [rule for rule in cluster_role()["rules"] if "clusterroles" in rule["resources"]]
-    assert clusterroles == [bind]
+    assert not verbs & {"escalate", "bind", "impersonate", "deletecollection"}, (
+        "the operator creates the job's Role by holding its permissions itself, never by escalate or bind"
+    )
 
 
-def test_the_analyzer_role_reads_its_object_and_writes_only_configmaps():
-    role = analyzer_cluster_role()
-    assert role["metadata"]["name"] == "shadow-analyzer"
-    assert role["rules"] == [
-        {"apiGroups": ["shadow.mlops.dev"], "resources": ["shadowdeployments"], "verbs": ["get"]},
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "create", "patch"]},
+# -- the comparison job's per-object Role -----------------------------------------------------------
+
+
+def _grants(rules) -> set[tuple[str, str, str]]:
+    return {(g, r, v) for rule in rules for g in rule["apiGroups"] for r in rule["resources"] for v in rule["verbs"]}
+
+
+def test_the_analyzer_role_names_only_its_own_object_and_report():
+    rules = analyzer_rules("recommender")
+    assert rules == [
+        {
+            "apiGroups": ["shadow.mlops.dev"],
+            "resources": ["shadowdeployments"],
+            "verbs": ["get"],
+            "resourceNames": ["recommender"],
+        },
+        {
+            "apiGroups": [""],
+            "resources": ["configmaps"],
+            "verbs": ["get", "update", "patch"],
+            "resourceNames": ["recommender-report"],
+        },
     ]
+    for rule in rules:
+        assert rule.get("resourceNames"), f"analyzer rule {rule} lacks resourceNames: it would reach every object"
+        assert "create" not in rule["verbs"] and "list" not in rule["verbs"], (
+            f"{rule}: create and list cannot be narrowed by resourceNames; the operator pre-creates the report"
+        )
+
+
+def test_the_operator_holds_every_permission_the_analyzer_role_grants():
+    # RBAC's escalation check: creating a Role (or binding it) needs every permission in it.
+    missing = sorted(_grants(analyzer_rules("recommender")) - granted())
+    assert missing == [], f"the operator cannot create the job's Role without {missing}: add them to kube.PERMISSIONS"
+
+
+def test_every_object_gets_its_own_role_and_binding():
+    children = {(c["kind"], c["metadata"]["name"]): c for c in desired_state(make_sd(), Observed(), "img").children}
+    role = children[("Role", "recommender-analysis")]
+    assert role["rules"] == analyzer_rules("recommender")
+    binding = children[("RoleBinding", "recommender-analysis")]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "recommender-analysis",
+    }
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "recommender-analysis", "namespace": "default"}]
+    assert not [c for c in children.values() if c.get("roleRef", {}).get("kind") == "ClusterRole"], (
+        "no generated binding may reference a ClusterRole: it would grant the namespace's objects, not this one's"
+    )
+
+
+def _job_calls() -> set[tuple[str, str]]:
+    """(Kube method, kind) of every call the job (`shadowctl analyze --publish`) makes, read from analysis/cli.py."""
+    tree = ast.parse(inspect.getsource(analysis_cli))
+    job_functions = {"_analyze", "_publish", "_load_shadow"}
+    calls = set()
+    for function in tree.body:
+        if not isinstance(function, ast.FunctionDef) or function.name not in job_functions:
+            continue
+        for node in ast.walk(function):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "kube"
+            ):
+                first = node.args[0]
+                assert isinstance(first, ast.Constant), f"{function.name}: kube.{node.func.attr} kind must be literal"
+                calls.add((node.func.attr, first.value))
+    return calls
+
+
+def test_the_analyzer_role_grants_every_call_the_job_makes():
+    calls = _job_calls()
+    assert calls == {("get", "ShadowDeployment"), ("get", "ConfigMap"), ("json_patch", "ConfigMap")}
+    needed = {
+        (RESOURCES[kind].group, RESOURCES[kind].plural, verb)
+        for method, kind in calls
+        for verb, _, _ in kube_requests()[method]
+    }
+    missing = sorted(needed - _grants(analyzer_rules("recommender")))
+    assert missing == [], f"the job's Role lacks {missing}: add them to kube.ANALYZER_PERMISSIONS"
+    assert {p.resources for p in ANALYZER_PERMISSIONS} == {("shadowdeployments",), ("configmaps",)}
+
+
+# -- the namespaced install ----------------------------------------------------------------------------
+
+
+def test_the_namespaced_role_is_the_cluster_role_without_cluster_scoped_resources():
+    role = namespaced_role("ml")
+    assert (role["kind"], role["metadata"]["namespace"]) == ("Role", "ml")
+    resources = {r for rule in role["rules"] for r in rule["resources"]}
+    assert not resources & {"namespaces", "customresourcedefinitions"}, "a Role cannot grant cluster-scoped resources"
+    assert _grants(role["rules"]) == granted() - {
+        (p.group, r, v) for p in PERMISSIONS if p not in namespaced_permissions() for r in p.resources for v in p.verbs
+    }
+    # Everything the reconcile does stays possible in the watched namespace.
+    missing = sorted(required_grants() - _grants(role["rules"]))
+    assert missing == [], f"the namespaced Role lacks {missing}"
 
 
 def test_every_permission_says_why():

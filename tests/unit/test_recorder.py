@@ -66,7 +66,7 @@ def test_every_model_the_operator_runs_gets_a_recorder(role):
     ]
     assert _pod(deployment)["volumes"] == [
         {"name": "shadow-recorder-config", "configMap": {"name": "recommender-recorder"}},
-        {"name": "shadow-records", "emptyDir": {}},
+        {"name": "shadow-records", "emptyDir": {"sizeLimit": "640Mi"}},
     ]
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"]) == ("true", "8481")
@@ -75,15 +75,19 @@ def test_every_model_the_operator_runs_gets_a_recorder(role):
 
 
 def test_recorder_spools_in_an_emptydir_whatever_the_sink_volume():
-    """The sink volume is the collector's; the recorder ships from a local emptyDir, with no sizeLimit
-    (past one the model's Pod would be evicted) and the user's Pod securityContext left alone."""
+    """The sink volume is the collector's; the recorder ships from a local emptyDir bounded like the router's
+    spool, and the user's Pod securityContext is kept (within Pod Security restricted)."""
     sink = {"path": "/data", "volume": {"persistentVolumeClaim": {"claimName": "shadow-records"}}}
     pod_template = {"spec": {"securityContext": {"runAsUser": 1000}}}
     state = _state({"recording": {"sink": sink}, "candidate": {"podTemplate": pod_template}})
     deployment = _child(state, "Deployment", "recommender-candidate")
-    assert {"name": "shadow-records", "emptyDir": {}} in _pod(deployment)["volumes"]
+    assert {"name": "shadow-records", "emptyDir": {"sizeLimit": "640Mi"}} in _pod(deployment)["volumes"]
     assert {"name": "shadow-records", "mountPath": "/data"} in _container(deployment, "recorder")["volumeMounts"]
-    assert _pod(deployment)["securityContext"] == {"runAsUser": 1000}
+    assert _pod(deployment)["securityContext"] == {
+        "runAsUser": 1000,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
     config = json.loads(_child(state, "ConfigMap", "recommender-recorder")["data"]["recorder.json"])
     assert config["collector"] == "http://recommender-collector.default.svc.cluster.local:8090"
 

@@ -14,7 +14,7 @@ import yaml
 from ..kube import Kube, KubeError
 from ..resource import ShadowDeployment, SpecInvalid, parse
 from .render import FORMATS
-from .report import Report, report_from_configmap, report_name
+from .report import Report, report_name
 
 EXIT_CODES = {"Passed": 0, "Failed": 1, "Inconclusive": 2}
 
@@ -114,7 +114,7 @@ def _kube() -> Kube:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from .job import analyze, report_configmap
+    from .job import analyze
     from .remote import download_records
 
     kube = _kube() if (args.name or args.publish) else None
@@ -136,12 +136,24 @@ def _analyze(args: argparse.Namespace) -> int:
             records = args.records or [Path(sd.spec.recording.sink.path)]
         report = analyze(sd, records, now=datetime.now(UTC), prometheus_url=args.prometheus, problems=problems)
     if args.publish:
-        try:
-            kube.apply(report_configmap(sd, report))
-        except KubeError as error:
-            raise CommandError(f"cannot publish the report: {error}") from None
+        _publish(kube, sd, report)
     _emit(report, args)
     return EXIT_CODES[report.verdict.result] if args.exit_code else 0
+
+
+def _publish(kube: Kube, sd: ShadowDeployment, report: Report) -> None:
+    """Write the report into the ConfigMap the operator made for it; the job may not create one."""
+    from .job import publish_operations, report_owner_problem
+
+    name = report_name(sd.name)
+    try:
+        body = kube.get("ConfigMap", sd.namespace, name)
+        problem = report_owner_problem(sd, body)
+        if problem:
+            raise CommandError(f"cannot publish the report: {problem}")
+        kube.json_patch("ConfigMap", sd.namespace, name, publish_operations(body, report))
+    except KubeError as error:
+        raise CommandError(f"cannot publish the report to ConfigMap {sd.namespace}/{name}: {error}") from None
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -153,11 +165,20 @@ def _report(args: argparse.Namespace) -> int:
     else:
         if not args.name:
             raise CommandError("give a ShadowDeployment name or --file")
+        from ..observed import trusted_report
+
+        kube = _kube()
         try:
-            body = _kube().get("ConfigMap", args.namespace, report_name(args.name))
+            shadow = kube.get("ShadowDeployment", args.namespace, args.name)
+            body = kube.get("ConfigMap", args.namespace, report_name(args.name))
         except KubeError as error:
             raise CommandError(f"cannot read the report: {error}") from None
-        report = report_from_configmap(body)
+        if shadow is None:
+            raise CommandError(f"ShadowDeployment {args.namespace}/{args.name} not found")
+        # The operator's rules: a report counts only in the ConfigMap this object controls, naming it.
+        report, untrusted = trusted_report(body, args.namespace, args.name, shadow["metadata"].get("uid", ""))
+        if untrusted:
+            raise CommandError(untrusted)
         if report is None:
             raise CommandError(
                 f"no report for {args.namespace}/{args.name} yet: the comparison job publishes one every "

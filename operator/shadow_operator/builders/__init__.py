@@ -8,9 +8,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..analysis.report import report_name
 from ..observed import Observed
 from ..resource import ShadowDeployment
-from .analysis import analyzer_role_binding, analyzer_service_account, comparison_cronjob, cron_schedule
+from .analysis import (
+    analyzer_role,
+    analyzer_role_binding,
+    analyzer_service_account,
+    comparison_cronjob,
+    cron_schedule,
+    report_configmap,
+)
 from .collector import collector_deployment, collector_keys, collector_network_policy, collector_service
 from .istio import destination_rule, virtual_service
 from .naming import CANDIDATE, PRIMARY, RECORDER, ROUTER, ROUTER_HTTP_PORT, child_name, role_labels, service_host
@@ -89,7 +97,7 @@ def desired_state(sd: ShadowDeployment, observed: Observed, image: str, through_
             primary_host = service_host(spec.service.name, sd.namespace)
         children += [destination_rule(sd), virtual_service(sd, primary_host)]
     children += collector_children(sd, observed, image)
-    children += [analyzer_service_account(sd), analyzer_role_binding(sd), comparison_cronjob(sd, image)]
+    children += analysis_children(sd, image)
     return DesiredState(children=children, switch=switch)
 
 
@@ -103,6 +111,18 @@ def collector_children(sd: ShadowDeployment, observed: Observed, image: str) -> 
         collector_deployment(sd, image),
         collector_service(sd),
         collector_network_policy(sd, extra_writers),
+    ]
+
+
+def analysis_children(sd: ShadowDeployment, image: str) -> list[dict[str, Any]]:
+    """The comparison job, its identity and the report ConfigMap it may write (and nothing else)."""
+    return [
+        analyzer_service_account(sd),
+        analyzer_role(sd),
+        analyzer_role_binding(sd),
+        # Before the job's first run: the job may only update it, never create one.
+        report_configmap(sd),
+        comparison_cronjob(sd, image),
     ]
 
 
@@ -122,7 +142,9 @@ def all_child_keys(sd: ShadowDeployment) -> set[tuple[str, str]]:
         ("VirtualService", sd.name),
         ("CronJob", child_name(sd, "analysis")),
         ("ServiceAccount", child_name(sd, "analysis")),
+        ("Role", child_name(sd, "analysis")),
         ("RoleBinding", child_name(sd, "analysis")),
+        ("ConfigMap", report_name(sd.name)),
     } | collector_keys(sd)
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..analysis.report import REPORT_SUFFIX, report_name
 from ..api.durations import parse_duration
-from ..kube import ANALYZER_ROLE
+from ..rbac import RBAC_API_VERSION, analyzer_rules
 from ..resource import ShadowDeployment
-from .collector import CONTAINER_SECURITY, HEADROOM_BYTES, mebibytes
+from .collector import HEADROOM_BYTES, mebibytes
 from .naming import ANALYSIS, child_name, collector_url, metadata
+from .security import container_security, pod_security
 
 TMP = "/tmp"
 
@@ -32,14 +34,42 @@ def analyzer_service_account(sd: ShadowDeployment) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(sd, ANALYSIS)}
 
 
-def analyzer_role_binding(sd: ShadowDeployment) -> dict[str, Any]:
-    """Grants the job the shadow-analyzer ClusterRole in this namespace only."""
+def analyzer_role(sd: ShadowDeployment) -> dict[str, Any]:
+    """What this object's job may do, and nothing more: get its own ShadowDeployment, write its own report.
+
+    resourceNames on every rule: the job of another ShadowDeployment in the namespace (or anyone
+    holding its token) can neither read this object nor publish a verdict for it.
+    """
     return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "apiVersion": RBAC_API_VERSION,
+        "kind": "Role",
+        "metadata": metadata(sd, ANALYSIS),
+        "rules": analyzer_rules(sd.name),
+    }
+
+
+def analyzer_role_binding(sd: ShadowDeployment) -> dict[str, Any]:
+    """Grants the job's ServiceAccount its own Role (analyzer_role); roleRef is immutable once created."""
+    return {
+        "apiVersion": RBAC_API_VERSION,
         "kind": "RoleBinding",
         "metadata": metadata(sd, ANALYSIS),
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": ANALYZER_ROLE},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": child_name(sd, ANALYSIS)},
         "subjects": [{"kind": "ServiceAccount", "name": child_name(sd, ANALYSIS), "namespace": sd.namespace}],
+    }
+
+
+def report_configmap(sd: ShadowDeployment) -> dict[str, Any]:
+    """`<name>-report`, created empty by the operator and owned by the ShadowDeployment (controller).
+
+    The job only writes its data (it may not create ConfigMaps); the operator trusts a report
+    only in this object, owned by this ShadowDeployment's uid (observed.trusted_report). No
+    `data` here: the job's report is the job's field, never overwritten by the operator's apply.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(sd, REPORT_SUFFIX, name=report_name(sd.name)),
     }
 
 
@@ -54,13 +84,17 @@ def comparison_cronjob(sd: ShadowDeployment, image: str) -> dict[str, Any]:
         "image": image,
         "args": args,
         "env": [{"name": "TMPDIR", "value": TMP}],
-        "securityContext": dict(CONTAINER_SECURITY),
+        "securityContext": container_security(),
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "volumeMounts": [{"name": "tmp", "mountPath": TMP}],
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": child_name(sd, ANALYSIS),
+        # The one generated Pod that talks to the API server: it reads its ShadowDeployment and
+        # writes its report, as its own ServiceAccount (analyzer_role).
+        "automountServiceAccountToken": True,
+        "securityContext": pod_security(),
         "containers": [container],
         "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": mebibytes(download_cap + HEADROOM_BYTES)}}],
     }

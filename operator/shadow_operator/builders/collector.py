@@ -16,29 +16,17 @@ from .naming import (
     COLLECTOR,
     COLLECTOR_ADMIN_PORT,
     COLLECTOR_HTTP_PORT,
-    IMAGE_UID,
     NAME_LABEL,
     child_name,
     metadata,
     role_labels,
 )
+from .security import container_security, pod_security
 
 MIB = 1 << 20
 # Room over retention.maxBytes: retention runs after an append (one body of at most 8 MiB per
 # connection), and an emptyDir past its sizeLimit gets the Pod evicted.
 HEADROOM_BYTES = 64 * MIB
-
-CONTAINER_SECURITY = {
-    "runAsNonRoot": True,
-    "allowPrivilegeEscalation": False,
-    "readOnlyRootFilesystem": True,
-    "capabilities": {"drop": ["ALL"]},
-}
-
-
-def pod_security() -> dict[str, Any]:
-    """The image's user, and fsGroup so a freshly provisioned volume (root-owned) is writable by it."""
-    return {"runAsNonRoot": True, "runAsUser": IMAGE_UID, "runAsGroup": IMAGE_UID, "fsGroup": IMAGE_UID}
 
 
 def mebibytes(n: int) -> str:
@@ -67,7 +55,7 @@ def collector_deployment(sd: ShadowDeployment, image: str) -> dict[str, Any]:
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "admin"}, "periodSeconds": 10},
         # Memory: at most 16 connections each holding one body of at most 8 MiB.
         "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "384Mi"}},
-        "securityContext": dict(CONTAINER_SECURITY),
+        "securityContext": container_security(),
         "volumeMounts": [{"name": "records", "mountPath": sink.path}],
     }
     selector = role_labels(sd, COLLECTOR)
@@ -88,6 +76,8 @@ def collector_deployment(sd: ShadowDeployment, image: str) -> dict[str, Any]:
                 },
                 "spec": {
                     "securityContext": pod_security(),
+                    # Serves records over HTTP; never talks to the API server.
+                    "automountServiceAccountToken": False,
                     "containers": [container],
                     "volumes": [volume],
                 },

@@ -91,10 +91,11 @@ def with_recorder(sd: ShadowDeployment, deployment: dict[str, Any], role: str, i
     pod["volumes"] = [
         *(pod.get("volumes") or []),
         {"name": CONFIG_VOLUME, "configMap": {"name": child_name(sd, RECORDER)}},
-        # A spool the recorder ships from (the collector keeps the records). No sizeLimit in a model
-        # Pod: exceeding one evicts the Pod, and the shipper bounds the spool already. The Pod's
-        # securityContext is the user's; an emptyDir is writable whatever it says.
-        spool_volume(sd, RECORDS_VOLUME, size_limit=False),
+        # A spool the recorder ships from (the collector keeps the records). The shipper keeps it under
+        # its --spool-bytes; the sizeLimit, the router's, only catches a shipper that failed to (an
+        # unbounded emptyDir would fill the node's disk instead). An emptyDir is writable whatever
+        # user the model Pod runs as.
+        spool_volume(sd, RECORDS_VOLUME),
     ]
     return result
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..resource import ShadowDeployment
-from .collector import CONTAINER_SECURITY, MIB, mebibytes, pod_security
+from .collector import MIB, mebibytes
 from .naming import (
     CANDIDATE,
     PRIMARY,
@@ -21,6 +21,7 @@ from .naming import (
     role_labels,
     service_host,
 )
+from .security import container_security, pod_security
 
 CONFIG_FILE = "router.json"
 _OPERATOR_ONLY_TRAFFIC = ("routerReplicas", "routerGracePeriod")
@@ -69,14 +70,13 @@ def router_config(sd: ShadowDeployment) -> dict[str, Any]:
     }
 
 
-def spool_volume(sd: ShadowDeployment, name: str, size_limit: bool) -> dict[str, Any]:
+def spool_volume(sd: ShadowDeployment, name: str) -> dict[str, Any]:
     """The local spool of a router or recorder: always an emptyDir (the collector keeps the records).
 
     emptyDir survives a container restart, so a restarted router ships what its predecessor
     left. The limit covers the shipper's spool cap plus the file being written and the next.
     """
-    empty_dir = {"sizeLimit": mebibytes(SPOOL_BYTES + 2 * sd.spec.recording.sink.rotate_bytes)} if size_limit else {}
-    return {"name": name, "emptyDir": empty_dir}
+    return {"name": name, "emptyDir": {"sizeLimit": mebibytes(SPOOL_BYTES + 2 * sd.spec.recording.sink.rotate_bytes)}}
 
 
 def config_configmap(sd: ShadowDeployment, role: str, file_name: str, config: dict[str, Any]) -> dict[str, Any]:
@@ -116,7 +116,7 @@ def proxy_container(
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": admin_name}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": admin_name}, "periodSeconds": 10},
         "resources": resources,
-        "securityContext": dict(CONTAINER_SECURITY),
+        "securityContext": container_security(),
         "volumeMounts": [
             {"name": config_volume, "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": records_volume, "mountPath": records_path},
@@ -127,7 +127,7 @@ def proxy_container(
 def router_deployment(sd: ShadowDeployment, image: str) -> dict[str, Any]:
     config_text = router_configmap(sd)["data"][CONFIG_FILE]
     sink = sd.spec.recording.sink
-    records_volume = spool_volume(sd, "records", size_limit=True)
+    records_volume = spool_volume(sd, "records")
     container = proxy_container(
         "router",
         image,
@@ -160,6 +160,8 @@ def router_deployment(sd: ShadowDeployment, image: str) -> dict[str, Any]:
                 "spec": {
                     # fsGroup: the spool is writable by the image's user on any volume type.
                     "securityContext": pod_security(),
+                    # Proxies HTTP and ships records; never talks to the API server.
+                    "automountServiceAccountToken": False,
                     # Room for the drain delay, in-flight requests and the final hand-off of records
                     # to the collector (5 s) after SIGTERM; the default 30 s could cut the hand-off.
                     "terminationGracePeriodSeconds": 45,

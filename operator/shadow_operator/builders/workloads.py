@@ -9,6 +9,7 @@ from ..api.v1alpha1.spec import CandidateSpec, PrimarySpec
 from ..observed import ObservedService
 from ..resource import ShadowDeployment
 from .naming import CANDIDATE, PRIMARY, child_name, metadata, role_labels
+from .security import model_container_security, restrict_pod_spec
 
 # Lists in a user's podTemplate.spec are appended to the generated ones (extra sidecars,
 # volumes); everything else they give is added where the generated template is silent.
@@ -23,6 +24,7 @@ def model_deployment(
         "name": "model",
         "image": workload.image,
         "ports": [{"name": "http", "containerPort": workload.port, "protocol": "TCP"}],
+        "securityContext": model_container_security(),
     }
     if workload.args:
         container["args"] = list(workload.args)
@@ -30,10 +32,16 @@ def model_deployment(
         container["env"] = [variable.to_wire() for variable in workload.env]
     if workload.resources is not None and workload.resources.to_wire():
         container["resources"] = workload.resources.to_wire()
-    template = {
-        "metadata": {"labels": {**extra_pod_labels, **selector}},
-        "spec": {"containers": [container]},
-    }
+    template = merge_pod_template(
+        {"metadata": {"labels": {**extra_pod_labels, **selector}}, "spec": {"containers": [container]}},
+        workload.pod_template or {},
+    )
+    pod = template["spec"]
+    # Pod Security `restricted` for the model and any container the podTemplate adds: a securityContext
+    # given there (merged in above) is kept where restricted allows it (builders/security.py).
+    restrict_pod_spec(pod)
+    # A model serves HTTP: no Kubernetes API token in its Pod unless its podTemplate asks for one.
+    pod.setdefault("automountServiceAccountToken", False)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -41,7 +49,7 @@ def model_deployment(
         "spec": {
             "replicas": workload.replicas,
             "selector": {"matchLabels": selector},
-            "template": merge_pod_template(template, workload.pod_template or {}),
+            "template": template,
         },
     }
 
