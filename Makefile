@@ -18,7 +18,7 @@ DEMO_ARGS ?=
 PY_SOURCES := operator tests examples benchmarks
 
 .PHONY: help install manifests lint format test test-unit test-integration test-e2e test-node run cluster \
-        cluster-down deploy undeploy docker-build demo demo-cluster e2e bench-operator bench-analyze bench-router \
+        cluster-down deploy undeploy docker-build demo demo-cluster e2e bench-operator bench-analyze bench-router bench-verdict \
         bench-deps clean
 
 ##@ General
@@ -134,6 +134,9 @@ bench-operator: install cluster-binaries ## Converge 200 ShadowDeployments; time
 
 bench-analyze: install ## Analyse 100k/1M/3M generated pair records; time and memory beside DuckDB
 	$(BIN)/python -m benchmarks.analyze
+
+bench-verdict: install ## Verdict: false-Failed rate of equivalent candidates (target 0) and power against injected faults
+	$(BIN)/python -m benchmarks.verdict
 
 bench-router: install bench-deps ## Router vs direct and nginx (mirror): throughput and primary latency with fast/slow/failing/resetting/hanging candidates
 	$(BIN)/python -m benchmarks.router

@@ -4,19 +4,31 @@ Traffic is described as cells, one per (segment bucket, hour of day); `build_sli
 them into the slices the job reports: `all`, each segment, and the hour windows of both.
 Counts add up exactly; latency quantiles and absolute differences of a slice are the
 pairs-weighted mean of its cells' (an approximation that is enough for threshold tests).
+Latency bounds are the quantile times 1 -/+ z * LATENCY_SPREAD / sqrt(requests) at every
+recorded level: narrower with more requests and with a lower level, as order statistics are.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from shadow_operator.analysis.report import DataProblem, Latency, ReportCoverage, SideStats, SliceStats
+from shadow_operator.analysis.intervals import LATENCY_LEVELS, z_value
+from shadow_operator.analysis.report import (
+    DataProblem,
+    Latency,
+    LatencyBounds,
+    ReportCoverage,
+    SideStats,
+    SliceStats,
+)
 from shadow_operator.api.v1alpha1 import AnalysisSpec
 
 DAY = 24 * 3600.0
 WEEK = 7 * DAY
 FAST = (50.0, 90.0, 120.0)  # p50, p95, p99 in ms
+LATENCY_SPREAD = 1.0  # relative half-width of the latency bounds at z = 1 and one request
 
 
 @dataclass(frozen=True)
@@ -38,12 +50,28 @@ class Cell:
         return self.pairs - max(self.primary_errors, self.candidate_errors)
 
 
-def side(requests: int, errors: int = 0, latency: tuple[float, float, float] | None = FAST) -> SideStats:
+def latency_bounds(requests: int, latency: tuple[float, float, float]) -> list[LatencyBounds]:
+    """Bounds at every recorded level around the quantiles (see the module's docstring)."""
+    if requests <= 0:
+        return []
+    result = []
+    for level in LATENCY_LEVELS:
+        w = z_value(level) * LATENCY_SPREAD / math.sqrt(requests)
+        low = Latency(**{p: max(0.0, v * (1 - w)) for p, v in zip(("p50", "p95", "p99"), latency, strict=True)})
+        high = Latency(**{p: v * (1 + w) for p, v in zip(("p50", "p95", "p99"), latency, strict=True)})
+        result.append(LatencyBounds(confidence=level, low=low, high=high))
+    return result
+
+
+def side(
+    requests: int, errors: int = 0, latency: tuple[float, float, float] | None = FAST, bounds: bool = True
+) -> SideStats:
     return SideStats(
         requests=requests,
         errors=errors,
         error_rate=errors / requests if requests else None,
         latency_ms=Latency(p50=latency[0], p95=latency[1], p99=latency[2]) if latency else None,
+        latency_bounds=latency_bounds(requests, latency) if latency and bounds else [],
     )
 
 

@@ -125,10 +125,17 @@ def test_zero_errors_in_1000_cannot_prove_a_limit_of_one_in_a_thousand():
     assert "0.383%" in check.message
 
 
-def test_error_rate_with_too_few_requests_is_inconclusive_however_bad():
+def test_error_rate_with_too_few_requests_fails_only_on_decisive_evidence():
+    # 50 of 50 failing: interval 92.9% to 100%, wholly above 0.1% at any size (issue 10, item 5)
     check = error_rate_check(make_slice(pairs=50, candidate_errors=50), 0.001, 0.95, 100)
-    assert check.passed is None
-    assert "only 50 requests, fewer than the 100 needed" in check.message
+    assert check.passed is False
+    assert "decisive even with 50 requests (fewer than the 100 needed to pass)" in check.message
+    # 0 of 50: within the limit? cannot be shown, and too few to pass anyway
+    clean = error_rate_check(make_slice(pairs=50), 0.5, 0.95, 100)
+    assert clean.passed is None
+    assert "only 50 requests, fewer than the 100 needed to judge (a pass needs 100" in clean.message
+    # 1 of 50 against 1%: straddles, too few: inconclusive, never failed
+    assert error_rate_check(make_slice(pairs=50, candidate_errors=1), 0.01, 0.95, 100).passed is None
 
 
 def test_hour_window_label():
@@ -172,21 +179,76 @@ def test_latency_ratio_fails_above_the_limit_and_reports_the_ratio():
     assert (check.primary, check.candidate, check.threshold) == (90.0, 900.0, 1.3)
     assert "10.00x the primary's 90 ms" in check.message
     assert "latencyRatio.p95 1.3x" in check.message
+    # 95% for the ratio needs 97.5% per side; the recorded level at or above is 99%: the factory's
+    # bounds 1 -/+ 2.576/sqrt(1000) = 8.15%, so the ratio's interval holds with 98%
+    assert "(98% interval 8.49x to 11.77x; candidate 826.7 to 973.3 ms, primary 82.67 to 97.33 ms)" in check.message
+    assert "the whole interval is above the limit" in check.message
 
 
-def test_latency_ratio_at_the_limit_passes():
+def test_latency_ratio_is_judged_on_its_interval():
     stats = make_slice(pairs=1000, primary_latency=(100.0, 200.0, 300.0), candidate_latency=(120.0, 200.0, 300.0))
-    assert latency_ratio_check(stats, "p50", 1.2, 1000).passed is True
-    assert latency_ratio_check(stats, "p50", 1.19, 1000).passed is False
+    # 1.2x measured, interval about 1.04x to 1.38x: the limit 1.2 lies inside it
+    straddling = latency_ratio_check(stats, "p50", 1.2, 1000)
+    assert straddling.passed is None and "straddles" in straddling.message
+    assert latency_ratio_check(stats, "p50", 1.5, 1000).passed is True
+    assert latency_ratio_check(stats, "p50", 1.0, 1000).passed is False
+    # equal latencies are within a 1.2x limit once the interval is narrow enough (12000 requests)
+    same = make_slice(pairs=12000, primary_latency=(100.0, 200.0, 300.0), candidate_latency=(100.0, 200.0, 300.0))
+    assert latency_ratio_check(same, "p99", 1.2, 1000).passed is True
+    # a stricter per-check confidence (a family of checks) widens the interval
+    assert latency_ratio_check(same, "p99", 1.05, 1000, confidence=0.95).passed is True
+    assert latency_ratio_check(same, "p99", 1.05, 1000, confidence=0.99999).passed is None
 
 
-def test_latency_ratio_needs_samples_on_both_sides():
+def test_latency_ratio_without_an_interval_can_pass_but_never_fail():
+    fast, slow = (100.0, 200.0, 300.0), (1000.0, 2000.0, 3000.0)
+    no_bounds = make_slice(pairs=5000, primary_latency=fast, candidate_latency=slow)
+    no_bounds = no_bounds.model_copy(
+        update={
+            "primary": no_bounds.primary.model_copy(update={"latency_bounds": []}),
+            "candidate": no_bounds.candidate.model_copy(update={"latency_bounds": []}),
+        }
+    )
+    check = latency_ratio_check(no_bounds, "p50", 1.2, 1000)
+    assert check.passed is None
+    assert "without an interval a point estimate cannot fail the candidate" in check.message
+    assert latency_ratio_check(no_bounds, "p50", 20, 1000).passed is True
+
+
+def test_latency_ratio_falls_back_to_histogram_bounds():
+    from shadow_operator.analysis.report import HistogramBucket
+
+    def histogram(counts):
+        return [
+            HistogramBucket(le_ms=b, count=n) for b, n in zip((10.0, 25.0, 50.0, 100.0, 1e308), counts, strict=True)
+        ]
+
+    stats = make_slice(pairs=1000)
+    primary = stats.primary.model_copy(
+        update={"latency_bounds": [], "latency_histogram": histogram([900, 100, 0, 0, 0])}
+    )
+    candidate = stats.candidate.model_copy(
+        update={"latency_bounds": [], "latency_histogram": histogram([0, 0, 0, 900, 100])}
+    )
+    stats = stats.model_copy(update={"primary": primary, "candidate": candidate})
+    # primary p50 within (0, 10] ms, candidate's within (50, 100] ms: at least 5x
+    check = latency_ratio_check(stats, "p50", 2.0, 100)
+    assert check.passed is False
+    assert "interval 5.00x to unbounded" in check.message
+
+
+def test_latency_ratio_fails_below_min_samples_only_on_decisive_evidence():
     stats = make_slice(pairs=1000, candidate_latency=(500.0, 900.0, 1200.0)).model_copy(
         update={"primary": make_slice(pairs=99).primary}
     )
     check = latency_ratio_check(stats, "p99", 1.5, 100)
-    assert check.passed is None
+    assert check.passed is False  # 10x, interval about 8x to 12x: decisive at 99 requests
+    assert "decisive even with 99 requests on one side (fewer than the 100 needed to pass)" in check.message
     assert "1000 candidate and 99 primary requests" in check.message
+    equal = make_slice(pairs=1000).model_copy(update={"primary": make_slice(pairs=99).primary})
+    check = latency_ratio_check(equal, "p99", 1.5, 100)
+    assert check.passed is None
+    assert "only 99 requests on one side, fewer than the 100 needed" in check.message
 
 
 def test_latency_ratio_without_latency_is_inconclusive():
@@ -242,12 +304,22 @@ def test_feature_missing_one_check_per_path():
         pairs=2000, feature_missing={"$.features.purchase_count": 0.3, "$.features.last_seen_days": 0.001}
     )
     found = feature_missing_checks(stats, 0.01, 0.95, 1000)
+    # 30% missing, far above 1%: a warning (None), never a failure: the requests are the same for both models
     assert [(k.name, k.passed) for k in found] == [
         ("featureMissing:$.features.last_seen_days", True),
-        ("featureMissing:$.features.purchase_count", False),
+        ("featureMissing:$.features.purchase_count", None),
     ]
     assert "600 of 2000" in found[1].message
+    assert "the whole interval is above the limit; a data-quality warning" in found[1].message
+    assert "cannot fail the candidate" in found[1].message
     assert feature_missing_checks(stats, 0.01, 0.95, 2001)[1].passed is None
+    assert all(checks.is_advisory(k) for k in found)
+
+
+def test_feature_missing_skips_the_path_a_slice_is_defined_by():
+    stats = make_slice("history=missing", pairs=2000, feature_missing={"$.a": 1.0, "$.b": 0.0})
+    found = feature_missing_checks(stats, 0.01, 0.95, 1000, skip_paths=["$.a"])
+    assert [k.name for k in found] == ["featureMissing:$.b"]
 
 
 def test_feature_missing_straddling_is_inconclusive():

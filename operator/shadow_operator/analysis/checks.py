@@ -1,23 +1,38 @@
-"""Threshold checks on one slice of traffic, and the confidence intervals they rest on.
+"""Threshold checks on one slice of traffic (the intervals they rest on are in intervals.py).
 
 Pure functions: a SliceStats and a limit in, an API `Check` out, no I/O. A rate check
-(error rate, error-rate increase, agreement, feature missing rate) judges the confidence
+(error rate, error-rate increase, agreement) and a latency ratio judge a confidence
 interval, not the point estimate: it fails only when the whole interval lies beyond the
 limit, passes only when the whole interval lies within it, and is inconclusive
-(`passed=None`) while the interval straddles the limit. Latency ratios and absolute
-differences are judged on the measured value once enough samples back it.
+(`passed=None`) while the interval straddles the limit. Failing needs no minimum sample
+count (an interval wholly beyond the limit is decisive at any size); passing needs
+`min_samples`. Absolute differences are judged on the measured value once enough samples
+back it. Feature-missing checks describe the traffic, not the candidate: they pass or
+warn (`passed=None`), never fail.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from statistics import NormalDist
+from collections.abc import Iterable
 
-from ..api.durations import parse_duration
-from ..api.v1alpha1 import AnalysisSpec, Check
+from ..api.v1alpha1 import Check
 from ..api.v1alpha1.spec import AbsDiff
+from .intervals import (
+    UNBOUNDED_MS,
+    difference_interval,
+    exact_rate_beyond,
+    histogram_quantile_bounds,
+    ratio_interval,
+    wilson_interval,
+    z_value,
+)
 from .report import SideStats, SliceStats
+from .thresholds import threshold_problems
+
+# re-exported: the checks' interval vocabulary, and the limits' consistency they are judged against
+__all__ = ["difference_interval", "threshold_problems", "wilson_interval", "z_value"]
 
 ERROR_RATE = "errorRate"
 ERROR_RATE_INCREASE = "errorRateIncrease"
@@ -28,51 +43,7 @@ ABS_DIFF_P95 = "absDiffP95"
 FEATURE_MISSING_PREFIX = "featureMissing:"
 OVERALL = "all"
 
-_THRESHOLDS = "spec.analysis.thresholds"
 _HOUR_LABEL = re.compile(r"(.+)@([0-9]{1,2})h")
-
-
-# --- intervals -------------------------------------------------------------------------
-
-
-def z_value(confidence: float) -> float:
-    """The two-sided standard normal quantile for a confidence level, e.g. 0.95 -> 1.95996."""
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must lie strictly between 0 and 1, not {confidence}")
-    return NormalDist().inv_cdf(0.5 + confidence / 2)
-
-
-def wilson_interval(successes: int, n: int, confidence: float) -> tuple[float, float]:
-    """Wilson score interval of the proportion successes/n; (0, 1) when there is nothing to go on."""
-    if n <= 0:
-        return 0.0, 1.0
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes must lie between 0 and n={n}, not {successes}")
-    z = z_value(confidence)
-    p = successes / n
-    z2 = z * z
-    denominator = 1 + z2 / n
-    centre = (p + z2 / (2 * n)) / denominator
-    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denominator
-    low = 0.0 if successes == 0 else max(0.0, centre - half)
-    high = 1.0 if successes == n else min(1.0, centre + half)
-    return low, high
-
-
-def difference_interval(x1: int, n1: int, x2: int, n2: int, confidence: float) -> tuple[float, float]:
-    """Interval of p2 - p1 (p1 = x1/n1, p2 = x2/n2) by Newcombe's hybrid score method (1998, method 10).
-
-    Built on the two Wilson intervals; (-1, 1) when either side has no samples.
-    """
-    if n1 <= 0 or n2 <= 0:
-        return -1.0, 1.0
-    p1, p2 = x1 / n1, x2 / n2
-    l1, u1 = wilson_interval(x1, n1, confidence)
-    l2, u2 = wilson_interval(x2, n2, confidence)
-    d = p2 - p1
-    low = d - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2)
-    high = d + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2)
-    return max(-1.0, low), min(1.0, high)
 
 
 # --- wording ---------------------------------------------------------------------------
@@ -144,6 +115,31 @@ def _too_few(count: int, what: str, minimum: int) -> str:
 # --- checks ----------------------------------------------------------------------------
 
 
+def _exact_guard(
+    passed: bool | None, words: str, successes: int, n: int, limit: float, confidence: float, above: bool
+) -> tuple[bool | None, str]:
+    """A Wilson interval wholly beyond the limit fails only if the exact (Clopper-Pearson) bound agrees.
+
+    Wilson undercovers on a handful of samples at extreme rates (1 error in 1 request: its lower
+    bound is 1/(1+z^2)); now that thin slices can fail, the exact binomial test decides.
+    """
+    if passed is False and not exact_rate_beyond(successes, n, limit, confidence, above):
+        return None, "the interval is beyond the limit, but the exact binomial bound is not: more samples are needed"
+    return passed, words
+
+
+def _gate(passed: bool | None, words: str, n: int, what: str, min_samples: int) -> tuple[bool | None, str]:
+    """Passing needs min_samples; failing does not (an interval wholly beyond the limit is decisive at any size)."""
+    if n >= min_samples:
+        return passed, words
+    if passed is False:
+        return False, f"{words}, decisive even with {n} {what} (fewer than the {min_samples} needed to pass)"
+    return (
+        None,
+        f"{_too_few(n, what, min_samples)} (a pass needs {min_samples}; failing needs only a decisive interval)",
+    )
+
+
 def error_rate_check(stats: SliceStats, threshold: float, confidence: float, min_samples: int) -> Check:
     """The candidate's error rate against maxErrorRate (Wilson interval on errors/requests)."""
     candidate, primary = stats.candidate, stats.primary
@@ -163,11 +159,12 @@ def error_rate_check(stats: SliceStats, threshold: float, confidence: float, min
         if primary_rate is not None
         else "primary: no requests"
     )
-    if n < min_samples or rate is None:
+    if rate is None:
         message = f"candidate errors: {_too_few(n, 'requests', min_samples)} ({errors} errors); {primary_text}"
         return Check(**base, passed=None, message=message)
     low, high = wilson_interval(errors, n, confidence)
-    passed, words = _upper_limit_verdict(low, high, threshold)
+    verdict = _exact_guard(*_upper_limit_verdict(low, high, threshold), errors, n, threshold, confidence, above=True)
+    passed, words = _gate(*verdict, n, "requests", min_samples)
     message = (
         f"candidate error rate {_pct(rate)} ({errors} of {n} requests, {_interval(low, high, confidence)}) "
         f"against maxErrorRate {_pct(threshold)}: {words}; {primary_text}"
@@ -183,20 +180,21 @@ def error_rate_increase_check(stats: SliceStats, threshold: float, confidence: f
     c_errors, p_errors = min(candidate.errors, candidate.requests), min(primary.errors, primary.requests)
     c_rate = c_errors / candidate.requests if candidate.requests else None
     p_rate = p_errors / primary.requests if primary.requests else None
+    n = min(candidate.requests, primary.requests)
     base = dict(
         name=ERROR_RATE_INCREASE,
         segment=slice_label(stats),
         primary=p_rate,
         candidate=c_rate,
         threshold=threshold,
-        samples=min(candidate.requests, primary.requests),
+        samples=n,
     )
     counts = f"candidate {c_errors} errors of {candidate.requests} requests, primary {p_errors} of {primary.requests}"
-    if c_rate is None or p_rate is None or min(candidate.requests, primary.requests) < min_samples:
+    if c_rate is None or p_rate is None:
         message = f"error-rate increase: {counts}; {min_samples} requests are needed on both sides to judge"
         return Check(**base, passed=None, message=message)
     low, high = difference_interval(p_errors, primary.requests, c_errors, candidate.requests, confidence)
-    passed, words = _upper_limit_verdict(low, high, threshold)
+    passed, words = _gate(*_upper_limit_verdict(low, high, threshold), n, "requests on one side", min_samples)
     message = (
         f"candidate error rate {_pct(c_rate)} minus primary {_pct(p_rate)} is {_pct(c_rate - p_rate)} "
         f"({counts}; {_interval(low, high, confidence)}) against maxErrorRateIncrease {_pct(threshold)}: {words}"
@@ -206,28 +204,32 @@ def error_rate_increase_check(stats: SliceStats, threshold: float, confidence: f
     return Check(**base, passed=passed, message=message)
 
 
-def latency_ratio_check(stats: SliceStats, percentile: str, threshold: float, min_samples: int) -> Check:
+def latency_ratio_check(
+    stats: SliceStats, percentile: str, threshold: float, min_samples: int, confidence: float = 0.95
+) -> Check:
     """Candidate/primary latency at one percentile ("p50", "p95", "p99") against latencyRatio.<percentile>.
 
-    Needs min_samples requests on both sides; fails when the ratio is above the limit.
+    The interval of the ratio is [candidate low / primary high, candidate high / primary low] from
+    each side's order-statistic bounds at level 1 - (1 - confidence)/2 (both hold at once with
+    `confidence`). Without them, bounds from the latency histogram's buckets (coarser, as valid);
+    without either (Prometheus's slices today) the ratio is a point estimate: it can pass once
+    min_samples back it, never fail.
     """
     if percentile not in LATENCY_RATIO_NAMES:
         raise ValueError(f"percentile must be one of {', '.join(LATENCY_RATIO_NAMES)}, not {percentile!r}")
     candidate, primary = stats.candidate, stats.primary
     c_ms = getattr(candidate.latency_ms, percentile) if candidate.latency_ms else None
     p_ms = getattr(primary.latency_ms, percentile) if primary.latency_ms else None
+    n = min(candidate.requests, primary.requests)
     base = dict(
         name=LATENCY_RATIO_NAMES[percentile],
         segment=slice_label(stats),
         primary=p_ms,
         candidate=c_ms,
         threshold=threshold,
-        samples=min(candidate.requests, primary.requests),
+        samples=n,
     )
     counts = f"{candidate.requests} candidate and {primary.requests} primary requests"
-    if min(candidate.requests, primary.requests) < min_samples:
-        message = f"{percentile} latency: {counts}; {min_samples} are needed on both sides to judge"
-        return Check(**base, passed=None, message=message)
     if c_ms is None or p_ms is None:
         missing = " and ".join(role for role, ms in (("candidate", c_ms), ("primary", p_ms)) if ms is None)
         message = f"{percentile} latency: no latency measured for the {missing} ({counts})"
@@ -236,13 +238,47 @@ def latency_ratio_check(stats: SliceStats, percentile: str, threshold: float, mi
         message = f"{percentile} latency: the primary's is {_num(p_ms)} ms, so no ratio can be formed ({counts})"
         return Check(**base, passed=None, message=message)
     ratio = c_ms / p_ms
-    passed = ratio <= threshold
-    words = "within the limit" if passed else "above the limit"
-    message = (
+    side_level = 1 - (1 - confidence) / 2
+    c_bounds, p_bounds = (_latency_bounds(side, percentile, side_level) for side in (candidate, primary))
+    head = (
         f"candidate {percentile} latency {_num(c_ms)} ms is {ratio:.2f}x the primary's {_num(p_ms)} ms "
-        f"against latencyRatio.{percentile} {_num(threshold)}x: {words} ({counts})"
+        f"against latencyRatio.{percentile} {_num(threshold)}x"
+    )
+    if c_bounds is None or p_bounds is None:
+        if n < min_samples:
+            return Check(**base, passed=None, message=f"{head}: {_too_few(n, 'requests', min_samples)} ({counts})")
+        if ratio <= threshold:
+            return Check(**base, passed=True, message=f"{head}: within the limit, a point estimate ({counts})")
+        message = (
+            f"{head}: above the limit, but without an interval a point estimate cannot fail the candidate ({counts})"
+        )
+        return Check(**base, passed=None, message=message)
+    low, high = ratio_interval(c_bounds[1], c_bounds[2], p_bounds[1], p_bounds[2])
+    passed, words = _gate(*_upper_limit_verdict(low, high, threshold), n, "requests on one side", min_samples)
+    level = 1 - (1 - c_bounds[0]) - (1 - p_bounds[0])  # both sides' bounds hold at once
+    upper = "unbounded" if math.isinf(high) else f"{high:.2f}x"
+    message = (
+        f"{head} ({_level(level)} interval {low:.2f}x to {upper}; candidate {_num(c_bounds[1])} to "
+        f"{_ms(c_bounds[2])}, primary {_num(p_bounds[1])} to {_ms(p_bounds[2])}): {words} ({counts})"
     )
     return Check(**base, passed=passed, message=message)
+
+
+def _latency_bounds(side: SideStats, percentile: str, level: float) -> tuple[float, float, float] | None:
+    """(level, low, high) of one side's percentile: its order statistics, else its histogram, else None."""
+    bounds = side.latency_interval(percentile, level)
+    if bounds is not None:
+        return bounds
+    if side.latency_histogram:
+        buckets = [(b.le_ms, b.count) for b in side.latency_histogram]
+        found = histogram_quantile_bounds(buckets, int(percentile[1:]) / 100, level)
+        if found is not None:
+            return level, *found
+    return None
+
+
+def _ms(value: float) -> str:
+    return "unbounded" if value >= UNBOUNDED_MS else f"{_num(value)} ms"
 
 
 def agreement_check(stats: SliceStats, min_agreement: float, confidence: float, min_samples: int) -> Check:
@@ -259,13 +295,10 @@ def agreement_check(stats: SliceStats, min_agreement: float, confidence: float, 
         message = f"agreement: no comparable pairs (both sides answering with a prediction) among {stats.pairs}"
         return Check(**base, passed=None, message=message)
     agreeing = min(n, max(0, round(stats.agreement * n)))
-    if n < min_samples:
-        message = (
-            f"agreement {_pct(stats.agreement)} ({agreeing} agree): {_too_few(n, 'comparable pairs', min_samples)}"
-        )
-        return Check(**base, passed=None, message=message)
     low, high = wilson_interval(agreeing, n, confidence)
-    passed, words = _lower_limit_verdict(low, high, min_agreement)
+    verdict = _lower_limit_verdict(low, high, min_agreement)
+    verdict = _exact_guard(*verdict, agreeing, n, min_agreement, confidence, above=False)
+    passed, words = _gate(*verdict, n, "comparable pairs", min_samples)
     message = (
         f"the models agree on {_pct(stats.agreement)} of comparable pairs ({agreeing} of {n}, "
         f"{_interval(low, high, confidence)}) against minAgreement {_pct(min_agreement)}: {words}"
@@ -301,14 +334,27 @@ def abs_diff_checks(stats: SliceStats, max_abs_diff: AbsDiff, min_samples: int) 
     return checks
 
 
-def feature_missing_checks(stats: SliceStats, max_rate: float, confidence: float, min_samples: int) -> list[Check]:
-    """One check per recorded feature path: Wilson on missing/requests against maxFeatureMissingRate.
+def is_advisory(check: Check) -> bool:
+    """A check about the traffic rather than the candidate (a feature missing from requests): never fails."""
+    return check.name.startswith(FEATURE_MISSING_PREFIX)
 
-    The requests are the slice's pairs (the feature is read from the one request both models get).
+
+def feature_missing_checks(
+    stats: SliceStats, max_rate: float, confidence: float, min_samples: int, skip_paths: Iterable[str] = ()
+) -> list[Check]:
+    """One data-quality check per recorded feature path: Wilson on missing/requests against maxFeatureMissingRate.
+
+    The feature is read from the request, the one both models get, so its missing rate is a
+    property of the traffic: the check passes when the whole interval is within the limit and
+    otherwise warns (passed=None), never fails. `skip_paths`: features this slice is defined by
+    (a segment bucketed on the same path is missing in 0% or 100% of its requests by definition).
     """
     checks = []
     n = stats.pairs
+    skip = set(skip_paths)
     for path, rate in sorted(stats.feature_missing.items()):
+        if path in skip:
+            continue
         missing = min(n, max(0, round(rate * n)))
         base = dict(
             name=f"{FEATURE_MISSING_PREFIX}{path}",
@@ -323,92 +369,15 @@ def feature_missing_checks(stats: SliceStats, max_rate: float, confidence: float
             continue
         low, high = wilson_interval(missing, n, confidence)
         passed, words = _upper_limit_verdict(low, high, max_rate)
+        if passed is False:
+            passed, words = None, "the whole interval is above the limit"
+        if passed is None:
+            words += (
+                "; a data-quality warning about the requests, the same for both models, so it cannot fail the candidate"
+            )
         message = (
             f"{path} is missing in {_pct(rate)} of requests ({missing} of {n}, {_interval(low, high, confidence)}) "
             f"against maxFeatureMissingRate {_pct(max_rate)}: {words}"
         )
         checks.append(Check(**base, passed=passed, message=message))
     return checks
-
-
-# --- thresholds ------------------------------------------------------------------------
-
-
-def threshold_problems(analysis: AnalysisSpec, prediction_type: str) -> list[str]:
-    """Limits that make no sense together, or can never be met; each message names the field."""
-    t = analysis.thresholds
-    problems: list[str] = []
-    latency = {p: getattr(t.latency_ratio, p) for p in LATENCY_RATIO_NAMES} if t.latency_ratio else {}
-    latency = {p: v for p, v in latency.items() if v is not None}
-    abs_diff = {}
-    if t.max_abs_diff:
-        abs_diff = {f: v for f, v in (("mean", t.max_abs_diff.mean), ("p95", t.max_abs_diff.p95)) if v is not None}
-
-    applicable = bool(latency) or any(
-        v is not None for v in (t.max_error_rate, t.max_error_rate_increase, t.max_feature_missing_rate)
-    )
-    nothing_set = not applicable and t.min_agreement is None and not abs_diff
-    if t.min_agreement is not None:
-        if prediction_type == "regression":
-            problems.append(
-                f"{_THRESHOLDS}.minAgreement: set, but spec.recording.predictionType is regression and agreement "
-                "is measured for classification only; use maxAbsDiff"
-            )
-        else:
-            applicable = True
-    if abs_diff:
-        if prediction_type == "classification":
-            problems.append(
-                f"{_THRESHOLDS}.maxAbsDiff: set, but spec.recording.predictionType is classification and absolute "
-                "differences are measured for regression only; use minAgreement"
-            )
-        else:
-            applicable = True
-    if nothing_set:
-        problems.append(f"{_THRESHOLDS}: no threshold is set, so there is nothing to judge the candidate by")
-    elif not applicable:
-        problems.append(f"{_THRESHOLDS}: no threshold that applies to {prediction_type} predictions is set")
-
-    increase, ceiling = t.max_error_rate_increase, t.max_error_rate
-    if increase is not None and ceiling is not None and increase > ceiling:
-        problems.append(
-            f"{_THRESHOLDS}.maxErrorRateIncrease: {_num(increase)} is above maxErrorRate {_num(ceiling)}, so it "
-            "can never be the limit that fails (a candidate whose error rate rose that much is already above "
-            "maxErrorRate)"
-        )
-
-    # Interval checks can never pass these limits: Passed would be unreachable.
-    for field, value in (
-        ("maxErrorRate", t.max_error_rate),
-        ("maxErrorRateIncrease", t.max_error_rate_increase),
-        ("maxFeatureMissingRate", t.max_feature_missing_rate),
-    ):
-        if value == 0:
-            problems.append(
-                f"{_THRESHOLDS}.{field}: 0 can never be confirmed by a confidence interval, so the check could "
-                "only fail or stay inconclusive; set a small positive rate"
-            )
-    if t.min_agreement == 1 and prediction_type != "regression":
-        problems.append(
-            f"{_THRESHOLDS}.minAgreement: 1 can never be confirmed by a confidence interval, so the check could "
-            "only fail or stay inconclusive; set a rate below 1"
-        )
-
-    if analysis.min_samples_per_segment > analysis.min_samples:
-        problems.append(
-            f"spec.analysis.minSamplesPerSegment: {analysis.min_samples_per_segment} is above minSamples "
-            f"{analysis.min_samples}; a segment is part of all traffic and cannot need more pairs than the whole"
-        )
-
-    try:
-        min_duration = parse_duration(analysis.min_duration)
-        interval = parse_duration(analysis.interval)
-    except ValueError as error:
-        problems.append(f"spec.analysis: {error}")
-    else:
-        if min_duration < interval:
-            problems.append(
-                f"spec.analysis.minDuration: {analysis.min_duration} is shorter than spec.analysis.interval "
-                f"{analysis.interval}, the time between two comparison runs"
-            )
-    return problems

@@ -122,6 +122,7 @@ def analyze(
         metrics_available,
         timestamp(now),
         metric_slices=metric_slices,
+        segment_paths={segment.name: segment.path for segment in spec.recording.segments},
     )
     return Report(
         shadow=shadow,

@@ -41,6 +41,18 @@ class Latency(ReportModel):
     p99: float
 
 
+class LatencyBounds(ReportModel):
+    """Distribution-free bounds of the p50/p95/p99 latency at one confidence level, from order statistics.
+
+    `low` is 0 where the lower rank falls before the first sample, `high` 1e308 where the upper
+    rank falls beyond the last: no bound on that side.
+    """
+
+    confidence: float
+    low: Latency
+    high: Latency
+
+
 class HistogramBucket(ReportModel):
     le_ms: float  # upper bound; float("inf") is written as 1e308 for JSON
     count: int  # requests with latency <= le_ms and > the previous bound
@@ -56,6 +68,18 @@ class SideStats(ReportModel):
     top_errors: list[ErrorText] = Field(default_factory=list)
     latency_ms: Latency | None = None
     latency_histogram: list[HistogramBucket] = Field(default_factory=list)
+    # One entry per level of intervals.LATENCY_LEVELS, whole-period slices only: what the latency
+    # checks are judged on (their messages carry the interval used). Not written to report.json
+    # (about 2.5 KB a slice against the ConfigMap's 1 MiB); empty when read back, in reports of
+    # older jobs and in Prometheus's slices, where latency falls back to histogram or point estimate.
+    latency_bounds: list[LatencyBounds] = Field(default_factory=list, exclude=True)
+
+    def latency_interval(self, percentile: str, confidence: float) -> tuple[float, float, float] | None:
+        """(level, low, high ms) of one percentile at the smallest recorded level >= confidence; None if none is."""
+        for bounds in sorted(self.latency_bounds, key=lambda b: b.confidence):
+            if bounds.confidence >= confidence - 1e-12:
+                return bounds.confidence, getattr(bounds.low, percentile), getattr(bounds.high, percentile)
+        return None
 
 
 class SliceStats(ReportModel):

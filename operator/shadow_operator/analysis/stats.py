@@ -19,7 +19,8 @@ from typing import Any
 from ..metric_names import ALL_SEGMENTS, LATENCY_BUCKETS, segment_label
 from ..records import MISSING_SEGMENT, OK, OUTCOMES, ROLES
 from .dataset import Dataset
-from .report import ErrorText, HistogramBucket, Latency, SideStats, SliceStats
+from .intervals import LATENCY_LEVELS, UNBOUNDED_MS, exact_quantile_ranks
+from .report import ErrorText, HistogramBucket, Latency, LatencyBounds, SideStats, SliceStats
 
 TOP_ERRORS = 5
 INFINITY_MS = 1e308  # the last histogram bucket's bound, as JSON can carry it
@@ -57,13 +58,17 @@ def compute_slices(
         _fetch(con, f"SELECT {grouping}, {keys}, {', '.join(quantiles)} FROM ({base}) GROUP BY GROUPING SETS ({sets})")
     )
     outcomes, top_errors = _failures(con, base, segs, segment_names)
+    bounds = _latency_bounds(con, base, segs, segment_names)
 
     slices = []
     for row in counts:
         key = _slice_key(row, segment_names)
         row.update(holistic.get(key, {}))
         sides = {
-            role: _side(row, role, outcomes.get((*key, role), {}), top_errors.get((*key, role), [])) for role in ROLES
+            role: _side(row, role, outcomes.get((*key, role), {}), top_errors.get((*key, role), [])).model_copy(
+                update={"latency_bounds": bounds.get((*key, role), [])}
+            )
+            for role in ROLES
         }
         comparable = row["comparable"]
         pairs = row["pairs"]
@@ -156,6 +161,89 @@ def _failures(
         else:
             outcomes.setdefault(key, {})[str(row["value"])] = row["n"]
     return outcomes, top_errors
+
+
+def _latency_bounds(
+    con: Any, base: str, segs: list[str], segment_names: list[str]
+) -> dict[tuple[str, int | None, str], list[LatencyBounds]]:
+    """Per whole-period slice and role: order-statistic bounds of p50/p95/p99 at every level of LATENCY_LEVELS.
+
+    The ranks depend on each slice's count n (intervals.exact_quantile_ranks, from the binomial
+    distribution: its normal approximation undercovers p99 on a few hundred requests), so
+    quantile_disc with constant levels cannot give them: each slice's latencies are sorted once
+    (list_sort of list(), the same materialisation quantile_cont does) into a temporary table,
+    the counts read, the ranks computed here and their values looked up. Only whole-period
+    slices: latency is not judged per hour of day.
+    """
+    sets = ", ".join(["()", *(f"({seg})" for seg in segs)])
+    grouping = ", ".join(["0 AS g_hour", "NULL AS hour", *(f"GROUPING({seg}) AS g_{seg}" for seg in segs)])
+    keys = "".join(f", {seg}" for seg in segs)
+    lists = ", ".join(
+        f"list_sort(list({role}_latency_ms) FILTER (WHERE {role}_latency_ms IS NOT NULL)) AS {role}_sorted"
+        for role in ROLES
+    )
+    table = "latency_sorted"
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE {table} AS SELECT row_number() OVER () AS id, * FROM ("
+        f"SELECT {grouping}{keys}, {lists} FROM ({base}) GROUP BY GROUPING SETS ({sets}))"
+    )
+    try:
+        counts = _fetch(
+            con,
+            f"SELECT id, g_hour, hour{''.join(f', g_{seg}' for seg in segs)}{keys}, "
+            + ", ".join(f"len({role}_sorted) AS {role}_n" for role in ROLES)
+            + f" FROM {table}",
+        )
+        wanted: dict[tuple[int, str], dict[tuple[int, int], tuple[int, int]]] = {}
+        lookups = []
+        for row in counts:
+            for role in ROLES:
+                n = row[f"{role}_n"] or 0
+                if n <= 0:
+                    continue
+                ranks = {
+                    (i, j): exact_quantile_ranks(n, p, level)
+                    for i, level in enumerate(LATENCY_LEVELS)
+                    for j, p in enumerate(QUANTILES)
+                }
+                wanted[(row["id"], role)] = ranks
+                valid = sorted({r for pair in ranks.values() for r in pair if 1 <= r <= n})
+                values = ", ".join(f"{role}_sorted[{r}]" for r in valid)
+                lookups.append(
+                    f"SELECT {row['id']} AS id, '{role}' AS role, {valid} AS ranks, [{values}] AS v_list "
+                    f"FROM {table} WHERE id = {row['id']}"
+                )
+        found = {
+            (r["id"], r["role"]): dict(zip(r["ranks"], r["v_list"], strict=True)) for r in _fetch_all(con, lookups)
+        }
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+    result: dict[tuple[str, int | None, str], list[LatencyBounds]] = {}
+    for row in counts:
+        key = _slice_key(row, segment_names)
+        for role in ROLES:
+            ranks = wanted.get((row["id"], role))
+            if ranks is None:
+                continue
+            values = found[(row["id"], role)]
+
+            def bound(i: int, which: int, values=values, ranks=ranks) -> Latency:
+                default = 0.0 if which == 0 else UNBOUNDED_MS
+                return Latency(
+                    **{f"p{round(p * 100)}": values.get(ranks[(i, j)][which], default) for j, p in enumerate(QUANTILES)}
+                )
+
+            result[(*key, role)] = [
+                LatencyBounds(confidence=level, low=bound(i, 0), high=bound(i, 1))
+                for i, level in enumerate(LATENCY_LEVELS)
+            ]
+    return result
+
+
+def _fetch_all(con: Any, selects: list[str]) -> list[dict[str, Any]]:
+    """Rows of several SELECTs of the same columns, in one statement."""
+    return _fetch(con, " UNION ALL ".join(selects)) if selects else []
 
 
 def _base(table: str, segment_names: list[str]) -> str:

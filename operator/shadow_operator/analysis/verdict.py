@@ -1,93 +1,143 @@
 """The verdict: every check on every slice, and the one conclusion drawn from them.
 
-Failed needs decisive evidence only: any check that fails on a slice with enough pairs
-fails the candidate, even before the business cycle is covered. Passed needs everything:
-consistent thresholds, metrics, enough pairs, the full minDuration, clean records, and
-every check passed. Anything in between is Inconclusive, with the first reason that
-stands in the way.
+Failed needs decisive evidence only: any check whose interval lies wholly beyond its limit
+fails the candidate, on a slice of any size and before the business cycle is covered.
+Passed needs everything: consistent thresholds, metrics, enough pairs, the full
+minDuration, clean records, and every check on a slice with enough pairs passed. Anything
+in between is Inconclusive, with the first reason that stands in the way.
+
+Family-wise control (Bonferroni): the m checks that can fail the candidate are each judged
+at confidence 1 - (1 - confidence)/m, so an equivalent candidate is Failed with probability
+at most 1 - confidence per verdict, however many segments and hour windows there are.
+Feature-missing checks describe the requests (the same for both models): they warn, never
+fail, and are not counted in m. See docs/verdict.md.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from .. import reasons
 from ..api.durations import format_duration
 from ..api.v1alpha1 import AnalysisSpec, Check, Verdict
 from . import checks as c
+from .headline import FAILURE_PRIORITY, failure_reason, headline
+from .intervals import per_check_confidence
 from .report import CLOCK_SKEW, CORRUPT_RECORD, DataProblem, ReportCoverage, SliceStats
+
+__all__ = ["FAILURE_PRIORITY", "decide", "failure_reason", "slice_checks"]
 
 # More than this share of corrupt or clock-skewed records (relative to the pairs analysed)
 # and the data is not trusted for a Passed verdict.
 MAX_BAD_RECORD_SHARE = 0.01
 BAD_RECORD_CODES = {CORRUPT_RECORD: "corrupt", CLOCK_SKEW: "clock-skewed"}
-
-# Verdict reasons of failing checks, the most serious first.
-FAILURE_PRIORITY = (
-    reasons.CANDIDATE_ERRORS,
-    reasons.LATENCY_REGRESSION,
-    reasons.PREDICTION_DIVERGENCE,
-    reasons.FEATURE_UNAVAILABLE,
-)
 _NAMES_LISTED = 5  # checks named in a verdict message before "and N more"
 
 
-def failure_reason(check_name: str) -> str:
-    """The verdict reason a failing check of this name leads to."""
-    if check_name in (c.ERROR_RATE, c.ERROR_RATE_INCREASE):
-        return reasons.CANDIDATE_ERRORS
-    if check_name in c.LATENCY_RATIO_NAMES.values():
-        return reasons.LATENCY_REGRESSION
-    if check_name in (c.AGREEMENT, c.ABS_DIFF_MEAN, c.ABS_DIFF_P95):
-        return reasons.PREDICTION_DIVERGENCE
-    if check_name.startswith(c.FEATURE_MISSING_PREFIX):
-        return reasons.FEATURE_UNAVAILABLE
-    raise ValueError(f"unknown check {check_name!r}")
-
-
-def slice_checks(analysis: AnalysisSpec, prediction_type: str, stats: SliceStats, min_samples: int) -> list[Check]:
+def slice_checks(
+    analysis: AnalysisSpec,
+    prediction_type: str,
+    stats: SliceStats,
+    min_samples: int,
+    confidence: float | None = None,
+    segment_paths: Mapping[str, str] | None = None,
+) -> list[Check]:
     """Every configured check on one slice. Hour-of-day windows get the error-rate and
     prediction checks only (how divergence confined to certain hours is caught), not latency
-    or feature checks."""
+    or feature checks.
+
+    `confidence`: the per-check level (default spec.analysis.confidence; decide passes the
+    family-wise one). `segment_paths`: segment name -> JSON path, so that a slice defined by a
+    feature's path gets no feature check on that path.
+    """
     t = analysis.thresholds
-    confidence = analysis.confidence
+    level = analysis.confidence if confidence is None else confidence
     whole_period = stats.hour is None
     found: list[Check] = []
     if t.max_error_rate is not None:
-        found.append(c.error_rate_check(stats, t.max_error_rate, confidence, min_samples))
+        found.append(c.error_rate_check(stats, t.max_error_rate, level, min_samples))
     if t.max_error_rate_increase is not None:
-        found.append(c.error_rate_increase_check(stats, t.max_error_rate_increase, confidence, min_samples))
+        found.append(c.error_rate_increase_check(stats, t.max_error_rate_increase, level, min_samples))
     if whole_period and t.latency_ratio is not None:
         for percentile in c.LATENCY_RATIO_NAMES:
             limit = getattr(t.latency_ratio, percentile)
             if limit is not None:
-                found.append(c.latency_ratio_check(stats, percentile, limit, min_samples))
+                found.append(c.latency_ratio_check(stats, percentile, limit, min_samples, level))
     if prediction_type == "regression":
         if t.max_abs_diff is not None:
             found.extend(c.abs_diff_checks(stats, t.max_abs_diff, min_samples))
     elif t.min_agreement is not None:
-        found.append(c.agreement_check(stats, t.min_agreement, confidence, min_samples))
+        found.append(c.agreement_check(stats, t.min_agreement, level, min_samples))
     if whole_period and t.max_feature_missing_rate is not None:
-        found.extend(c.feature_missing_checks(stats, t.max_feature_missing_rate, confidence, min_samples))
+        name = stats.segment.partition("=")[0] if stats.segment != c.OVERALL else None
+        own = (segment_paths or {}).get(name) if name else None
+        found.extend(
+            c.feature_missing_checks(
+                stats, t.max_feature_missing_rate, analysis.confidence, min_samples, skip_paths=[own] if own else []
+            )
+        )
     return found
 
 
-def _traffic_checks(analysis: AnalysisSpec, stats: SliceStats, minimum: int) -> list[Check]:
+def _traffic_checks(analysis: AnalysisSpec, stats: SliceStats, minimum: int, confidence: float) -> list[Check]:
     """The checks a metrics slice can support: errors and latency, no predictions or features."""
     t = analysis.thresholds
     found = []
     if t.max_error_rate is not None:
-        found.append(c.error_rate_check(stats, t.max_error_rate, analysis.confidence, minimum))
+        found.append(c.error_rate_check(stats, t.max_error_rate, confidence, minimum))
     if t.max_error_rate_increase is not None:
-        found.append(c.error_rate_increase_check(stats, t.max_error_rate_increase, analysis.confidence, minimum))
+        found.append(c.error_rate_increase_check(stats, t.max_error_rate_increase, confidence, minimum))
     if t.latency_ratio is not None:
         for percentile in c.LATENCY_RATIO_NAMES:
             limit = getattr(t.latency_ratio, percentile)
             if limit is not None:
-                found.append(c.latency_ratio_check(stats, percentile, limit, minimum))
+                found.append(c.latency_ratio_check(stats, percentile, limit, minimum, confidence))
     return found
+
+
+@dataclass
+class _Evaluation:
+    checks: list[Check] = field(default_factory=list)  # what the verdict lists
+    family: int = 0  # checks that could fail the candidate, listed or not (thin slices' are counted too)
+    judged: int = 0
+    not_judged: list[str] = field(default_factory=list)
+
+
+def _evaluate(
+    analysis: AnalysisSpec,
+    prediction_type: str,
+    slices: list[SliceStats],
+    overall: SliceStats | None,
+    metric_slices: list[SliceStats],
+    segment_paths: Mapping[str, str],
+    confidence: float,
+) -> _Evaluation:
+    """Every check at one per-check confidence. A slice under its minimum lists only its failing checks."""
+    result = _Evaluation()
+    for stats in _ordered(slices):
+        is_overall = stats is overall
+        minimum = analysis.min_samples if is_overall else analysis.min_samples_per_segment
+        found = slice_checks(analysis, prediction_type, stats, minimum, confidence, segment_paths)
+        result.family += sum(1 for check in found if not c.is_advisory(check))
+        if stats.pairs >= minimum:
+            result.judged += 1
+            result.checks.extend(found)
+        elif is_overall:  # all traffic is always reported; only a decisive failure counts while short
+            result.checks.extend(k if k.passed is False else _not_judged(k, stats.pairs, minimum) for k in found)
+        else:
+            failing = [check for check in found if check.passed is False]
+            result.checks.extend(failing)
+            if not failing:
+                result.not_judged.append(c.slice_label(stats))
+
+    for stats in metric_slices:
+        minimum = analysis.min_samples if stats.segment.endswith(f":{c.OVERALL}") else analysis.min_samples_per_segment
+        found = _traffic_checks(analysis, stats, minimum, confidence)
+        result.family += len(found)
+        result.checks.extend(found if stats.pairs >= minimum else [k for k in found if k.passed is False])
+    return result
 
 
 def decide(
@@ -99,55 +149,51 @@ def decide(
     metrics_available: bool,
     now: str,
     metric_slices: Iterable[SliceStats] = (),
+    segment_paths: Mapping[str, str] | None = None,
 ) -> Verdict:
     """The verdict on the candidate from the slices measured so far.
 
     `metric_slices` are Prometheus's view of all traffic (records may be sampled): they add
     error-rate and latency checks, with the same minimum samples as the records' slices.
+    `segment_paths`: spec.recording.segments as name -> path (feature checks skip a segment's own path).
     """
     overall = next((s for s in slices if s.segment == c.OVERALL and s.hour is None), None)
     total = overall.pairs if overall else 0
-    checks: list[Check] = []
-    judged, not_judged = 0, []
-    for stats in _ordered(slices):
-        is_overall = stats is overall
-        minimum = analysis.min_samples if is_overall else analysis.min_samples_per_segment
-        if stats.pairs < minimum and not is_overall:
-            not_judged.append(c.slice_label(stats))
-            continue
-        found = slice_checks(analysis, prediction_type, stats, minimum)
-        if stats.pairs < minimum:  # all traffic is always reported, never decisive while short
-            found = [_not_judged(check, stats.pairs, minimum) for check in found]
-        else:
-            judged += 1
-        checks.extend(found)
+    metric_slices = list(metric_slices)
+    paths = dict(segment_paths or {})
 
-    for stats in metric_slices:
-        minimum = analysis.min_samples if stats.segment.endswith(f":{c.OVERALL}") else analysis.min_samples_per_segment
-        if stats.pairs >= minimum:
-            checks.extend(_traffic_checks(analysis, stats, minimum))
+    def evaluate(confidence: float) -> _Evaluation:
+        return _evaluate(analysis, prediction_type, slices, overall, metric_slices, paths, confidence)
+
+    family = evaluate(analysis.confidence).family
+    level = per_check_confidence(analysis.confidence, family)
+    evaluation = evaluate(level)
+    checks, judged, not_judged = evaluation.checks, evaluation.judged, evaluation.not_judged
 
     def verdict(result: str, reason: str, message: str) -> Verdict:
         return Verdict(result=result, reason=reason, message=message, evaluated_at=now, checks=checks)
 
     failed = [check for check in checks if check.passed is False]
     if failed:
-        order = {id(check): i for i, check in enumerate(checks)}
-        worst = min(
-            failed,
-            key=lambda k: (FAILURE_PRIORITY.index(failure_reason(k.name)), -_severity(k), order[id(k)]),
-        )
-        # Whole-period failures first: "errorRate on all" says more than "errorRate on all@3h".
-        others = sorted((k for k in failed if k is not worst), key=lambda k: "@" in k.segment)
+        worst, explained = headline(failed, checks, slices, level)
+        others = sorted((k for k in failed if k is not worst and k not in explained), key=lambda k: "@" in k.segment)
         message = f"{worst.name} failed on {c.describe_label(worst.segment)}: {worst.message}"
+        if explained:
+            message += (
+                f"; explains {len(explained)} other failing check{'s' if len(explained) != 1 else ''}: "
+                f"{_names(explained)}"
+            )
         if others:
             message += f"; {len(others)} other check{'s' if len(others) != 1 else ''} failed too: {_names(others)}"
         return verdict("Failed", failure_reason(worst.name), message)
 
     # Hour-of-day windows are there to catch a failure the whole period hides (divergence at
     # night); a window too thin to confirm a pass must not hold back a verdict the whole
-    # period and every segment support.
-    inconclusive = [check for check in checks if check.passed is None and "@" not in check.segment]
+    # period and every segment support. Feature checks describe the traffic: they only warn.
+    warnings = [check for check in checks if c.is_advisory(check) and check.passed is not True]
+    inconclusive = [
+        check for check in checks if check.passed is None and "@" not in check.segment and not c.is_advisory(check)
+    ]
     tally = _tally(checks)
     threshold_issues = c.threshold_problems(analysis, prediction_type)
     if threshold_issues:
@@ -201,16 +247,34 @@ def decide(
             f"{len(inconclusive)} of {len(checks)} checks inconclusive: {_names(inconclusive)}; "
             f"first, {first.name} on {c.describe_label(first.segment)}: {first.message}",
         )
-    if not checks:
+    decisive = [check for check in checks if not c.is_advisory(check)]
+    if not decisive:
         return verdict(
             "Inconclusive",
             reasons.INSUFFICIENT_DATA,
             "no check could be computed from the slices measured (no recorded feature or prediction to judge)",
         )
+    passed = [check for check in checks if check.passed is True]
+    thin_hours = [check for check in decisive if check.passed is None]
     message = (
-        f"all {len(checks)} checks passed on {judged} slice{'s' if judged != 1 else ''} "
+        f"all {len(passed)} checks passed on {judged} slice{'s' if judged != 1 else ''} "
         f"over {total} pairs and {_duration(coverage.elapsed_seconds)}"
     )
+    if family > 1:
+        message += (
+            f" (each of the {family} checks that could fail judged at {c._level(level)} so that all hold together "
+            f"at {c._level(analysis.confidence)})"
+        )
+    if thin_hours:
+        message += (
+            f"; {len(thin_hours)} hour-window check{'s' if len(thin_hours) != 1 else ''} too thin to confirm a "
+            "pass at that level, none failing"
+        )
+    if warnings:
+        message += (
+            f"; {len(warnings)} data-quality warning{'s' if len(warnings) != 1 else ''} about the requests, the "
+            f"same for both models: {_names(warnings)}"
+        )
     if not_judged:
         message += (
             f"; {len(not_judged)} slice{'s' if len(not_judged) != 1 else ''} with fewer than "
@@ -237,30 +301,13 @@ def _ordered(slices: Iterable[SliceStats]) -> list[SliceStats]:
 
 
 def _not_judged(check: Check, pairs: int, minimum: int) -> Check:
+    """A check on all traffic while it is short of minSamples: shown, never counted as passed."""
     return check.model_copy(
         update={
             "passed": None,
             "message": f"not judged, only {pairs} of the minSamples {minimum} pairs so far: {check.message}",
         }
     )
-
-
-def _severity(check: Check) -> float:
-    """How far a failing check is beyond its limit, as a multiple of the limit (ties go to list order)."""
-    value, limit = check.candidate, check.threshold
-    if value is None or limit is None:
-        return 0.0
-    if check.name == c.ERROR_RATE_INCREASE:
-        value -= check.primary or 0.0
-    elif check.name in c.LATENCY_RATIO_NAMES.values():
-        if not check.primary:
-            return 0.0
-        value /= check.primary
-    elif check.name == c.AGREEMENT:
-        value, limit = 1 - value, 1 - limit  # disagreement against allowed disagreement
-    if limit <= 0:
-        return math.inf if value > 0 else 0.0
-    return value / limit
 
 
 def _bad_records(problems: Iterable[DataProblem]) -> dict[str, int]:
