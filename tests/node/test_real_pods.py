@@ -295,7 +295,10 @@ def test_the_service_leaves_a_router_that_cannot_serve_within_the_grace_period(
         scaled = time.time()
         node.kubectl("-n", namespace, "scale", "deployment", "recommender-router", "--replicas=0")
         wait_for(
-            lambda: node.json("-n", namespace, "get", "deployment", "recommender-router")["spec"]["replicas"] == 1,
+            lambda: (
+                node.json("-n", namespace, "get", "deployment", "recommender-router")["spec"]["replicas"]
+                == spec["spec"]["traffic"]["routerReplicas"]
+            ),
             timeout=30,
             what="the operator restoring the router's replicas",
         )

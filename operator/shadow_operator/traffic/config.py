@@ -66,6 +66,13 @@ class RouterConfig:
     records_dir: str = "/var/lib/shadow/records"
     primary_timeout: float = 60.0
     candidate_timeout: float = 2.0  # traffic.candidateTimeout in seconds, parsed once by build_config
+    # traffic.clientHeaderTimeout, clientBodyTimeout and clientIdleTimeout in seconds (traffic/http1.py)
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    idle_timeout: float = 75.0
+    # How long a pooled connection to a model may stay unused (upstream.IDLE_TIMEOUT); only tests
+    # change it, with `upstreamIdleTimeout` in the file.
+    upstream_idle_timeout: float = 30.0
     role: str = "primary"  # recorder mode: which role the one upstream plays
     # The candidate's image, written into its records (records.CANDIDATE_IMAGE).
     candidate_image: str | None = None
@@ -128,6 +135,13 @@ def build_config(
         recording_spec = RecordingSpec.model_validate(recording, by_alias=True)
     except ValidationError as error:
         raise ConfigError(f"invalid traffic/recording settings: {error}") from None
+    client_timeouts = {
+        key: parse_seconds(getattr(traffic_spec, f"client_{key}"))
+        for key in ("header_timeout", "body_timeout", "idle_timeout")
+    }
+    for key, seconds in client_timeouts.items():
+        if seconds <= 0:
+            raise ConfigError(f"traffic.client{key.title().replace('_', '')} must be above 0")
     if shadow is None:
         shadow = f"{data.get('namespace', 'default')}/{data.get('name', 'unknown')}"
     if upstream is not None:  # recorder: one upstream, playing `role`
@@ -146,6 +160,8 @@ def build_config(
         records_dir=recording_spec.sink.path,
         primary_timeout=parse_seconds(primary_timeout) if primary_timeout else 60.0,
         candidate_timeout=parse_seconds(traffic_spec.candidate_timeout),
+        **client_timeouts,
+        upstream_idle_timeout=parse_seconds(data.get("upstreamIdleTimeout", 30.0)),
         role=role or "primary",
         candidate_image=candidate_image or None,
         collector=_collector_url(collector if collector is not None else data.get("collector")),

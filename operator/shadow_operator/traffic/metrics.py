@@ -150,6 +150,13 @@ class ShadowMetrics:
         self.records_dropped = r.counter(m.RECORDS_DROPPED_TOTAL, "Records not written, by reason.", ("reason",))
         self.records_written = r.counter("shadow_records_written_total", "Records written to the sink.")
         self.in_flight = r.gauge("shadow_mirror_in_flight", "Mirrored requests in flight to the candidate.")
+        self.connections = r.gauge("shadow_client_connections", "Client connections open (router, recorder).")
+        self.connections_closed = r.counter(
+            "shadow_client_connections_closed_total",
+            "Client connections the router closed: header_timeout, body_timeout, idle_timeout, or limit "
+            "(refused past maxConnections).",
+            ("reason",),
+        )
         self.segment_buckets = segment_buckets or {}
         self._seen: dict[str, set[str]] = {name: set() for name in self.segment_buckets}
         for role in ROLES:  # so dashboards see the series before the first error

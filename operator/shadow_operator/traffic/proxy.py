@@ -1,7 +1,8 @@
 """The router: an asyncio Protocol server (httptools) in front of the primary, mirroring a share
 of requests to the candidate; and the recorder, the same server in front of one upstream.
 
-The primary's answer is written to the client as soon as it arrives; the candidate's copy runs
+Client connections (parsing, limits, timeouts, header hygiene) are traffic/http1.py. The
+primary's answer is written to the client as soon as it arrives; the candidate's copy runs
 in its own task with its own timeout and pool, bounded by maxInFlight (beyond it: dropped and
 counted, never queued). Records and metrics are built after the client has its answer.
 """
@@ -15,8 +16,6 @@ import time
 import zlib
 from dataclasses import dataclass, field
 
-import httptools
-
 from ..records import (
     CONNECTION_ERROR,
     TIMEOUT,
@@ -28,18 +27,13 @@ from ..records import (
 from .breaker import CircuitBreaker
 from .config import RouterConfig
 from .extract import UNPARSEABLE, Extractor, parse_body
+from .http1 import HOP_BY_HOP, BodyAborted, ClientConnection, Reaper, Request, simple_response
 from .metrics import ShadowMetrics
 from .sink import RecordSink
 from .upstream import Headers, UpstreamError, UpstreamPool, UpstreamResponse
 
 log = logging.getLogger(__name__)
 
-HOP_BY_HOP = {
-    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer", b"upgrade",
-    b"content-length", b"expect",
-}  # fmt: skip
-MAX_HEADER_BYTES = 64 * 1024
-MAX_BUFFERED_BODY = 256 * 1024 * 1024  # past this a request is refused (413): bodies are buffered
 SHADOW_HEADER = (b"x-shadow-request", b"true")
 
 
@@ -48,9 +42,23 @@ def mirrored(request_id: str, percent: float) -> bool:
     return zlib.crc32(request_id.encode()) % 10000 < round(percent * 100)
 
 
-def _strip(headers: Headers) -> Headers:
-    named = {n.strip().lower() for name, v in headers if name.lower() == b"connection" for n in v.split(b",")}
-    return [(n, v) for n, v in headers if (lowered := n.lower()) not in HOP_BY_HOP and lowered not in named]
+def shadow_headers(headers: Headers, strip: frozenset[bytes], candidate_host: bytes) -> Headers:
+    """The copy's headers: Host suffixed `-shadow`, `strip` (lower-case names) removed, marked.
+
+    Inbound x-shadow-* headers are gone already (http1.inbound_headers): the mark is only ours.
+    """
+    copy, host = [], False
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"host":
+            copy.append((name, value + b"-shadow"))
+            host = True
+        elif lowered not in strip:
+            copy.append((name, value))
+    if not host:
+        copy.append((b"host", candidate_host + b"-shadow"))
+    copy.append(SHADOW_HEADER)
+    return copy
 
 
 # uuid4's version and variant bits, set on random.getrandbits instead of os.urandom: a request id
@@ -62,16 +70,6 @@ _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
 def _new_request_id() -> str:
     """What uuid.uuid4().hex returns: 32 hex digits of a random version-4 UUID."""
     return "%032x" % (random.getrandbits(128) & _UUID4_CLEAR | _UUID4_SET)
-
-
-@dataclass
-class Request:
-    method: bytes
-    target: bytes
-    headers: Headers
-    body: bytes
-    keep_alive: bool
-    streamed: bool  # chunked on the wire: primary only
 
 
 @dataclass
@@ -108,9 +106,12 @@ class ShadowProxy:
         self.role = config.role if recorder else "primary"
         self.extractor = Extractor(config.recording)
         self.id_header = config.recording.request_id_header.lower().encode()
-        self.primary = UpstreamPool(config.primary, max_idle=256)
+        idle = config.upstream_idle_timeout
+        self.primary = UpstreamPool(config.primary, max_idle=256, idle_timeout=idle)
         self.candidate = (
-            UpstreamPool(config.candidate, max_idle=config.traffic.max_in_flight, max_response_bytes=16 << 20)
+            UpstreamPool(
+                config.candidate, max_idle=config.traffic.max_in_flight, max_response_bytes=16 << 20, idle_timeout=idle
+            )
             if config.candidate and not recorder
             else None
         )
@@ -118,7 +119,12 @@ class ShadowProxy:
         self.in_flight = 0
         self.breaker = CircuitBreaker()
         self.tasks: set[asyncio.Task] = set()
-        self.connections: set[_ClientConnection] = set()
+        self.connections: set[ClientConnection] = set()
+        self.buffered = 0  # bytes of partly received request bodies, all connections (http1.BUFFER_BUDGET)
+        self.max_body_bytes = config.traffic.max_body_bytes
+        self.body_limit = config.traffic.body_limit_bytes  # 0: none
+        self.strip = frozenset(name.lower().encode() for name in config.traffic.strip_headers)
+        self.reaper = Reaper(self)
         self.server: asyncio.AbstractServer | None = None
         self.stopping = False
 
@@ -126,7 +132,8 @@ class ShadowProxy:
 
     async def start(self, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _ClientConnection(self), host, port, backlog=1024)
+        self.server = await loop.create_server(lambda: ClientConnection(self), host, port, backlog=1024)
+        self.reaper.start()
         return self.server.sockets[0].getsockname()[1]
 
     async def stop(self, grace: float = 30.0) -> None:
@@ -141,6 +148,7 @@ class ShadowProxy:
             await asyncio.sleep(0.02)
         for conn in list(self.connections):
             conn.transport.close()
+        self.reaper.stop()
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=self.config.candidate_timeout + 1)
         await self.primary.aclose()
@@ -149,17 +157,18 @@ class ShadowProxy:
 
     # --- one request ---
 
-    async def handle(self, req: Request) -> tuple[bytes, object]:
-        """The bytes to write back and a closure that accounts for the request afterwards."""
-        request_id = None
-        for name, value in req.headers:
-            if name.lower() == self.id_header:
-                request_id = value.decode("latin-1")
-                break
-        headers = _strip(req.headers)
-        if request_id is None:
+    def closed_connection(self, reason: str) -> None:
+        self.metrics.connections_closed.inc(reason)
+
+    async def handle(self, req: Request) -> tuple[bytes | None, object]:
+        """The bytes to write back and a closure that accounts for the request afterwards;
+        (None, None) when a streamed body was cut short (the connection answers it)."""
+        headers = req.headers
+        if req.request_id is None:
             request_id = _new_request_id()
             headers.append((self.config.recording.request_id_header.encode(), request_id.encode()))
+        else:
+            request_id = req.request_id.decode("latin-1")
 
         pair: _Pair | None = None
         if self.candidate is not None:
@@ -178,10 +187,20 @@ class ShadowProxy:
 
         started = time.perf_counter()
         try:
-            # asyncio.timeout, not wait_for: wait_for wraps the request in a task of its own
-            async with asyncio.timeout(self.config.primary_timeout):
-                response = await self.primary.request(req.method, req.target, headers, req.body)
+            if req.stream is not None:
+                stream = req.stream
+                response = await self.primary.stream(
+                    req.method, req.target, headers, stream, req.length, self.config.primary_timeout
+                )
+                if not stream.done:  # answered before the whole body: the rest is never read
+                    req.keep_alive = False
+            else:
+                # asyncio.timeout, not wait_for: wait_for wraps the request in a task of its own
+                async with asyncio.timeout(self.config.primary_timeout):
+                    response = await self.primary.request(req.method, req.target, headers, req.body)
             outcome, error = outcome_for_status(response.status), None
+        except BodyAborted:
+            return None, None
         except TimeoutError:
             response, outcome, error = None, TIMEOUT, "timeout"
         except UpstreamError as failure:
@@ -189,7 +208,7 @@ class ShadowProxy:
         latency = time.perf_counter() - started
         if response is None:
             status = 504 if outcome == TIMEOUT else 502
-            wire = _simple(status, b"upstream " + outcome.encode() + b"\n", req.keep_alive)
+            wire = simple_response(status, b"upstream " + outcome.encode() + b"\n", req.keep_alive)
         else:
             wire = _serialize(response, req)
 
@@ -241,12 +260,7 @@ class ShadowProxy:
     async def _shadow(self, req: Request, headers: Headers, request_id: str, pair: _Pair) -> None:
         self.in_flight += 1
         self.metrics.in_flight.set(value=self.in_flight)
-        copy = []
-        for name, value in headers:
-            copy.append((name, value + b"-shadow") if name.lower() == b"host" else (name, value))
-        if not any(n.lower() == b"host" for n, _ in copy):
-            copy.append((b"host", self.config.candidate.netloc.encode() + b"-shadow"))
-        copy.append(SHADOW_HEADER)
+        copy = shadow_headers(headers, self.strip, self.config.candidate.netloc.encode())
         started = time.perf_counter()
         response: UpstreamResponse | None = None
         try:
@@ -295,15 +309,6 @@ class ShadowProxy:
         self.sink.submit(record)
 
 
-def _simple(status: int, body: bytes, keep_alive: bool) -> bytes:
-    reasons = {400: b"Bad Request", 413: b"Content Too Large", 431: b"Request Header Fields Too Large",
-               501: b"Not Implemented", 502: b"Bad Gateway", 504: b"Gateway Timeout"}  # fmt: skip
-    return (
-        b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n%s\r\n"
-        % (status, reasons.get(status, b"Error"), len(body), b"" if keep_alive else b"connection: close\r\n")
-    ) + body
-
-
 def _serialize(response: UpstreamResponse, req: Request) -> bytes:
     parts = [b"HTTP/1.1 %d %s\r\n" % (response.status, response.reason)]
     keep_length = req.method == b"HEAD" or response.status in (204, 304) or 100 <= response.status < 200
@@ -320,142 +325,3 @@ def _serialize(response: UpstreamResponse, req: Request) -> bytes:
     if req.method != b"HEAD":
         parts.append(response.body)
     return b"".join(parts)
-
-
-class _ClientConnection(asyncio.Protocol):
-    """One client connection: parses requests, answers them in order, one at a time."""
-
-    def __init__(self, proxy: ShadowProxy) -> None:
-        self.proxy = proxy
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
-        self.pending: asyncio.Queue[Request] = asyncio.Queue()
-        self.worker: asyncio.Task | None = None
-        self.busy = False
-        self.closed = False
-        self.closing = False
-        self._reset()
-
-    def _reset(self) -> None:
-        self.url = b""
-        self.headers: Headers = []
-        self.header_bytes = 0
-        self.body: list[bytes] = []
-        self.body_size = 0
-        self.in_message = False
-        self.rejected = 0
-
-    # asyncio callbacks
-    def connection_made(self, transport) -> None:
-        self.transport = transport
-        self.proxy.connections.add(self)
-
-    def connection_lost(self, exc) -> None:
-        self.closed = True
-        self.proxy.connections.discard(self)
-        if self.worker is not None and not self.busy:
-            self.worker.cancel()
-
-    def data_received(self, data: bytes) -> None:
-        if self.closing and not self.in_message and self.rejected:
-            return
-        try:
-            self.parser.feed_data(data)
-        except Exception:
-            self._reject(self.rejected or 400)
-
-    def _reject(self, status: int) -> None:
-        self.closing = True
-        self.rejected = status
-        if not self.busy and self.pending.empty():
-            self.transport.write(_simple(status, b"", keep_alive=False))
-            self.transport.close()
-        else:
-            self.pending.put_nowait(None)
-
-    def close_when_idle(self) -> None:
-        self.closing = True
-        if not self.busy and self.pending.empty() and not self.in_message:
-            self.transport.close()
-
-    # httptools callbacks
-    def on_message_begin(self) -> None:
-        self.in_message = True
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-        self._count(len(url))
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-        self._count(len(name) + len(value) + 4)
-
-    def _count(self, n: int) -> None:
-        self.header_bytes += n
-        if self.header_bytes > MAX_HEADER_BYTES:
-            self.rejected = 431
-            raise ValueError("headers too large")
-
-    def on_headers_complete(self) -> None:
-        for name, value in self.headers:
-            if name.lower() == b"expect" and value.lower() == b"100-continue":
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-
-    def on_body(self, data: bytes) -> None:
-        self.body_size += len(data)
-        if self.body_size > MAX_BUFFERED_BODY:
-            self.rejected = 413
-            raise ValueError("body too large")
-        self.body.append(data)
-
-    def on_message_complete(self) -> None:
-        streamed = any(n.lower() == b"transfer-encoding" for n, _ in self.headers)
-        request = Request(
-            method=self.parser.get_method(),
-            target=self.url,
-            headers=self.headers,
-            body=b"".join(self.body),
-            keep_alive=self.parser.should_keep_alive() and not self.closing,
-            streamed=streamed,
-        )
-        self._reset()
-        self.pending.put_nowait(request)
-        if self.pending.qsize() > 8:
-            self.transport.pause_reading()
-        if self.worker is None:
-            self.worker = asyncio.get_running_loop().create_task(self._serve())
-
-    async def _serve(self) -> None:
-        try:
-            while True:
-                request = await self.pending.get()
-                if request is None:  # a later request was malformed
-                    self.transport.write(_simple(self.rejected, b"", keep_alive=False))
-                    self.transport.close()
-                    return
-                self.busy = True
-                try:
-                    wire, account = await self.proxy.handle(request)
-                    if not self.closed:
-                        self.transport.write(wire)
-                        if self.pending.qsize() <= 8:
-                            self.transport.resume_reading()
-                except Exception:
-                    log.exception("error while serving a request")
-                    if not self.closed:
-                        self.transport.write(_simple(502, b"router error\n", keep_alive=False))
-                    request.keep_alive = False
-                else:
-                    try:
-                        account()
-                    except Exception:
-                        log.exception("error while recording a request")
-                finally:
-                    self.busy = False
-                if self.closed:
-                    return
-                if not request.keep_alive or (self.closing and self.pending.empty() and not self.in_message):
-                    self.transport.close()
-                    return
-        except asyncio.CancelledError:
-            pass

@@ -1,7 +1,8 @@
 """A small keep-alive HTTP/1.1 client: one pool of connections per upstream, httptools parsing.
 
-Bodies are buffered (the router forwards whole requests); the answer is returned as status,
-reason, raw header list (names and values as the upstream sent them) and body bytes.
+Request bodies are either whole bytes (`request`) or a body still arriving from the client
+(`stream`: written as it comes, with the upstream's flow control); the answer is returned as
+status, reason, raw header list (names and values as the upstream sent them) and body bytes.
 
 Each connection is a Protocol that feeds httptools straight from data_received and completes
 one future per request: no StreamReader buffering and no wake-up per read on the hot path.
@@ -14,6 +15,7 @@ import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 import httptools
 
@@ -28,8 +30,21 @@ _IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE
 _NO_BODY_METHODS = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS"})
 
 
+_JOIN_BODY_BYTES = 64 * 1024  # smaller bodies go out in one write with the head
+
+
 class UpstreamError(ConnectionError):
     """The upstream reset, refused, closed early or answered something that is not HTTP."""
+
+
+class BodySource(Protocol):
+    """A request body still arriving (traffic/http1.BodyStream)."""
+
+    async def read(self) -> bytes | None:
+        """The bytes received since the last read; b"" at the end of the body; None once `interrupt` was called."""
+
+    def interrupt(self) -> None:
+        """Make a pending `read` return None (the upstream answered before the whole body was sent)."""
 
 
 @dataclass(slots=True)
@@ -87,7 +102,7 @@ def _has_length(headers: Headers) -> bool:
 class _Connection(asyncio.Protocol):
     """One upstream connection, one request at a time: `exchange` writes it and awaits the answer."""
 
-    __slots__ = ("head", "idle_since", "state", "transport", "waiter")
+    __slots__ = ("drained", "head", "idle_since", "state", "transport", "waiter")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -95,15 +110,18 @@ class _Connection(asyncio.Protocol):
         self.state: _State | None = None
         self.head = False
         self.idle_since = 0.0
+        self.drained: asyncio.Future | None = None  # set while the transport's write buffer is full
 
     @property
     def usable(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
 
-    def exchange(self, payload: bytes, state: _State, head: bool) -> asyncio.Future:
+    def exchange(self, payload: bytes, state: _State, head: bool, body: bytes = b"") -> asyncio.Future:
         self.state, self.head = state, head
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(payload)
+        if body:
+            self.transport.write(body)
         return self.waiter
 
     def close(self) -> None:
@@ -114,6 +132,14 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport) -> None:
         self.transport = transport
+
+    def pause_writing(self) -> None:
+        self.drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        drained, self.drained = self.drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     def data_received(self, data: bytes) -> None:
         waiter = self.waiter
@@ -133,6 +159,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc) -> None:
         self.transport = None
+        self.resume_writing()
         waiter = self.waiter
         if waiter is None or waiter.done():
             return
@@ -179,8 +206,11 @@ class UpstreamPool:
         if body or method not in _NO_BODY_METHODS:
             lines.append(b"content-length: %d\r\n" % len(body))
         lines.append(b"\r\n")
-        lines.append(body)
-        payload = b"".join(lines)
+        if len(body) <= _JOIN_BODY_BYTES:
+            lines.append(body)
+            payload, body = b"".join(lines), b""
+        else:  # written after the head: no second copy of a large body
+            payload = b"".join(lines)
         head = method == b"HEAD"
         for attempt in (0, 1):
             conn, reused = self._take_idle(), True
@@ -195,7 +225,7 @@ class UpstreamPool:
                 self.open.add(conn)
             state = _State(self.max_response_bytes)
             try:
-                response = await conn.exchange(payload, state, head)
+                response = await conn.exchange(payload, state, head, body)
             except BaseException as error:
                 self._close(conn)
                 # A pooled connection the upstream closed meanwhile: retry once on a fresh one,
@@ -225,6 +255,77 @@ class UpstreamPool:
                 self._close(conn)
             return response
         raise UpstreamError("unreachable")  # pragma: no cover
+
+    async def stream(
+        self, method: bytes, target: bytes, headers: Headers, body: BodySource, length: int | None, timeout: float
+    ) -> UpstreamResponse:
+        """Send a request whose body is still arriving: `length` bytes, or chunked when None.
+
+        Always a new connection, never retried (the body cannot be read twice). `timeout` is how long
+        the answer may take once the whole body is sent; how long the body takes is the client's
+        body timeout. An answer that arrives before the whole body was sent is returned at once, and
+        the connection is closed (the upstream did not read the rest).
+        """
+        lines = [method, b" ", target, b" HTTP/1.1\r\n"]
+        for name, value in headers:
+            lines += [name, b": ", value, b"\r\n"]
+        lines.append(
+            b"transfer-encoding: chunked\r\n\r\n" if length is None else b"content-length: %d\r\n\r\n" % length
+        )
+        loop = asyncio.get_running_loop()
+        try:
+            _, conn = await loop.create_connection(_Connection, self.upstream.host, self.upstream.port)
+        except OSError as error:
+            raise UpstreamError(f"connect {self.upstream.netloc}: {error}") from None
+        self.open.add(conn)
+        head = method == b"HEAD"
+        waiter = conn.exchange(b"".join(lines), _State(self.max_response_bytes), head)
+        waiter.add_done_callback(lambda _: body.interrupt())
+        complete = False
+        try:
+            while not waiter.done():
+                data = await body.read()
+                if data is None or waiter.done():
+                    break
+                transport = conn.transport
+                if transport is None:  # lost: the waiter has its exception
+                    break
+                if not data:
+                    if length is None:
+                        transport.write(b"0\r\n\r\n")
+                    complete = True
+                    break
+                if length is None:
+                    transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+                else:
+                    transport.write(data)
+                if conn.drained is not None:
+                    await conn.drained
+            async with asyncio.timeout(timeout):
+                response = await waiter
+        except BaseException as error:
+            if not waiter.done():
+                waiter.cancel()  # nobody awaits it any more: no "exception never retrieved" later
+            elif not waiter.cancelled():
+                waiter.exception()
+            self._close(conn)
+            if isinstance(error, httptools.HttpParserError):
+                raise UpstreamError(f"{self.upstream.netloc} answered something that is not HTTP") from None
+            if isinstance(error, OSError) and not isinstance(error, UpstreamError):
+                raise UpstreamError(f"{self.upstream.netloc}: {error}") from None
+            raise
+        if complete and response.keep_alive and len(self.idle) < self.max_idle and not head:
+            conn.idle_since = time.monotonic()
+            self.idle.append(conn)
+        else:
+            self._close(conn)
+        return response
+
+    def prune(self) -> None:
+        """Close the connections idle past `idle_timeout` (also without traffic: the router calls it)."""
+        now = time.monotonic()
+        while self.idle and now - self.idle[0].idle_since > self.idle_timeout:
+            self._close(self.idle.popleft())
 
     def _take_idle(self) -> _Connection | None:
         while self.idle:

@@ -136,7 +136,47 @@ class TrafficSpec(ApiModel):
     max_body_bytes: int = Field(
         default=1048576,
         ge=0,
-        description="builtin router: request bodies larger than this go to the primary only and are not mirrored.",
+        description="builtin router: request bodies up to this size are buffered and may be mirrored; larger ones "
+        "are streamed to the primary as they arrive, never buffered whole and never mirrored (recorders, "
+        "with the default, record such requests without their request fields).",
+    )
+    body_limit_bytes: int = Field(
+        default=268435456,
+        ge=0,
+        description="builtin router (recorders keep the default): request bodies larger than this are refused with 413 Content Too Large "
+        "(a declared Content-Length before any of the body is read). 0: no limit (bodies past maxBodyBytes "
+        "are streamed, so memory stays bounded whatever the size). Default 256 MiB.",
+    )
+    client_header_timeout: Duration = Field(
+        default="10s",
+        description="builtin router (recorders keep the default): how long a client may take to send a request's headers, counted from "
+        "the connection's opening or the request's first byte; slower clients are answered 408 and "
+        "disconnected (slowloris).",
+    )
+    client_body_timeout: Duration = Field(
+        default="60s",
+        description="builtin router (recorders keep the default): how long a client may take to send a whole request body once its "
+        "headers are in; slower clients are answered 408 and disconnected.",
+    )
+    client_idle_timeout: Duration = Field(
+        default="75s",
+        description="builtin router (recorders keep the default): how long a keep-alive connection may wait for its next request before "
+        "the router closes it. Keep it above the idle timeout of any load balancer in front (often 60s), so "
+        "the router never closes a connection the balancer is about to reuse.",
+    )
+    max_connections: int = Field(
+        default=4096,
+        ge=1,
+        le=1000000,
+        description="builtin router (recorders keep the default): client connections open at once; a connection beyond it is answered "
+        "503 and closed at once. Each idle connection costs a few KiB.",
+    )
+    strip_headers: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")]] = Field(
+        default_factory=list,
+        description="builtin router: request headers removed from the candidate's copies only (the primary "
+        "still gets them), by name, case-insensitive. The usual candidates are credentials the candidate "
+        "must not be able to use or log: Authorization, Cookie, Proxy-Authorization, X-Api-Key. Inbound "
+        "x-shadow-* headers are always removed from both paths.",
     )
     router_replicas: int = Field(default=2, ge=1, le=100, description="builtin router: number of router Pods.")
     router_grace_period: Duration = Field(
