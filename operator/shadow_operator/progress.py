@@ -181,7 +181,10 @@ def verdict_for_status(verdict: Verdict) -> Verdict:
     """The report's verdict trimmed for status: failing checks first, then overall ones, capped."""
 
     def rank(check) -> tuple[int, int]:
-        return (0 if check.passed is False else 1, 0 if check.segment == "all" else 1)
+        # Failing checks in the report's order (the verdict lists the headline's cause first).
+        if check.passed is False:
+            return (0, 0)
+        return (1, 0 if check.segment == "all" else 1)
 
     checks = sorted(verdict.checks, key=rank)[:MAX_CHECKS_IN_STATUS]
     return verdict.model_copy(update={"checks": checks})

@@ -7,6 +7,7 @@ import pytest
 from shadow_operator import reasons
 from shadow_operator.analysis.report import CLOCK_SKEW, CORRUPT_RECORD, UNPAIRED_RECORD
 from shadow_operator.analysis.verdict import decide, failure_reason
+from shadow_operator.progress import MAX_CHECKS_IN_STATUS, verdict_for_status
 
 from .slices_factory import DAY, WEEK, Cell, analysis, build_slices, coverage, problem
 
@@ -126,6 +127,10 @@ def test_a_segment_with_8_percent_candidate_errors_fails_naming_it():
     failing = {check.segment for check in verdict.checks if check.passed is False}
     assert HISTORY not in failing and "all" in failing
     assert not any(check.passed is False for check in verdict.checks if check.segment.startswith(HISTORY))
+    # The cause comes first, so the status (which keeps the first 40 of these 50 failing checks) names it.
+    assert (verdict.checks[0].name, verdict.checks[0].segment) == ("errorRate", NO_HISTORY)
+    kept = verdict_for_status(verdict).checks
+    assert len(kept) == MAX_CHECKS_IN_STATUS and (kept[0].name, kept[0].segment) == ("errorRate", NO_HISTORY)
 
 
 def test_a_segment_ten_times_slower_fails_on_latency_naming_it_with_the_ratio():

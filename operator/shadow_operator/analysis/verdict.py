@@ -170,8 +170,12 @@ def decide(
     evaluation = evaluate(level)
     checks, judged, not_judged = evaluation.checks, evaluation.judged, evaluation.not_judged
 
-    def verdict(result: str, reason: str, message: str) -> Verdict:
-        return Verdict(result=result, reason=reason, message=message, evaluated_at=now, checks=checks)
+    def verdict(result: str, reason: str, message: str, first: tuple[Check, ...] = ()) -> Verdict:
+        """`first`: checks listed before the others (the headline and what it explains), so a
+        status that keeps only the first failing checks always keeps the cause."""
+        leading = {id(check) for check in first}
+        ordered = [*first, *(check for check in checks if id(check) not in leading)]
+        return Verdict(result=result, reason=reason, message=message, evaluated_at=now, checks=ordered)
 
     failed = [check for check in checks if check.passed is False]
     if failed:
@@ -185,7 +189,7 @@ def decide(
             )
         if others:
             message += f"; {len(others)} other check{'s' if len(others) != 1 else ''} failed too: {_names(others)}"
-        return verdict("Failed", failure_reason(worst.name), message)
+        return verdict("Failed", failure_reason(worst.name), message, first=(worst, *explained, *others))
 
     # Hour-of-day windows are there to catch a failure the whole period hides (divergence at
     # night); a window too thin to confirm a pass must not hold back a verdict the whole
