@@ -122,8 +122,8 @@ def run_shadow(candidate: str, workdir: Path, requests: int, seconds: float) -> 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m shadow_demo", description=__doc__)
-    parser.add_argument("--requests", type=int, default=12000, help="requests in the replayed week")
-    parser.add_argument("--seconds", type=float, default=20, help="wall-clock seconds the week is compressed into")
+    parser.add_argument("--requests", type=int, default=30000, help="requests in the replayed week")
+    parser.add_argument("--seconds", type=float, default=25, help="wall-clock seconds the week is compressed into")
     parser.add_argument("--workdir", type=Path, help="where logs, records and reports go (default: a new temp dir)")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="shadow-demo-"))

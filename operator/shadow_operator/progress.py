@@ -82,8 +82,11 @@ def compute_status(sd: ShadowDeployment, outcome: Outcome, now: datetime) -> Sha
     if report is not None and report.candidate == sd.spec.candidate.image:
         base = base.model_copy(update={"verdict": verdict_for_status(report.verdict)})
         samples = report.coverage.samples
+        hours = (report.coverage.hours_seen, report.coverage.cycle_hours) if report.coverage.cycle_hours else None
     else:
         samples = base.coverage.samples if base.coverage else 0
+        required_hours = base.coverage.required_hours if base.coverage else None
+        hours = (base.coverage.hours_seen or 0, required_hours) if required_hours else None
 
     def conditions(*entries: tuple[str, bool | None, str, str]) -> list:
         result = [c for c in base.conditions if outcome.routing or c.type != reasons.ROUTER_AVAILABLE]
@@ -121,7 +124,7 @@ def compute_status(sd: ShadowDeployment, outcome: Outcome, now: datetime) -> Sha
         )
 
     since = base.shadowing_since or now_text
-    coverage = compute_coverage(sd, since, now, samples)
+    coverage = compute_coverage(sd, since, now, samples, hours)
     percent = sd.spec.traffic.mirror_percent
     mirror = Mirror(
         state="Active" if percent > 0 else "Inactive", router=sd.spec.traffic.router, percent=percent, host=mirror_host
@@ -209,8 +212,11 @@ def cycle_percent(sd: ShadowDeployment, since: str, now: datetime) -> int:
     return time_coverage_percent(elapsed.total_seconds(), parse_duration(sd.spec.analysis.min_duration).total_seconds())
 
 
-def compute_coverage(sd: ShadowDeployment, since: str, now: datetime, samples: int) -> Coverage:
-    """The lesser of time covered and samples seen, as the comparison job counts it (analysis.job).
+def compute_coverage(
+    sd: ShadowDeployment, since: str, now: datetime, samples: int, hours: tuple[int, int] | None = None
+) -> Coverage:
+    """The lowest of time covered, samples seen and hours of the cycle seen, as the comparison job
+    counts them (analysis.job); `hours`: (seen, in the cycle) from the job's report.
 
     Time alone read "50% of 2m" while no record had reached the job and its report said 0%.
     """
@@ -218,15 +224,20 @@ def compute_coverage(sd: ShadowDeployment, since: str, now: datetime, samples: i
     time_percent = cycle_percent(sd, since, now)
     min_samples = sd.spec.analysis.min_samples
     sample_percent = min(100, samples * 100 // max(1, min_samples))
-    percent = min(time_percent, sample_percent)
+    hour_percent = hours[0] * 100 // hours[1] if hours else 100
+    percent = min(time_percent, sample_percent, hour_percent)
     summary = f"{percent}% of {sd.spec.analysis.min_duration}"
-    if sample_percent < time_percent:
+    if hours and hour_percent < min(time_percent, sample_percent):
+        summary += f" ({hours[0]} of {hours[1]} hours seen)"
+    elif sample_percent < time_percent:
         summary += f" ({samples} of {min_samples} samples)"
     return Coverage(
         elapsed=format_duration(required * time_percent / 100),
         required=sd.spec.analysis.min_duration,
         samples=samples,
         required_samples=min_samples,
+        hours_seen=hours[0] if hours else None,
+        required_hours=hours[1] if hours else None,
         percent=percent,
         summary=summary,
     )

@@ -20,6 +20,7 @@ import yaml
 
 from shadow_demo.replay import schedule, week_start
 from shadow_demo.stack import Prometheus
+from shadow_operator.analysis.report import REPORT_KEY
 
 from ..integration.harness import KUBECTL, REPO, wait_for
 from .conftest import Client, NodeCluster
@@ -206,7 +207,11 @@ def test_the_story_on_real_pods(node: NodeCluster, installed_operator: dict, tmp
             # The first run may fail v2 on whatever slice had enough samples first; as records
             # accumulate, every run judges all of them again and names the segment.
             def failing_checks() -> set[tuple[str, str]] | None:
-                verdict = node.json("-n", NAMESPACE, "get", "shadowdeployment", "recommender")["status"]["verdict"]
+                # The published report: status keeps only the first 40 checks.
+                data = node.json("-n", NAMESPACE, "get", "configmap", "recommender-report").get("data") or {}
+                if REPORT_KEY not in data:
+                    return None
+                verdict = json.loads(data[REPORT_KEY])["verdict"]
                 failing = {(c["name"], c["segment"]) for c in verdict["checks"] if c.get("passed") is False}
                 return failing if ("errorRate", "history=<1") in failing else None
 

@@ -163,4 +163,4 @@ def test_an_equivalent_candidate_with_enough_traffic_passes():
     )
     verdict = judge(world, records(world, 20000, 5))  # the thinnest segment (15%) gets 3000 pairs
     assert verdict.result == "Passed", verdict.message
-    assert "so that all hold together at 95%" in verdict.message
+    assert "each within its limit at 95%; a failure needs" in verdict.message

@@ -29,6 +29,7 @@ from typing import Any
 import duckdb
 
 from ..records import CANDIDATE_IMAGE, OK, RECEIVED, RECORD_SUFFIX, RECORD_VERSION, ROLES
+from .cycle import bucket_sql
 from .report import CLOCK_SKEW, CORRUPT_RECORD, FOREIGN_RECORD, UNPAIRED_RECORD, DataProblem
 
 TABLE = "pairs"
@@ -98,6 +99,13 @@ class Dataset:
         """Timestamps of the first and the last pair."""
         first, last = self.con.execute(f"SELECT min(ts), max(ts) FROM {self.table}").fetchone()
         return first, last
+
+    def hours_seen(self, hours: int) -> set[int]:
+        """The hour buckets of a `hours`-long business cycle (cycle.py) holding at least one pair."""
+        rows = self.con.execute(
+            f"SELECT DISTINCT {bucket_sql('ts', hours)} FROM {self.table} WHERE isfinite(ts)"
+        ).fetchall()
+        return {bucket for (bucket,) in rows}
 
     def close(self) -> None:
         self.con.close()

@@ -17,8 +17,8 @@ from ..api.durations import parse_duration
 from ..metric_names import ALL_SEGMENTS
 from ..progress import parse_timestamp, time_coverage_percent, timestamp
 from ..resource import ShadowDeployment
+from . import cycle, metrics, stats
 from . import dataset as datasets
-from . import metrics, stats
 from .report import (
     METRICS_ERROR,
     REPORT_KEY,
@@ -52,15 +52,32 @@ def evidence_since(sd: ShadowDeployment, now: datetime) -> float | None:
     return parse_timestamp(status.shadowing_since).timestamp() + ROLLOUT_SETTLE_SECONDS
 
 
-def coverage_for(sd: ShadowDeployment, first_ts: float | None, last_ts: float | None, samples: int, now: datetime):
-    """Time covered counts from when this candidate's evidence begins, else from the first record."""
+def coverage_for(
+    sd: ShadowDeployment,
+    first_ts: float | None,
+    last_ts: float | None,
+    samples: int,
+    now: datetime,
+    hours_seen: set[int] | None = None,
+) -> ReportCoverage:
+    """The lowest of time, samples and hours of the business cycle seen (analysis/cycle.py).
+
+    Time counts from when this candidate's evidence begins, else from the first record;
+    `hours_seen`: the cycle's hour buckets holding a pair (None: none counted).
+    """
     required = parse_duration(sd.spec.analysis.min_duration).total_seconds()
     start = evidence_since(sd, now)
     if start is None:
         start = first_ts
     elapsed = max(0.0, (now.timestamp() - start) if start is not None else 0.0)
-    time_percent = time_coverage_percent(elapsed, required)
-    sample_percent = min(100, samples * 100 // max(1, sd.spec.analysis.min_samples))
+    percents = [
+        time_coverage_percent(elapsed, required),
+        min(100, samples * 100 // max(1, sd.spec.analysis.min_samples)),
+    ]
+    hours = cycle.cycle_hours(required)
+    seen = {bucket for bucket in hours_seen or () if 0 <= bucket < hours}
+    if hours:
+        percents.append(len(seen) * 100 // hours)
     return ReportCoverage(
         first_ts=first_ts,
         last_ts=last_ts,
@@ -68,7 +85,10 @@ def coverage_for(sd: ShadowDeployment, first_ts: float | None, last_ts: float | 
         required_seconds=required,
         samples=samples,
         required_samples=sd.spec.analysis.min_samples,
-        percent=min(time_percent, sample_percent),
+        cycle_hours=hours,
+        hours_seen=len(seen),
+        gaps=cycle.gaps(seen, hours) if hours else [],
+        percent=min(percents),
     )
 
 
@@ -96,8 +116,10 @@ def analyze(
         slices = stats.compute_slices(loaded, segment_names, list(spec.recording.features), regression)
         problems = [*(problems or []), *loaded.problems]
         first_ts, last_ts = loaded.time_range()
+        hours = cycle.cycle_hours(parse_duration(spec.analysis.min_duration).total_seconds())
+        hours_seen = loaded.hours_seen(hours) if hours else set()
     overall = next((s for s in slices if s.segment == ALL_SEGMENTS and s.hour is None), None)
-    coverage = coverage_for(sd, first_ts, last_ts, overall.pairs if overall else 0, now)
+    coverage = coverage_for(sd, first_ts, last_ts, overall.pairs if overall else 0, now, hours_seen)
 
     queries: dict[str, float | None] = {}
     metric_slices: list[SliceStats] = []

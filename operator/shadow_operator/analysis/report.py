@@ -104,7 +104,11 @@ class ReportCoverage(ReportModel):
     required_seconds: float
     samples: int = 0
     required_samples: int
-    percent: int = 0  # the lower of time and sample coverage
+    # Hour buckets of the business cycle (analysis/cycle.py): 0 when judged by time alone.
+    cycle_hours: int = 0
+    hours_seen: int = 0
+    gaps: list[str] = Field(default_factory=list)  # runs of hours without a pair, named
+    percent: int = 0  # the lowest of time, sample and hour coverage
 
 
 class DataProblem(ReportModel):

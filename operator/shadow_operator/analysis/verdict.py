@@ -165,10 +165,16 @@ def decide(
     def evaluate(confidence: float) -> _Evaluation:
         return _evaluate(analysis, prediction_type, slices, overall, metric_slices, paths, confidence)
 
-    family = evaluate(analysis.confidence).family
+    # Failing needs an interval at the Bonferroni level: a false Failed anywhere in the family is
+    # then at most 1 - confidence. Passing needs every check within its limit at `confidence`
+    # itself: a Passed verdict is an intersection-union test (each check must pass), whose error
+    # is bounded by the largest single check's, so the family needs no adjustment there.
+    lenient = evaluate(analysis.confidence)
+    family = lenient.family
     level = per_check_confidence(analysis.confidence, family)
     evaluation = evaluate(level)
-    checks, judged, not_judged = evaluation.checks, evaluation.judged, evaluation.not_judged
+    checks = _combined(evaluation.checks, lenient.checks)
+    judged, not_judged = evaluation.judged, evaluation.not_judged
 
     def verdict(result: str, reason: str, message: str, first: tuple[Check, ...] = ()) -> Verdict:
         """`first`: checks listed before the others (the headline and what it explains), so a
@@ -232,6 +238,13 @@ def decide(
             f"shadowed for {_duration(coverage.elapsed_seconds)} of the {_duration(coverage.required_seconds)} "
             f"minDuration ({percent}%); a Passed verdict needs the full business cycle ({tally})",
         )
+    if coverage.hours_seen < coverage.cycle_hours:
+        return verdict(
+            "Inconclusive",
+            reasons.COVERAGE_INCOMPLETE,
+            f"pairs in {coverage.hours_seen} of the {coverage.cycle_hours} hours of the business cycle, none in "
+            f"{_listed(coverage.gaps)} (UTC); a Passed verdict needs every hour of the cycle observed ({tally})",
+        )
     bad = _bad_records(problems)
     bad_total = sum(bad.values())
     if bad_total and bad_total > MAX_BAD_RECORD_SHARE * coverage.samples:
@@ -266,13 +279,14 @@ def decide(
     )
     if family > 1:
         message += (
-            f" (each of the {family} checks that could fail judged at {c._level(level)} so that all hold together "
-            f"at {c._level(analysis.confidence)})"
+            f" (each within its limit at {c._level(analysis.confidence)}; a failure needs {c._level(level)}, so "
+            f"that a false failure among the {family} checks that could fail stays under "
+            f"{c._level(1 - analysis.confidence + 1e-12).rstrip('%')}%)"
         )
     if thin_hours:
         message += (
             f"; {len(thin_hours)} hour-window check{'s' if len(thin_hours) != 1 else ''} too thin to confirm a "
-            "pass at that level, none failing"
+            "pass, none failing"
         )
     if warnings:
         message += (
@@ -285,6 +299,13 @@ def decide(
             f"minSamplesPerSegment {analysis.min_samples_per_segment} pairs not judged: {_listed(not_judged)}"
         )
     return verdict("Passed", reasons.VERDICT_PASSED, message)
+
+
+def _combined(strict: list[Check], lenient: list[Check]) -> list[Check]:
+    """Each check as the family-wise evaluation lists it, but passing where it passes at the
+    verdict's own confidence (see decide): a failure stays one only at the strict level."""
+    passing = {(check.name, check.segment): check for check in lenient if check.passed is True}
+    return [check if check.passed is False else passing.get((check.name, check.segment), check) for check in strict]
 
 
 def _ordered(slices: Iterable[SliceStats]) -> list[SliceStats]:

@@ -15,13 +15,14 @@ from .text import (
     check_values,
     error_rate,
     fmt_count,
-    fmt_duration,
     fmt_number,
     fmt_rate,
     fmt_timestamp,
+    hours_covered,
     listed_checks,
     result_text,
     segments_in_order,
+    time_covered,
 )
 
 # --- page ------------------------------------------------------------------------------------
@@ -197,13 +198,14 @@ def _coverage_html(report: Report) -> str:
     cov = report.coverage
     percent = max(0, min(cov.percent, 100))
     rows = [
-        ("time", f"{fmt_duration(cov.elapsed_seconds)} of {fmt_duration(cov.required_seconds)}"),
+        ("time", time_covered(cov)),
+        *([("hours", hours_covered(cov).rstrip(", "))] if cov.cycle_hours else []),
         ("samples", f"{fmt_count(cov.samples)} of {fmt_count(cov.required_samples)}"),
         ("records", f"{fmt_timestamp(cov.first_ts)} to {fmt_timestamp(cov.last_ts)}"),
     ]
     body = "".join(f"<tr><th>{esc(k)}</th>{_td(v)}</tr>" for k, v in rows)
     return (
-        f'<p><strong>{cov.percent}%</strong> <span class="muted">(the lower of time and sample coverage)</span></p>'
+        f'<p><strong>{cov.percent}%</strong> <span class="muted">(the lowest of time, sample and hour coverage)</span></p>'
         f'<div class="bar" role="img" aria-label="coverage {cov.percent}%"><span style="width:{percent}%"></span></div>'
         f'<table class="stats"><tbody>{body}</tbody></table>'
     )

@@ -307,7 +307,7 @@ def _render_text(report: Report, brief: bool) -> str:
     if brief:
         lines += [
             "",
-            f"COVERAGE  {cov.percent}%: {fmt_duration(cov.elapsed_seconds)} of {fmt_duration(cov.required_seconds)}, "
+            f"COVERAGE  {cov.percent}%: {time_covered(cov)}, {hours_covered(cov)}"
             f"{fmt_count(cov.samples)} of {fmt_count(cov.required_samples)} samples, records "
             f"{fmt_timestamp(cov.first_ts)} to {fmt_timestamp(cov.last_ts)}",
             f"DATA PROBLEMS  {', '.join(f'{p.code} ({fmt_count(p.count)})' for p in report.problems) or 'none'}",
@@ -315,8 +315,9 @@ def _render_text(report: Report, brief: bool) -> str:
         return "\n".join(lines) + "\n"
     lines += [
         "",
-        f"COVERAGE  {cov.percent}% (the lower of time and samples)",
-        f"  time     {fmt_duration(cov.elapsed_seconds)} of {fmt_duration(cov.required_seconds)}",
+        f"COVERAGE  {cov.percent}% (the lowest of time, samples and hours of the cycle)",
+        f"  time     {time_covered(cov)}",
+        *([f"  hours    {hours_covered(cov).rstrip(', ')}"] if cov.cycle_hours else []),
         f"  samples  {fmt_count(cov.samples)} of {fmt_count(cov.required_samples)}",
         f"  records  {fmt_timestamp(cov.first_ts)} to {fmt_timestamp(cov.last_ts)}",
         "",
@@ -448,3 +449,22 @@ def render_markdown(report: Report) -> str:
         lines += _md_table(["Query", "Value"], rows, "lr")
         lines += ["", "</details>"]
     return "\n".join(lines) + "\n"
+
+
+def time_covered(cov) -> str:
+    """ "168h of 168h (shadowing for 326h55m)": the time covered never reads more than the cycle."""
+    covered = min(cov.elapsed_seconds, cov.required_seconds)
+    text = f"{fmt_duration(covered)} of {fmt_duration(cov.required_seconds)}"
+    if cov.elapsed_seconds > cov.required_seconds:
+        text += f" (shadowing for {fmt_duration(cov.elapsed_seconds)})"
+    return text
+
+
+def hours_covered(cov) -> str:
+    """ "160 of 168 hours seen (none in Sat 01:00-05:00 UTC), " or "" when the cycle is judged by time."""
+    if not cov.cycle_hours:
+        return ""
+    text = f"{cov.hours_seen} of {cov.cycle_hours} hours seen"
+    if cov.gaps:
+        text += f" (none in {', '.join(cov.gaps)} UTC)"
+    return text + ", "

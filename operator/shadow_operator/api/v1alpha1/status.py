@@ -57,10 +57,18 @@ class Coverage(ApiModel):
     required: str = Field(description="analysis.minDuration.")
     samples: int = Field(default=0, ge=0, description="Mirrored pairs analysed so far.")
     required_samples: int = Field(ge=0, description="analysis.minSamples.")
+    hours_seen: int | None = Field(
+        default=None,
+        ge=0,
+        description="Hours of the business cycle (minDuration in hour buckets, a week from Monday 00:00 UTC) "
+        "holding at least one pair; absent while no report has counted them, or for cycles under 2h.",
+    )
+    required_hours: int | None = Field(default=None, ge=0, description="Hours in the business cycle.")
     percent: int = Field(
         ge=0,
         le=100,
-        description="The lesser of shadow time over minDuration and samples over minSamples, in whole percent "
+        description="The lowest of shadow time over minDuration, samples over minSamples and hours seen over "
+        "the cycle's hours, in whole percent "
         "(status moves in 1% steps).",
     )
     summary: str = Field(description="One-line form for kubectl get, e.g. '26% of 168h'.")
