@@ -9,7 +9,7 @@ from shadow_operator.analysis.report import CLOCK_SKEW, CORRUPT_RECORD, UNPAIRED
 from shadow_operator.analysis.verdict import decide, failure_reason
 from shadow_operator.progress import MAX_CHECKS_IN_STATUS, verdict_for_status
 
-from .slices_factory import DAY, WEEK, Cell, analysis, build_slices, coverage, problem
+from .slices_factory import DAY, WEEK, Cell, analysis, build_slices, coverage, make_slice, problem
 
 NOW = "2025-06-01T12:00:00Z"
 NO_HISTORY, HISTORY = "history=<1", "history=>=1"
@@ -393,3 +393,18 @@ def test_every_check_name_maps_to_a_reason():
     assert failure_reason("featureMissing:$.x") == reasons.FEATURE_UNAVAILABLE
     with pytest.raises(ValueError):
         failure_reason("bogus")
+
+
+def test_the_headline_names_the_records_slice_over_prometheus_view_of_it():
+    """Prometheus counts more requests (records may be sampled) but knows no error text."""
+    cells = [Cell(NO_HISTORY, h, 10, candidate_errors=10) for h in range(24)]
+    cells += [Cell(HISTORY, h, 500) for h in range(24)]
+    slices = build_slices(cells)
+    seen_by_prometheus = make_slice(f"prometheus:{NO_HISTORY}", pairs=5000, candidate_errors=5000)
+    verdict = decide(
+        analysis(max_error_rate=0.01), "classification", slices, coverage(slices), [], True, NOW,
+        metric_slices=[seen_by_prometheus],
+    )  # fmt: skip
+    assert (verdict.result, verdict.reason) == ("Failed", reasons.CANDIDATE_ERRORS)
+    assert verdict.message.startswith(f"errorRate failed on segment {NO_HISTORY}:"), verdict.message
+    assert any(c.segment == f"prometheus:{NO_HISTORY}" and c.passed is False for c in verdict.checks)

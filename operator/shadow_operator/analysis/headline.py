@@ -1,7 +1,7 @@
 """The verdict's headline: which failing check to name, and which other failures it explains.
 
 Named: the most serious reason, then the furthest beyond its limit by the near end of its
-interval (a fault is most severe in the smallest slice that holds it: bigger slices dilute
+interval (the records' slice rather than Prometheus's view of it when both fail the check) (a fault is most severe in the smallest slice that holds it: bigger slices dilute
 it, thinner slices are less certain); equally far, a segment bucket before all traffic
 unless another bucket of its dimension fails the same check at the same time, and the whole
 period before an hour window.
@@ -54,6 +54,11 @@ def headline(
     """The failing check to name, and the other failing checks it explains (see the module's docstring)."""
     order = {id(check): i for i, check in enumerate(checks)}
     worst = _worst(failed, order, level)
+    if worst.segment.startswith(METRICS_PREFIX):
+        # The records' view of the same slice, when it fails the same check, names the error
+        # text Prometheus cannot (seen on the real node: "100% errors" without the KeyError).
+        records = worst.segment.removeprefix(METRICS_PREFIX)
+        worst = next((k for k in failed if k.name == worst.name and k.segment == records), worst)
     label = worst.segment
     base, _, hour = label.partition("@")
     if label.startswith(METRICS_PREFIX) or base == c.OVERALL or "=" not in base:
