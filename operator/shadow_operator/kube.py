@@ -185,12 +185,25 @@ class Kube:
         return resource
 
     def _served_version(self, resource: Resource) -> str:
+        """The version serving `resource`, from API discovery; only an answer is remembered.
+
+        A group version the server does not know (404) is an answer too: the older version. Any
+        other failure (a 503 while the API server starts, a timeout) is raised and not cached, so
+        the next call asks again instead of pinning the fallback until the operator restarts.
+        """
         with self._lock:
             if resource.plural not in self._versions:
                 try:
                     listing = self._request("GET", f"/apis/{resource.group}/{resource.version}")
-                    names = {r.get("name") for r in listing.get("resources", [])}
-                except KubeError:
+                    resources = listing.get("resources") if isinstance(listing, dict) else None
+                    names = {r.get("name") for r in resources or [] if isinstance(r, dict)}
+                except KubeError as error:
+                    if error.status != 404:
+                        raise KubeError(
+                            error.status,
+                            f"cannot discover which version of {resource.plural}.{resource.group} the API server "
+                            f"serves (will ask again): {error}",
+                        ) from None
                     names = set()
                 self._versions[resource.plural] = resource.version if resource.plural in names else "v1beta1"
             return self._versions[resource.plural]

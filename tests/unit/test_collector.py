@@ -359,3 +359,87 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_the_running_collector_deletes_records_past_both_retention_limits_on_real_files_and_time(tmp_path):
+    """`collector.run` as `shadowctl collector` runs it: tiny limits, the real clock, files on disk."""
+    from shadow_operator.traffic.collector import run
+
+    root = tmp_path / "records"
+    port = _free_port()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    args = (str(root), ("127.0.0.1", port), ("127.0.0.1", 0))
+    result: list[int] = []
+    thread = threading.Thread(
+        target=lambda: result.append(
+            loop.run_until_complete(run(*args, retention_bytes=300, retention_age=1.0, stop=stop, retention_every=0.1))
+        ),
+        daemon=True,
+    )
+    thread.start()
+
+    def post(name: str, offset: int, body: bytes) -> int:
+        for _ in range(100):
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("POST", f"/v1/records/pod-1/{name}?offset={offset}", body=body)
+                status = conn.getresponse().status
+                conn.close()
+                return status
+            except ConnectionRefusedError:
+                time.sleep(0.05)
+        raise AssertionError("collector never listened")
+
+    def on_disk() -> dict[str, int]:
+        return {p.name: p.stat().st_size for p in (root / "pod-1").glob("*.jsonl")}
+
+    try:
+        # Bytes: three 100-byte files fit, a fourth pushes the oldest out at once.
+        for index in range(4):
+            assert post(f"records-{index}.jsonl", 0, _lines(*range(10))) == 200
+            time.sleep(0.02)
+        assert on_disk() == {f"records-{i}.jsonl": 100 for i in (1, 2, 3)}
+        assert sum(on_disk().values()) <= 300
+        # Age: nothing written for a second, the timer deletes everything left.
+        deadline = time.monotonic() + 10
+        while on_disk() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert on_disk() == {}
+        assert list(root.rglob("*.jsonl")) == []
+        # A fresh write is kept again (retention deletes what is old, not what arrives).
+        assert post("records-5.jsonl", 0, _lines(1)) == 200
+        assert on_disk() == {"records-5.jsonl": 10}
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()
+    assert result == [0]
+
+
+def test_a_collector_answer_nested_past_the_recursion_limit_is_a_failed_ship_not_a_dead_thread(tmp_path):
+    """Before: RecursionError from json.loads escaped _post (it caught ValueError only)."""
+    deep = b"[" * 60_000 + b"]" * 4_000  # under the 64 KiB the shipper reads, far past the recursion limit
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(1 << 16)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n" % len(deep) + deep)
+
+    thread = threading.Thread(target=answer, daemon=True)
+    thread.start()
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "records-a-0.jsonl").write_bytes(_lines(1, 2))
+    shipper, dropped, _ = _shipper(spool, f"http://127.0.0.1:{port}")
+    try:
+        assert shipper.ship_once() is False
+        assert (spool / "records-a-0.jsonl").exists() and dropped == []  # kept for the next attempt
+        assert shipper.metrics.failures.get("http_error") == 1
+    finally:
+        thread.join(5)
+        server.close()  # refused from here on: close()'s last attempt fails at once
+        shipper.close(0.2)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -34,6 +35,9 @@ from .report import CLOCK_SKEW, CORRUPT_RECORD, FOREIGN_RECORD, UNPAIRED_RECORD,
 
 TABLE = "pairs"
 FUTURE_TOLERANCE_SECONDS = 300.0  # a timestamp further ahead of `now` is clock skew
+# A timestamp (`ts`, `received`) before the Unix epoch, like one not finite, is a corrupt record:
+# no writer's clock says 1969, and -1e308 would overflow every duration computed from it.
+MIN_TIMESTAMP = 0.0
 PAIR_SKEW_SECONDS = 60.0  # the two sides of a one-sided join further apart are clock skew
 # Per role: the table has `<role>_<name>` for each of these.
 SIDE_TYPES = {
@@ -226,7 +230,8 @@ def _corrupt_problem(files: list[Path], corrupt_per_file: dict[int, int]) -> lis
             code=CORRUPT_RECORD,
             count=corrupt,
             message=f"{corrupt} corrupt records in {in_files} file(s) were skipped (unparseable or truncated "
-            f"lines, not a JSON object, wrong version or missing required keys), e.g. {where}",
+            f"lines, not a JSON object, wrong version, missing required keys or a timestamp that is not a time), "
+            f"e.g. {where}",
         )
     ]
 
@@ -330,14 +335,18 @@ def _corrupt(raw: bytes) -> bool:
         record = json.loads(raw)
     except ValueError:
         return True
+    except RecursionError:  # nested deeper than Python's json can go: DuckDB (no recursion) decides
+        return _corrupt_in_duckdb(raw)
     if not isinstance(record, dict):
         return True
     try:
         if int(record.get("v")) != RECORD_VERSION:
             return True
-        if not math.isfinite(float(record["ts"])):
+        if not _timestamp_ok(float(record["ts"])):
             return True
-    except (TypeError, ValueError, KeyError):
+        if record.get(RECEIVED) is not None and not _timestamp_ok(float(record[RECEIVED])):
+            return True
+    except (TypeError, ValueError, KeyError, OverflowError):
         return True
     if record.get("shadow") is None or record.get("id") is None:
         return True
@@ -348,6 +357,29 @@ def _corrupt(raw: bytes) -> bool:
 
 def _side_ok(side: Any) -> bool:
     return isinstance(side, dict) and isinstance(side.get("outcome"), str)
+
+
+def _timestamp_ok(value: float) -> bool:
+    return math.isfinite(value) and value >= MIN_TIMESTAMP
+
+
+def _corrupt_in_duckdb(raw: bytes) -> bool:
+    """`_corrupt` for a line Python cannot parse without recursing too deep: the SQL check itself, on that line."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / f"line{RECORD_SUFFIX}"
+        path.write_bytes(raw.rstrip(b"\r\n") + b"\n")
+        con = duckdb.connect()
+        try:
+            row = con.execute(
+                f"SELECT {_corrupt_sql()} FROM read_json($files, format = 'newline_delimited', "
+                f"ignore_errors = true, columns = {_JSON_COLUMNS!r})",
+                {"files": [str(path)]},
+            ).fetchone()
+        except duckdb.Error:
+            return True
+        finally:
+            con.close()
+    return row is None or row[0] is not False
 
 
 def _create_records(con: duckdb.DuckDBPyConnection) -> None:
@@ -387,11 +419,7 @@ def _select_from_json(file_idx: str, shadow: str, now: float, judged: _Judged) -
                 f"CASE WHEN role IS NULL THEN \"{role}\".{name} WHEN role = '{role}' THEN result.{name} END "
                 f"AS {role}_{name}"
             )
-    corrupt = (
-        f"v IS DISTINCT FROM {RECORD_VERSION} OR shadow IS NULL OR id IS NULL OR ts IS NULL OR NOT isfinite(ts) OR "
-        f'CASE WHEN role IS NULL THEN "primary".outcome IS NULL OR candidate.outcome IS NULL '
-        f"ELSE role NOT IN {tuple(ROLES)} OR result.outcome IS NULL END"
-    )
+    corrupt = _corrupt_sql()
     earlier = judged.earlier()
     kind = (
         f"CASE WHEN {corrupt} THEN '{_CORRUPT}' WHEN shadow <> {_quote(shadow)} THEN '{_FOREIGN}' {earlier}"
@@ -404,6 +432,16 @@ def _select_from_json(file_idx: str, shadow: str, now: float, judged: _Judged) -
         f"{kind} AS kind, role, CASE WHEN kind = '{_FOREIGN}' THEN shadow END, {file_idx} AS file_idx "
         f"FROM read_json($files, format = 'newline_delimited', ignore_errors = true, filename = true, "
         f"columns = {_JSON_COLUMNS!r})"
+    )
+
+
+def _corrupt_sql() -> str:
+    """SQL over read_json's columns: true for a line that is no record (the `corrupt` kind)."""
+    return (
+        f"v IS DISTINCT FROM {RECORD_VERSION} OR shadow IS NULL OR id IS NULL OR ts IS NULL OR NOT isfinite(ts) OR "
+        f"ts < {MIN_TIMESTAMP!r} OR coalesce(NOT isfinite({RECEIVED}) OR {RECEIVED} < {MIN_TIMESTAMP!r}, false) OR "
+        f'CASE WHEN role IS NULL THEN "primary".outcome IS NULL OR candidate.outcome IS NULL '
+        f"ELSE role NOT IN {tuple(ROLES)} OR result.outcome IS NULL END"
     )
 
 

@@ -8,6 +8,7 @@ reflects verdict and samples into the ShadowDeployment's status.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -69,9 +70,14 @@ def coverage_for(
     start = evidence_since(sd, now)
     if start is None:
         start = first_ts
+    if start is not None and not math.isfinite(start):  # the dataset excludes such records; never trust them here
+        start = None
     elapsed = max(0.0, (now.timestamp() - start) if start is not None else 0.0)
+    if not math.isfinite(elapsed):
+        elapsed = 0.0
     percents = [
-        time_coverage_percent(elapsed, required),
+        # A cycle already covered is 100%, without multiplying a huge elapsed time into an overflow.
+        100 if elapsed >= required else time_coverage_percent(elapsed, required),
         min(100, samples * 100 // max(1, sd.spec.analysis.min_samples)),
     ]
     hours = cycle.cycle_hours(required)

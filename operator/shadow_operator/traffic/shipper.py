@@ -215,7 +215,7 @@ class Shipper:
                 continue
             try:
                 return response.status, json.loads(data or b"null")
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past Python's recursion limit
                 return response.status, data[:200].decode("latin-1")
         raise AssertionError("unreachable")
 
