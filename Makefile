@@ -18,7 +18,7 @@ DEMO_ARGS ?=
 PY_SOURCES := operator tests examples benchmarks
 
 .PHONY: help install manifests lint format test test-unit test-integration test-e2e test-node run cluster \
-        cluster-down deploy undeploy docker-build demo demo-cluster e2e bench-operator bench-analyze bench-router bench-verdict \
+        cluster-down deploy undeploy docker-build demo demo-cluster e2e bench-operator bench-analyze bench-router bench-verdict bench-aa \
         bench-deps clean
 
 ##@ General
@@ -134,6 +134,9 @@ bench-operator: install cluster-binaries ## Converge 200 ShadowDeployments; time
 
 bench-analyze: install ## Analyse 100k/1M/3M generated pair records; time and memory beside DuckDB
 	$(BIN)/python -m benchmarks.analyze
+
+bench-aa: install ## A/A through the router (candidate = primary): latency ratios and intervals, with and without a busy core
+	$(BIN)/python -m benchmarks.aa
 
 bench-verdict: install ## Verdict: false-Failed rate of equivalent candidates (target 0) and power against injected faults
 	$(BIN)/python -m benchmarks.verdict

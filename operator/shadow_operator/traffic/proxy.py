@@ -2,9 +2,15 @@
 of requests to the candidate; and the recorder, the same server in front of one upstream.
 
 Client connections (parsing, limits, timeouts, header hygiene) are traffic/http1.py. The
-primary's answer is written to the client as soon as it arrives; the candidate's copy runs
-in its own task with its own timeout and pool, bounded by maxInFlight (beyond it: dropped and
-counted, never queued). Records and metrics are built after the client has its answer.
+primary's answer is written to the client as soon as it arrives; the candidate's copy is written
+right after the primary's request, in the same step (no task switch between the two writes), and
+its answer is awaited in its own task with its own timeout and pool, bounded by maxInFlight
+(beyond it: dropped and counted, never queued). Records and metrics are built after the client
+has its answer.
+
+Both latencies are the upstream connection's own (upstream.UpstreamResponse.latency: from the
+request's last byte written to the answer's last byte parsed, stamped in the Protocol), never the
+time until a task resumed: docs/verdict.md, "How latency is measured".
 """
 
 from __future__ import annotations
@@ -30,9 +36,10 @@ from .extract import UNPARSEABLE, Extractor, parse_body
 from .http1 import HOP_BY_HOP, BodyAborted, ClientConnection, Reaper, Request, simple_response
 from .metrics import ShadowMetrics
 from .sink import RecordSink
-from .upstream import Headers, UpstreamError, UpstreamPool, UpstreamResponse
+from .upstream import Exchange, Headers, UpstreamError, UpstreamPool, UpstreamResponse
 
 log = logging.getLogger(__name__)
+_getrandbits = random.getrandbits
 
 SHADOW_HEADER = (b"x-shadow-request", b"true")
 
@@ -183,11 +190,10 @@ class ShadowProxy:
             else:
                 self.metrics.mirror.inc("sampled")
                 pair = _Pair()
-                self._spawn(self._shadow(req, headers, request_id, pair))
 
-        started = time.perf_counter()
+        started = time.perf_counter()  # only for answers that never came (timeouts, errors)
         try:
-            if req.stream is not None:
+            if req.stream is not None:  # never mirrored (pair is None)
                 stream = req.stream
                 response = await self.primary.stream(
                     req.method, req.target, headers, stream, req.length, self.config.primary_timeout
@@ -195,9 +201,18 @@ class ShadowProxy:
                 if not stream.done:  # answered before the whole body: the rest is never read
                     req.keep_alive = False
             else:
+                # Both requests written back to back, before either answer is awaited, in a random
+                # order: neither side waits for a task switch the other does not, and neither is
+                # always the second one to reach its model (docs/verdict.md).
+                copy_first = pair is not None and _getrandbits(1)
+                if copy_first:
+                    self._mirror(req, headers, request_id, pair)
+                exchange = self.primary.send(req.method, req.target, headers, req.body)
+                if pair is not None and not copy_first:
+                    self._mirror(req, headers, request_id, pair)
                 # asyncio.timeout, not wait_for: wait_for wraps the request in a task of its own
                 async with asyncio.timeout(self.config.primary_timeout):
-                    response = await self.primary.request(req.method, req.target, headers, req.body)
+                    response = await self.primary.answer(exchange)
             outcome, error = outcome_for_status(response.status), None
         except BodyAborted:
             return None, None
@@ -205,7 +220,7 @@ class ShadowProxy:
             response, outcome, error = None, TIMEOUT, "timeout"
         except UpstreamError as failure:
             response, outcome, error = None, CONNECTION_ERROR, str(failure)[:200]
-        latency = time.perf_counter() - started
+        latency = response.latency if response is not None else time.perf_counter() - started
         if response is None:
             status = 504 if outcome == TIMEOUT else 502
             wire = simple_response(status, b"upstream " + outcome.encode() + b"\n", req.keep_alive)
@@ -257,15 +272,27 @@ class ShadowProxy:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _shadow(self, req: Request, headers: Headers, request_id: str, pair: _Pair) -> None:
+    def _mirror(self, req: Request, headers: Headers, request_id: str, pair: _Pair) -> None:
+        """Write the copy now (on an idle pooled connection; else its task connects first) and
+        leave its answer to a task of its own."""
         self.in_flight += 1
         self.metrics.in_flight.set(value=self.in_flight)
-        copy = shadow_headers(headers, self.strip, self.config.candidate.netloc.encode())
         started = time.perf_counter()
+        try:
+            copy = shadow_headers(headers, self.strip, self.config.candidate.netloc.encode())
+            exchange = self.candidate.send(req.method, req.target, copy, req.body)
+        except Exception as failure:  # never the primary's problem
+            log.exception("error while sending a copy")
+            exchange = failure
+        self._spawn(self._shadow(exchange, request_id, pair, started))
+
+    async def _shadow(self, exchange: Exchange | Exception, request_id: str, pair: _Pair, started: float) -> None:
         response: UpstreamResponse | None = None
         try:
+            if isinstance(exchange, Exception):
+                raise exchange
             async with asyncio.timeout(self.config.candidate_timeout):
-                response = await self.candidate.request(req.method, req.target, copy, req.body)
+                response = await self.candidate.answer(exchange)
             outcome, error = outcome_for_status(response.status), None
         except TimeoutError:
             outcome, error = TIMEOUT, "timeout"
@@ -281,7 +308,8 @@ class ShadowProxy:
             self.breaker.connection_failed()
         else:
             self.breaker.reached()
-        pair.candidate = (response, outcome, error, time.perf_counter() - started)
+        latency = response.latency if response is not None else time.perf_counter() - started
+        pair.candidate = (response, outcome, error, latency)
         if pair.primary is not None:
             self._record_pair(request_id, pair)
 

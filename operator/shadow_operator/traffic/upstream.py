@@ -6,6 +6,14 @@ status, reason, raw header list (names and values as the upstream sent them) and
 
 Each connection is a Protocol that feeds httptools straight from data_received and completes
 one future per request: no StreamReader buffering and no wake-up per read on the hot path.
+
+Latency (docs/verdict.md, "How latency is measured"): each answer carries `latency`, the seconds
+from the moment the request's last byte was handed to the socket (stamped right after the
+transport's write, in the same synchronous step) to the moment the answer's last byte was parsed
+(stamped inside data_received, before any task wakes up). Both stamps are taken in this Protocol,
+so the primary and the candidate are timed at the same points whatever the event loop does
+between; connecting is outside them (a fresh connection is timed from its first write, like a
+pooled one).
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from typing import Protocol
 import httptools
 
 from .config import Upstream
+
+_clock = time.perf_counter
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -54,6 +64,8 @@ class UpstreamResponse:
     headers: Headers
     body: bytes
     keep_alive: bool
+    # seconds from the request's last byte written to the answer's last byte parsed (module docstring)
+    latency: float = 0.0
 
 
 class _State:
@@ -102,7 +114,7 @@ def _has_length(headers: Headers) -> bool:
 class _Connection(asyncio.Protocol):
     """One upstream connection, one request at a time: `exchange` writes it and awaits the answer."""
 
-    __slots__ = ("drained", "head", "idle_since", "state", "transport", "waiter")
+    __slots__ = ("drained", "head", "idle_since", "sent", "state", "transport", "waiter")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -110,6 +122,7 @@ class _Connection(asyncio.Protocol):
         self.state: _State | None = None
         self.head = False
         self.idle_since = 0.0
+        self.sent = 0.0  # clock when the request's last byte (so far) was written
         self.drained: asyncio.Future | None = None  # set while the transport's write buffer is full
 
     @property
@@ -122,6 +135,7 @@ class _Connection(asyncio.Protocol):
         self.transport.write(payload)
         if body:
             self.transport.write(body)
+        self.sent = _clock()
         return self.waiter
 
     def close(self) -> None:
@@ -171,10 +185,29 @@ class _Connection(asyncio.Protocol):
             waiter.set_exception(UpstreamError("upstream closed the connection before a full answer"))
 
     def _answer(self, keep_alive: bool) -> None:
+        latency = _clock() - self.sent  # first: nothing of ours is timed
         state, self.state = self.state, None
         status = state.parser.get_status_code()
         state.parser = None  # the parser and the state refer to each other: no cycle left for the GC
-        self.waiter.set_result(UpstreamResponse(status, state.reason, state.headers, b"".join(state.body), keep_alive))
+        self.waiter.set_result(
+            UpstreamResponse(status, state.reason, state.headers, b"".join(state.body), keep_alive, latency)
+        )
+
+
+class Exchange:
+    """A request on its way to one upstream (`UpstreamPool.send`): written already when the pool had
+    an idle connection, else written once `UpstreamPool.answer` has connected."""
+
+    __slots__ = ("body", "conn", "head", "method", "payload", "state", "waiter")
+
+    def __init__(self, method: bytes, payload: bytes, body: bytes, head: bool) -> None:
+        self.method = method
+        self.payload = payload
+        self.body = body
+        self.head = head
+        self.conn: _Connection | None = None
+        self.state: _State | None = None
+        self.waiter: asyncio.Future | None = None
 
 
 class UpstreamPool:
@@ -200,6 +233,11 @@ class UpstreamPool:
         self.open: set[_Connection] = set()
 
     async def request(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> UpstreamResponse:
+        return await self.answer(self.send(method, target, headers, body))
+
+    def send(self, method: bytes, target: bytes, headers: Headers, body: bytes) -> Exchange:
+        """Write the request now on an idle pooled connection, if there is one (no await, no task):
+        the router writes the primary's request and the candidate's copy back to back this way."""
         lines = [method, b" ", target, b" HTTP/1.1\r\n"]
         for name, value in headers:
             lines += [name, b": ", value, b"\r\n"]
@@ -211,10 +249,25 @@ class UpstreamPool:
             payload, body = b"".join(lines), b""
         else:  # written after the head: no second copy of a large body
             payload = b"".join(lines)
-        head = method == b"HEAD"
+        exchange = Exchange(method, payload, body, method == b"HEAD")
+        conn = self._take_idle()
+        if conn is not None:
+            state = _State(self.max_response_bytes)
+            try:
+                waiter = conn.exchange(payload, state, exchange.head, body)
+            except Exception:  # the transport refused the write: `answer` connects a fresh one
+                self._close(conn)
+            else:
+                exchange.conn, exchange.state, exchange.waiter = conn, state, waiter
+        return exchange
+
+    async def answer(self, exchange: Exchange) -> UpstreamResponse:
+        """The upstream's answer to a `send`: connects first when no pooled connection was idle; a
+        pooled connection the upstream had closed is retried once on a fresh one (idempotent methods)."""
+        method, payload, body, head = exchange.method, exchange.payload, exchange.body, exchange.head
         for attempt in (0, 1):
-            conn, reused = self._take_idle(), True
-            if conn is None:
+            conn, reused = exchange.conn, True
+            if attempt or conn is None:
                 reused = False
                 try:
                     _, conn = await asyncio.get_running_loop().create_connection(
@@ -223,9 +276,11 @@ class UpstreamPool:
                 except OSError as error:
                     raise UpstreamError(f"connect {self.upstream.netloc}: {error}") from None
                 self.open.add(conn)
-            state = _State(self.max_response_bytes)
+                exchange.conn, exchange.state = conn, _State(self.max_response_bytes)
+                exchange.waiter = conn.exchange(payload, exchange.state, head, body)
+            state = exchange.state
             try:
-                response = await conn.exchange(payload, state, head, body)
+                response = await exchange.waiter
             except BaseException as error:
                 self._close(conn)
                 # A pooled connection the upstream closed meanwhile: retry once on a fresh one,
@@ -293,12 +348,14 @@ class UpstreamPool:
                 if not data:
                     if length is None:
                         transport.write(b"0\r\n\r\n")
+                        conn.sent = _clock()
                     complete = True
                     break
                 if length is None:
                     transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
                 else:
                     transport.write(data)
+                conn.sent = _clock()
                 if conn.drained is not None:
                     await conn.drained
             async with asyncio.timeout(timeout):
