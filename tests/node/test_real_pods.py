@@ -44,6 +44,10 @@ def shadow_spec(prometheus_url: str) -> dict:
     spec["analysis"].update(
         interval="1m", minDuration="3m", minSamples=1500, minSamplesPerSegment=100, prometheus={"url": prometheus_url}
     )
+    # Every Pod of this one 2-core node shares the CPU, the CronJob's Python start-up each minute
+    # included: v2.1's p99 read 1.78x v1's over 13,186 pairs (99.98% interval 0.89x to 4.41x), so
+    # the example's 2x could not be confirmed either way. p50 still catches v2's slow collectors.
+    spec["analysis"]["thresholds"]["latencyRatio"] = {"p50": 1.5, "p99": 4.0}
     return body
 
 
