@@ -13,6 +13,9 @@ from .api.v1alpha1 import KIND
 # Written on a Service the builtin router took over, in the same patch as the switch, so
 # the original routing can be restored even if the operator dies right after.
 ORIGINAL_ROUTING_ANNOTATION = "shadow.mlops.dev/original-routing"
+# Set to "true" by whoever may edit a Service to let a ShadowDeployment whose primary the operator
+# runs (primary.image) put that primary behind it: without it such a spec is refused (issue 11).
+ALLOW_ADOPTION_ANNOTATION = "shadow.mlops.dev/allow-adoption"
 
 
 # The reason of the Event (and the note on the Analyzed condition) for a report the operator ignores.
@@ -69,6 +72,7 @@ class ObservedService:
     original_routing: dict[str, Any] | None
     resource_version: str = ""
     has_annotations: bool = False
+    allows_adoption: bool = False
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> ObservedService:
@@ -86,6 +90,7 @@ class ObservedService:
             original_routing=original,
             resource_version=metadata.get("resourceVersion", ""),
             has_annotations=bool(metadata.get("annotations")),
+            allows_adoption=(metadata.get("annotations") or {}).get(ALLOW_ADOPTION_ANNOTATION) == "true",
         )
 
     def port(self, number: int) -> dict[str, Any] | None:

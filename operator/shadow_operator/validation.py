@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 from . import reasons
 from .api.durations import parse_duration
+from .api.v1alpha1.podtemplate import MODEL_CONTAINER
 from .builders import candidate_pod_labels, cron_schedule
 from .builders.naming import RECORDER_ADMIN_PORT, RECORDER_HTTP_PORT
 from .builders.recorder import CONFIG_VOLUME, CONTAINER_NAME, RECORDS_VOLUME
 from .jsonpath import JsonPathError, compile_path
-from .observed import Observed
+from .observed import ALLOW_ADOPTION_ANNOTATION, Observed
 from .resource import ShadowDeployment
 
 
@@ -50,14 +51,39 @@ def _static_problems(sd: ShadowDeployment) -> list[Problem]:
         cron_schedule(sd.spec.analysis.interval)
     except ValueError as error:
         problems.append(Problem(reasons.INVALID_INTERVAL, str(error)))
+    except OverflowError:
+        pass  # _duration_problems names it
     names = [segment.name for segment in sd.spec.recording.segments]
     if duplicates := sorted({name for name in names if names.count(name) > 1}):
         problems.append(
             Problem(reasons.INVALID_SPEC, f"spec.recording.segments: names must be unique, repeated: {duplicates}")
         )
+    problems += _duration_problems(sd)
+    problems += _pod_template_problems(sd)
     if sd.spec.traffic.router == "istio":
         problems += _recorder_problems(sd)
     problems += _retention_problems(sd)
+    return problems
+
+
+def _duration_problems(sd: ShadowDeployment) -> list[Problem]:
+    """The schema's pattern admits durations too long to compute with (e.g. 30000000000h)."""
+    spec, problems = sd.spec, []
+    for field, value in (
+        ("spec.analysis.interval", spec.analysis.interval),
+        ("spec.analysis.minDuration", spec.analysis.min_duration),
+        ("spec.recording.sink.retention.maxAge", spec.recording.sink.retention.max_age),
+        ("spec.traffic.candidateTimeout", spec.traffic.candidate_timeout),
+        ("spec.traffic.routerGracePeriod", spec.traffic.router_grace_period),
+    ):
+        try:
+            parse_duration(value)
+        except OverflowError:
+            problems.append(
+                Problem(reasons.INVALID_SPEC, f"{field}: {value} is too long to compute with; use a shorter duration.")
+            )
+        except ValueError:
+            pass  # the schema's pattern admits it; parse_duration's own message comes elsewhere
     return problems
 
 
@@ -77,7 +103,7 @@ def _retention_problems(sd: ShadowDeployment) -> list[Problem]:
     max_age, min_duration = sink.retention.max_age, sd.spec.analysis.min_duration
     try:
         too_short = parse_duration(max_age) < parse_duration(min_duration)
-    except ValueError:
+    except (ValueError, OverflowError):
         too_short = False  # the schema's pattern admits it; parse_duration's own message comes elsewhere
     if too_short:
         problems.append(
@@ -107,19 +133,77 @@ def _recorder_problems(sd: ShadowDeployment) -> list[Problem]:
                     "serve the model on another port, e.g. 8080.",
                 )
             )
-        pod_spec = (workload.pod_template or {}).get("spec") or {}
+        pod_spec = workload.pod_template.spec if workload.pod_template else None
         for field, entries, reserved in (
-            ("containers", pod_spec.get("containers"), {CONTAINER_NAME}),
-            ("volumes", pod_spec.get("volumes"), {CONFIG_VOLUME, RECORDS_VOLUME}),
+            ("containers", pod_spec.containers if pod_spec else None, {CONTAINER_NAME}),
+            ("volumes", pod_spec.volumes if pod_spec else None, {CONFIG_VOLUME, RECORDS_VOLUME}),
         ):
-            for index, entry in enumerate(entries if isinstance(entries, list) else []):
-                name = entry.get("name") if isinstance(entry, dict) else None
+            for index, entry in enumerate(entries or []):
+                name = entry.name
                 if name in reserved:
                     problems.append(
                         Problem(
                             reasons.INVALID_SPEC,
                             f"spec.{role}.podTemplate.spec.{field}[{index}].name: {name!r} is the name of the "
                             "recorder sidecar's own entry in istio mode; rename it.",
+                        )
+                    )
+    return problems
+
+
+def _pod_template_problems(sd: ShadowDeployment) -> list[Problem]:
+    """What the podTemplate's schema cannot say: reserved PriorityClasses, the model entry's limits,
+    sidecars without an image, repeated names and mounts of volumes the template does not declare."""
+    problems = []
+    for role, workload in (("primary", sd.spec.primary), ("candidate", sd.spec.candidate)):
+        pod = workload.pod_template.spec if workload.pod_template else None
+        if pod is None:
+            continue
+        where = f"spec.{role}.podTemplate.spec"
+        if pod.priority_class_name and pod.priority_class_name.startswith("system-"):
+            problems.append(
+                Problem(
+                    reasons.INVALID_SPEC,
+                    f"{where}.priorityClassName: {pod.priority_class_name} is reserved for the cluster's own "
+                    "components; use a PriorityClass your cluster defines for workloads, or leave it out.",
+                )
+            )
+        volumes = [volume.name for volume in pod.volumes or []]
+        containers = [container.name for container in pod.containers or []]
+        for field, names in (("volumes", volumes), ("containers", containers)):
+            if repeated := sorted({name for name in names if names.count(name) > 1}):
+                problems.append(
+                    Problem(reasons.INVALID_SPEC, f"{where}.{field}: names must be unique, repeated: {repeated}")
+                )
+        for index, container in enumerate(pod.containers or []):
+            entry = f"{where}.containers[{index}]"
+            if container.name == MODEL_CONTAINER:
+                for field, instead in (("image", "image"), ("command", "args"), ("args", "args"), ("ports", "port")):
+                    if getattr(container, field) is not None:
+                        problems.append(
+                            Problem(
+                                reasons.INVALID_SPEC,
+                                f"{entry}.{field}: the entry named model adds env, envFrom, resources, "
+                                f"volumeMounts and securityContext to the model container; set spec.{role}.{instead} "
+                                "instead.",
+                            )
+                        )
+            elif container.image is None:
+                problems.append(
+                    Problem(
+                        reasons.INVALID_SPEC,
+                        f"{entry}.image: {container.name} is a sidecar (only the entry named model adds to the "
+                        "model container) and needs an image; set one, or name the entry model.",
+                    )
+                )
+            for mount_index, mount in enumerate(container.volume_mounts or []):
+                if mount.name not in volumes:
+                    problems.append(
+                        Problem(
+                            reasons.INVALID_SPEC,
+                            f"{entry}.volumeMounts[{mount_index}].name: {mount.name!r} is not a volume of "
+                            f"{where}.volumes; declare it there (configMap, secret, persistentVolumeClaim, "
+                            "emptyDir or projected) or fix the name.",
                         )
                     )
     return problems
@@ -160,6 +244,19 @@ def _cluster_problems(sd: ShadowDeployment, observed: Observed) -> list[Problem]
         return problems
     if sd.identity.uid in service.owner_uids:
         return problems  # the operator created it; its shape is the builders'
+    if ref is None and not service.allows_adoption:
+        problems.append(
+            Problem(
+                reasons.INVALID_SPEC,
+                f"spec.service.name: Service {service_name} already exists and was not created by this "
+                "ShadowDeployment; with spec.primary.image the operator's primary Pods would take over its "
+                "traffic, so they may do that only if the Service opts in: whoever may edit it annotates it "
+                f'{ALLOW_ADOPTION_ANNOTATION}: "true" (kubectl annotate service {service_name} '
+                f"{ALLOW_ADOPTION_ANNOTATION}=true). Otherwise set spec.primary.deploymentRef to the Deployment "
+                "it serves today, or set spec.service.name to a Service that does not exist yet (the operator "
+                "creates it).",
+            )
+        )
     if service.port(port) is None:
         available = ", ".join(str(p.get("port")) for p in service.ports) or "none"
         problems.append(

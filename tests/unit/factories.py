@@ -10,7 +10,12 @@ from typing import Any
 
 import yaml
 
-from shadow_operator.observed import ORIGINAL_ROUTING_ANNOTATION, ObservedDeployment, ObservedService
+from shadow_operator.observed import (
+    ALLOW_ADOPTION_ANNOTATION,
+    ORIGINAL_ROUTING_ANNOTATION,
+    ObservedDeployment,
+    ObservedService,
+)
 from shadow_operator.resource import ShadowDeployment, parse
 
 # The contract example, exactly as documented for a ShadowDeployment named `recommender`.
@@ -151,8 +156,12 @@ def service_json(
     return {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "spec": spec, "status": {"loadBalancer": {}}}
 
 
-def make_service(*args: Any, **kwargs: Any) -> ObservedService:
+def make_service(*args: Any, adoptable: bool = True, **kwargs: Any) -> ObservedService:
+    """An existing Service; `adoptable`: it opted in to a managed primary (ALLOW_ADOPTION_ANNOTATION), as
+    every Service an operator-run primary goes behind must."""
     kwargs.setdefault("selector", {"app": "recommender"})
+    if adoptable:
+        kwargs["annotations"] = {ALLOW_ADOPTION_ANNOTATION: "true", **(kwargs.get("annotations") or {})}
     return ObservedService.from_body(service_json(*args, **kwargs))
 
 

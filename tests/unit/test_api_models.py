@@ -96,7 +96,10 @@ def _all_keys(node) -> set[str]:
         {
             "traffic": {"router": "builtin", "mirrorPercent": 12.5, "candidateTimeout": "1500ms"},
             "primary": {
-                "env": [{"name": "A", "value": "1"}, {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s"}}}],
+                "env": [
+                    {"name": "A", "value": "1"},
+                    {"name": "B", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                ],
                 "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": 2}},
                 "args": ["--workers", "4"],
                 "podTemplate": {"spec": {"nodeSelector": {"pool": "ml"}}},

@@ -423,7 +423,48 @@ def test_pod_template_merge_does_not_alias_the_spec():
     first["spec"]["template"]["spec"]["nodeSelector"]["pool"] = "changed"
     second = _child(desired_state(sd, Observed(), IMAGE), "Deployment", "recommender-primary")
     assert second["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "cpu"}
-    assert sd.spec.primary.pod_template == {"spec": {"nodeSelector": {"pool": "cpu"}}}
+    assert sd.spec.primary.pod_template.to_wire() == {"spec": {"nodeSelector": {"pool": "cpu"}}}
+
+
+def test_a_pod_template_entry_named_model_adds_to_the_model_container():
+    """Volumes are useful only mounted: the `model` entry adds env, envFrom, resources and volumeMounts."""
+    pod_template = {
+        "spec": {
+            "serviceAccountName": "recsys",
+            "volumes": [
+                {"name": "weights", "persistentVolumeClaim": {"claimName": "recsys-weights", "readOnly": True}},
+                {"name": "token", "projected": {"sources": [{"serviceAccountToken": {"path": "t", "audience": "s3"}}]}},
+            ],
+            "containers": [
+                {
+                    "name": "model",
+                    "env": [{"name": "B", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "b"}}}],
+                    "envFrom": [{"configMapRef": {"name": "recsys-config"}}],
+                    "resources": {"limits": {"nvidia.com/gpu": 1}},
+                    "volumeMounts": [{"name": "weights", "mountPath": "/weights", "readOnly": True}],
+                }
+            ],
+        }
+    }
+    sd = make_sd({**BUILTIN, "primary": {"env": [{"name": "A", "value": "1"}], "podTemplate": pod_template}})
+    deployment = _child(desired_state(sd, Observed(), IMAGE), "Deployment", "recommender-primary")
+    pod = deployment["spec"]["template"]["spec"]
+    (model,) = pod["containers"]
+    assert model["image"] == "registry.example/recsys:1.4.2"
+    assert [variable["name"] for variable in model["env"]] == ["A", "B"]
+    assert model["envFrom"] == [{"configMapRef": {"name": "recsys-config"}}]
+    assert model["resources"] == {"limits": {"nvidia.com/gpu": 1}}
+    assert model["volumeMounts"] == [{"name": "weights", "mountPath": "/weights", "readOnly": True}]
+    assert [volume["name"] for volume in pod["volumes"]] == ["weights", "token"]
+
+
+def test_a_managed_primary_adopts_a_service_selector_only_when_the_service_opts_in():
+    sd = make_sd(BUILTIN)
+    for adoptable, labels in ((False, {}), (True, {"app": "recommender"})):
+        service = make_service(adoptable=adoptable)
+        deployment = _child(desired_state(sd, Observed(service=service), IMAGE), "Deployment", "recommender-primary")
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert {k: v for k, v in pod_labels.items() if k == "app"} == labels, adoptable
 
 
 # -- the comparison job --------------------------------------------------------------------------------

@@ -295,12 +295,39 @@ def test_status_enums(schema):
     assert _at(schema, ".status.verdict.result")["enum"] == ["Passed", "Failed", "Inconclusive"]
 
 
-def test_open_ended_fields_preserve_unknown_fields(schema):
+def test_pod_template_and_sink_volume_are_typed_allowlists(schema):
+    """Issue 11: nothing is passed through; hostPath, hostNetwork, privileged... have no place in the schema."""
     for field in (".spec.primary.podTemplate", ".spec.candidate.podTemplate", ".spec.recording.sink.volume"):
         node = _at(schema, field)
         assert node["type"] == "object", field
-        assert node["x-kubernetes-preserve-unknown-fields"] is True, field
-        assert "properties" not in node, field
+        assert "x-kubernetes-preserve-unknown-fields" not in node, field
+    pod = _at(schema, ".spec.primary.podTemplate.spec")["properties"]
+    assert set(pod) == {
+        "nodeSelector",
+        "tolerations",
+        "affinity",
+        "topologySpreadConstraints",
+        "priorityClassName",
+        "imagePullSecrets",
+        "serviceAccountName",
+        "automountServiceAccountToken",
+        "securityContext",
+        "volumes",
+        "containers",
+    }
+    volume = pod["volumes"]["items"]
+    kinds = ["configMap", "secret", "persistentVolumeClaim", "emptyDir", "projected"]
+    assert set(volume["properties"]) == {"name", *kinds}
+    assert volume["oneOf"] == [{"required": [kind]} for kind in kinds]
+    sink = _at(schema, ".spec.recording.sink.volume")
+    assert set(sink["properties"]) == {"persistentVolumeClaim", "emptyDir"}
+    assert sink["oneOf"] == [{"required": ["persistentVolumeClaim"]}, {"required": ["emptyDir"]}]
+    container = pod["containers"]["items"]["properties"]
+    assert "hostPort" not in container["ports"]["items"]["properties"]
+    assert "privileged" not in container["securityContext"]["properties"]
+    assert container["securityContext"]["properties"]["capabilities"]["properties"]["add"]["items"]["enum"] == [
+        "NET_BIND_SERVICE"
+    ]
 
 
 def test_quantities_are_int_or_string(schema):

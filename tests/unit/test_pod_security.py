@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from shadow_operator.builders import desired_state
+from shadow_operator.builders.security import restrict_pod_spec
 from shadow_operator.observed import Observed, ObservedService
+from shadow_operator.resource import SpecInvalid
 
 from .factories import REFERENCED_PRIMARY, make_sd, service_json
 
@@ -192,15 +194,41 @@ def test_every_kind_of_pod_was_checked():
 
 
 @pytest.mark.parametrize("mode", [{}, BUILTIN], ids=["istio", "builtin"])
-def test_a_pod_template_cannot_loosen_restricted(mode):
-    overrides = {**mode, "primary": {"podTemplate": HOSTILE_TEMPLATE}, "candidate": {"podTemplate": HOSTILE_TEMPLATE}}
-    found = all_pods(overrides, Observed())
-    for name in ("recommender-primary", "recommender-candidate"):
-        assert restricted_violations(found[name]) == [], f"{name}: a podTemplate loosened Pod Security restricted"
-        sidecar = next(c for c in found[name]["containers"] if c["name"] == "sidecar")
-        # What restricted allows is kept: NET_BIND_SERVICE may be added back.
-        assert sidecar["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
-        assert found[name]["securityContext"]["sysctls"] == [{"name": "net.ipv4.tcp_syncookies", "value": "1"}]
+def test_a_pod_template_asking_for_more_than_restricted_is_refused(mode):
+    """The podTemplate is an allowlist (issue 11): what restricted forbids is refused, each field named."""
+    overrides = {**mode, "primary": {"podTemplate": HOSTILE_TEMPLATE}}
+    with pytest.raises(SpecInvalid) as refused:
+        make_sd(overrides)
+    fields = {problem.split(": ", 1)[0] for problem in refused.value.problems}
+    where = "spec.primary.podTemplate.spec"
+    assert fields == {
+        f"{where}.securityContext.runAsUser",
+        f"{where}.securityContext.runAsNonRoot",
+        f"{where}.securityContext.seccompProfile.type",
+        f"{where}.securityContext.seLinuxOptions",
+        f"{where}.securityContext.sysctls[0].name",
+        f"{where}.containers[0].ports[0].hostPort",
+        f"{where}.containers[0].securityContext.privileged",
+        f"{where}.containers[0].securityContext.allowPrivilegeEscalation",
+        f"{where}.containers[0].securityContext.runAsUser",
+        f"{where}.containers[0].securityContext.capabilities.add[0]",
+        f"{where}.containers[0].securityContext.procMount",
+        f"{where}.containers[0].securityContext.seccompProfile.type",
+        f"{where}.initContainers",
+    }
+
+
+def test_the_builders_keep_restricted_even_for_a_raw_pod_spec():
+    """Defense in depth: restrict_pod_spec makes even an untyped hostile Pod spec restricted."""
+    pod = copy.deepcopy(HOSTILE_TEMPLATE["spec"])
+    pod["hostNetwork"] = True
+    restrict_pod_spec(pod)
+    pod.pop("initContainers")  # never built: the podTemplate has no such field
+    assert restricted_violations(pod) == []
+    sidecar = next(c for c in pod["containers"] if c["name"] == "sidecar")
+    # What restricted allows is kept: NET_BIND_SERVICE may be added back.
+    assert sidecar["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["NET_BIND_SERVICE"]}
+    assert pod["securityContext"]["sysctls"] == [{"name": "net.ipv4.tcp_syncookies", "value": "1"}]
 
 
 def test_the_checker_finds_what_the_hostile_template_asks_for():

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from ..base import DNS_LABEL, PRESERVE_UNKNOWN, ApiModel, Duration, JsonPath, Port
+from ..base import DNS_LABEL, ApiModel, Duration, JsonPath, Port
+from .podtemplate import EnvVar, PodTemplate, ResourceRequirements, SinkVolume
 
 Fraction = Annotated[float, Field(ge=0, le=1)]
-INT_OR_STRING = {"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}]}
 
 
 class ServiceRef(ApiModel):
@@ -23,33 +23,6 @@ class ServiceRef(ApiModel):
         "otherwise the operator creates it in front of the primary when it is missing.",
     )
     port: Port = Field(description="The Service port clients call. Must be one of the Service's ports.")
-
-
-class EnvVar(ApiModel):
-    """One environment variable of the model container."""
-
-    name: str = Field(min_length=1, description="Variable name.")
-    value: str | None = Field(default=None, description="Literal value.")
-    value_from: dict[str, Any] | None = Field(
-        default=None,
-        description="A Kubernetes EnvVarSource (secretKeyRef, configMapKeyRef, fieldRef, resourceFieldRef).",
-        json_schema_extra=PRESERVE_UNKNOWN,
-    )
-
-
-class ResourceRequirements(ApiModel):
-    """Compute resources of the model container."""
-
-    requests: dict[str, int | str] | None = Field(
-        default=None,
-        description="Minimum resources, e.g. {cpu: 500m, memory: 1Gi}.",
-        json_schema_extra={"additionalProperties": INT_OR_STRING},
-    )
-    limits: dict[str, int | str] | None = Field(
-        default=None,
-        description="Maximum resources, e.g. {cpu: '2', memory: 2Gi}.",
-        json_schema_extra={"additionalProperties": INT_OR_STRING},
-    )
 
 
 class DeploymentRef(ApiModel):
@@ -70,12 +43,14 @@ class _ModelWorkload(ApiModel):
         default=None, description="Requests and limits of the model container."
     )
     args: list[str] | None = Field(default=None, description="Arguments passed to the image's entrypoint.")
-    pod_template: dict[str, Any] | None = Field(
+    pod_template: PodTemplate | None = Field(
         default=None,
-        description="Extra Pod template fields merged into the generated one: metadata.labels, "
-        "metadata.annotations and spec fields such as nodeSelector, tolerations, serviceAccountName "
-        "or volumes. The model container itself is configured by the fields above.",
-        json_schema_extra=PRESERVE_UNKNOWN,
+        description="Extra fields for the model's Pods, from an allowlist: metadata.labels and annotations; "
+        "spec.nodeSelector, tolerations, affinity, topologySpreadConstraints, priorityClassName, "
+        "imagePullSecrets, serviceAccountName, automountServiceAccountToken, securityContext (within Pod "
+        "Security restricted), volumes (configMap, secret, persistentVolumeClaim, emptyDir, projected) and "
+        "containers (an entry named model adds env, envFrom, resources and volumeMounts to the model "
+        "container; other names are sidecars). Anything else is refused (docs/security.md).",
     )
 
 
@@ -239,13 +214,12 @@ class RecordSink(ApiModel):
         description="Directory of the record files: in the router and recorder Pods a local spool (an emptyDir) "
         "the files wait in until the collector has them, and in the collector Pod where they are kept.",
     )
-    volume: dict[str, Any] | None = Field(
+    volume: SinkVolume | None = Field(
         default=None,
-        description="A Kubernetes volume source for the collector's directory, e.g. "
-        "{persistentVolumeClaim: {claimName: shadow-records}}. Only the <name>-collector Pod mounts it, so "
+        description="The collector's volume: a persistentVolumeClaim (e.g. {persistentVolumeClaim: {claimName: "
+        "shadow-records}}) or an emptyDir; no other kind. Only the <name>-collector Pod mounts it, so "
         "ReadWriteOnce is enough. Default: an emptyDir sized from retention.maxBytes, whose records are lost "
         "when the collector Pod is deleted.",
-        json_schema_extra=PRESERVE_UNKNOWN,
     )
     rotate_bytes: int = Field(default=67108864, ge=1024, description="Start a new file past this size.")
     retention: RecordRetention = Field(
