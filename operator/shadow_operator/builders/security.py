@@ -15,8 +15,9 @@ but only within restricted: `restrict_pod_spec` keeps what restricted allows and
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, get_args
 
+from ..api.v1alpha1.podtemplate import SAFE_SYSCTL
 from .naming import IMAGE_UID
 
 RUNTIME_DEFAULT = {"type": "RuntimeDefault"}
@@ -24,21 +25,8 @@ ALLOWED_SECCOMP = frozenset({"RuntimeDefault", "Localhost"})
 # The only capability restricted lets a container add back after dropping ALL.
 ALLOWED_ADDED_CAPABILITIES = frozenset({"NET_BIND_SERVICE"})
 ALLOWED_SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t"})
-# baseline's "safe" sysctls.
-SAFE_SYSCTLS = frozenset(
-    {
-        "kernel.shm_rmid_forced",
-        "net.ipv4.ip_local_port_range",
-        "net.ipv4.ip_unprivileged_port_start",
-        "net.ipv4.tcp_syncookies",
-        "net.ipv4.ping_group_range",
-        "net.ipv4.ip_local_reserved_ports",
-        "net.ipv4.tcp_keepalive_time",
-        "net.ipv4.tcp_fin_timeout",
-        "net.ipv4.tcp_keepalive_intvl",
-        "net.ipv4.tcp_keepalive_probes",
-    }
-)
+# baseline's "safe" sysctls: one list, the API type's.
+SAFE_SYSCTLS = frozenset(get_args(SAFE_SYSCTL))
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 
 

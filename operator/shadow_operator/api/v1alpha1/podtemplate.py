@@ -31,7 +31,7 @@ Quantity = Annotated[int | str, Field(json_schema_extra=INT_OR_STRING)]
 ABSOLUTE_PATH = Annotated[str, Field(pattern=r"^/", max_length=4096)]
 RELATIVE_PATH = Annotated[str, Field(pattern=r"^[^/]", max_length=4096)]
 
-# baseline's "safe" sysctls: the only ones a Pod may set (kept in step with builders/security.py).
+# baseline's "safe" sysctls: the only ones a Pod may set (builders/security.py checks built Pods against this list).
 SAFE_SYSCTL = Literal[
     "kernel.shm_rmid_forced",
     "net.ipv4.ip_local_port_range",
