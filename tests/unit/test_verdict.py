@@ -408,3 +408,33 @@ def test_the_headline_names_the_records_slice_over_prometheus_view_of_it():
     assert (verdict.result, verdict.reason) == ("Failed", reasons.CANDIDATE_ERRORS)
     assert verdict.message.startswith(f"errorRate failed on segment {NO_HISTORY}:"), verdict.message
     assert any(c.segment == f"prometheus:{NO_HISTORY}" and c.passed is False for c in verdict.checks)
+
+
+def test_a_thin_segments_p99_is_shown_not_judged_and_does_not_hold_back_a_pass():
+    """960 requests leave 9.6 beyond a p99: its upper bound is one of the slowest few, no interval
+    can confirm a pass (v2.1 on a real node: 0.23x to 16x). All traffic's p99 is still judged."""
+    from shadow_operator.analysis.report import Latency, LatencyBounds
+    from shadow_operator.analysis.verdict import TAIL_SAMPLES
+
+    cells = [Cell(NO_HISTORY, h, 40) for h in range(24)] + [Cell(HISTORY, h, 1200) for h in range(24)]
+
+    def unbounded_p99(side):
+        bounds = [
+            LatencyBounds(confidence=b.confidence, low=b.low, high=Latency(p50=b.high.p50, p95=b.high.p95, p99=1e308))
+            for b in side.latency_bounds
+        ]
+        return side.model_copy(update={"latency_bounds": bounds})
+
+    slices = [
+        s.model_copy(update={"primary": unbounded_p99(s.primary), "candidate": unbounded_p99(s.candidate)})
+        if (s.segment, s.hour) == (NO_HISTORY, None)
+        else s
+        for s in build_slices(cells)
+    ]
+    verdict = judge(full_thresholds(), slices)
+    [p99] = [k for k in verdict.checks if (k.name, k.segment) == ("latencyP99Ratio", NO_HISTORY)]
+    assert p99.passed is None and p99.message.startswith(f"not judged, fewer than {TAIL_SAMPLES} requests")
+    assert (verdict.result, verdict.reason) == ("Passed", "Passed"), verdict.message
+    assert "1 latency quantile of thin segments not judged" in verdict.message
+    overall = [k for k in verdict.checks if (k.name, k.segment) == ("latencyP99Ratio", "all")]
+    assert [k.passed for k in overall] == [True]
