@@ -72,7 +72,7 @@ def test_builtin_router_takes_over_the_service_and_deletion_restores_it(cluster,
                        ("service", "recommender-primary"), ("configmap", "recommender-router")]:  # fmt: skip
         wait_for(
             lambda kind=kind, name=name: get_json(cluster, namespace, kind, name) is None,
-            timeout=30,
+            timeout=90,  # the controller manager's garbage collector, on a loaded 2-core machine
             what=f"{kind} {name} collected",
         )
 
