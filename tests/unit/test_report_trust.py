@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from shadow_operator.analysis import cli as analysis_cli
-from shadow_operator.analysis.job import (
+from shadow_operator.analysis.publish import (
     REPORT_BUDGET_BYTES,
     REPORT_TRUNCATED,
     publish_operations,
@@ -196,7 +196,9 @@ def test_the_worst_case_the_api_allows_still_fits_and_keeps_the_verdict():
     report = _with_hours_and_segments(values=120, hours=24, errors_text=4000, features=200)
     failing = Check(name="errorRate", segment=FAILING_SEGMENT, candidate=0.04, threshold=0.01, passed=False,
                     message="x" * 100_000)  # fmt: skip
-    checks = [failing] + [
+    # The verdict lists its cause first, then what it explains (all traffic among them).
+    explained = Check(name="errorRate", segment="all", candidate=0.011, threshold=0.01, passed=False, message="e")
+    checks = [failing, explained] + [
         Check(name="agreement", segment=f"country=v{i:04d}", passed=True, message="y" * 500) for i in range(3000)
     ]
     report = report.model_copy(
@@ -212,7 +214,8 @@ def test_the_worst_case_the_api_allows_still_fits_and_keeps_the_verdict():
     assert size <= REPORT_BUDGET_BYTES < CONFIGMAP_LIMIT, f"published report is {size} bytes"
     assert (published.verdict.result, published.verdict.reason) == (report.verdict.result, report.verdict.reason)
     assert published.coverage == report.coverage and published.candidate == report.candidate
-    assert published.verdict.checks[0].name == "errorRate" and published.verdict.checks[0].passed is False
+    first = published.verdict.checks[0]
+    assert (first.name, first.segment, first.passed) == ("errorRate", FAILING_SEGMENT, False), "the cause stays first"
     assert any(p.code == REPORT_TRUNCATED for p in published.problems)
     # The operator still reads it back.
     body = report_body(None)

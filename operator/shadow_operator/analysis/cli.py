@@ -143,7 +143,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def _publish(kube: Kube, sd: ShadowDeployment, report: Report) -> None:
     """Write the report into the ConfigMap the operator made for it; the job may not create one."""
-    from .job import publish_operations, report_owner_problem
+    from .publish import publish_operations, report_owner_problem
 
     name = report_name(sd.name)
     try:
