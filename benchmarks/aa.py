@@ -32,13 +32,14 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from .router import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SHADOW = "shop/aa"
@@ -110,12 +111,6 @@ async def _serve(port: int) -> None:
 
 
 # --- processes --------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _env() -> dict[str, str]:

@@ -6,6 +6,7 @@ directory on free ports, so it never collides with a developer's `make cluster`.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -220,3 +221,21 @@ class OperatorProcess:
 def apply_yaml(cluster: LocalCluster, documents: Iterable[dict[str, Any]] | str, namespace: str) -> None:
     text = documents if isinstance(documents, str) else yaml.safe_dump_all(list(documents))
     cluster.kubectl("-n", namespace, "apply", "-f", "-", stdin=text)
+
+
+def stop_loop(loop, thread, *servers) -> None:
+    """Close `servers`, cancel every task on `loop` (a test's upstreams, run in `thread`), stop it, join."""
+
+    async def cancel_all():
+        for server in servers:
+            server.close()
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    asyncio.run_coroutine_threadsafe(cancel_all(), loop).result(5)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()

@@ -24,6 +24,8 @@ from shadow_operator import metric_names as m
 from shadow_operator.records import OUTCOMES, SideResult, pair_record
 from shadow_operator.traffic.proxy import mirrored
 
+from .harness import stop_loop
+
 REPO = Path(__file__).resolve().parents[2]
 BINARY = bytes(range(256)) * 64
 SECRET = "alice@example.com"
@@ -164,18 +166,7 @@ def upstreams():
     for name, handler in [("primary", _primary), ("candidate", _candidate), ("reset", _resetter), ("hang", _hanger)]:
         ups.serve(name, handler)
     yield ups
-
-    async def cancel_all():
-        current = asyncio.current_task()
-        tasks = [t for t in asyncio.all_tasks() if t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    asyncio.run_coroutine_threadsafe(cancel_all(), ups.loop).result(5)
-    ups.loop.call_soon_threadsafe(ups.loop.stop)
-    ups.thread.join(5)
-    ups.loop.close()
+    stop_loop(ups.loop, ups.thread)
 
 
 # --- the router ----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from .harness import stop_loop
 from .test_router import Router
 
 pytestmark = pytest.mark.timeout(120)
@@ -96,18 +97,7 @@ class Upstream:
             await writer.drain()
 
     def close(self) -> None:
-        async def stop():
-            self.server.close()
-            current = asyncio.current_task()
-            tasks = [t for t in asyncio.all_tasks() if t is not current]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(5)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
-        self.loop.close()
+        stop_loop(self.loop, self.thread, self.server)
 
 
 @pytest.fixture
