@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from . import reasons
-from .analysis.report import Report
+from .analysis.report import Report, check_priority
 from .api.durations import format_duration, parse_duration
 from .api.v1alpha1 import Coverage, Mirror, Phase, ShadowDeploymentStatus, Verdict
 from .conditions import set_condition
@@ -183,13 +183,7 @@ def error_status(
 def verdict_for_status(verdict: Verdict) -> Verdict:
     """The report's verdict trimmed for status: failing checks first, then overall ones, capped."""
 
-    def rank(check) -> tuple[int, int]:
-        # Failing checks in the report's order (the verdict lists the headline's cause first).
-        if check.passed is False:
-            return (0, 0)
-        return (1, 0 if check.segment == "all" else 1)
-
-    checks = sorted(verdict.checks, key=rank)[:MAX_CHECKS_IN_STATUS]
+    checks = sorted(verdict.checks, key=check_priority)[:MAX_CHECKS_IN_STATUS]
     return verdict.model_copy(update={"checks": checks})
 
 

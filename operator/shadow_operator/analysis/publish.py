@@ -8,7 +8,7 @@ from typing import Any
 
 from ..metric_names import ALL_SEGMENTS
 from ..resource import ShadowDeployment
-from .report import REPORT_KEY, DataProblem, Report, SliceStats, report_name
+from .report import REPORT_KEY, DataProblem, Report, SliceStats, check_priority, report_name
 
 # ConfigMaps hold at most 1 MiB (data and metadata together; the API server refuses more). The
 # published report keeps well under it, metadata and managedFields included; what does not fit
@@ -34,13 +34,6 @@ def _slice_priority(report: Report):
         return (0 if item.segment in named else 1, -item.pairs, item.segment)
 
     return rank
-
-
-def _check_rank(check) -> tuple[int, int]:
-    """Failing checks in the verdict's order (its cause first), then inconclusive, then passed, all traffic first."""
-    if check.passed is False:
-        return (0, 0)
-    return (1 if check.passed is None else 2, 0 if check.segment == ALL_SEGMENTS else 1)
 
 
 def report_within_budget(report: Report, budget: int = REPORT_BUDGET_BYTES) -> Report:
@@ -95,7 +88,7 @@ def report_within_budget(report: Report, budget: int = REPORT_BUDGET_BYTES) -> R
         return note(trimmed, left_out)
 
     # Last resort: the lists and texts that grow with the spec or the data.
-    checks = sorted(report.verdict.checks, key=_check_rank)
+    checks = sorted(report.verdict.checks, key=check_priority)
     failing = sum(1 for c in checks if c.passed is False)
     checks = [_cut_check(c) for c in checks[: max(_MIN_CHECKS, failing)]]
     verdict = report.verdict.model_copy(update={"checks": checks, "message": _cut(report.verdict.message)})

@@ -12,6 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..api.v1alpha1 import Verdict
+from ..metric_names import ALL_SEGMENTS
 
 REPORT_VERSION = 1
 REPORT_KEY = "report.json"
@@ -148,3 +149,12 @@ def report_from_configmap(body: dict[str, Any] | None) -> Report | None:
         return Report.model_validate(json.loads(text))
     except ValueError:
         return None
+
+
+def check_priority(check) -> tuple[int, int]:
+    """Which checks a trimmed list keeps first (status, a report over its budget): failing ones in
+    the verdict's order (it lists their cause first), then inconclusive, then passed, all traffic
+    before segments."""
+    if check.passed is False:
+        return (0, 0)
+    return (1 if check.passed is None else 2, 0 if check.segment == ALL_SEGMENTS else 1)
