@@ -17,6 +17,9 @@ ROLE_PATH = Path("manifests/rbac/role.yaml")
 # The namespaced install's Role, for the namespace manifests/namespaced/ watches.
 NAMESPACED_ROLE_PATH = Path("manifests/namespaced/role.yaml")
 NAMESPACED_WATCHED = "ml"
+WEBHOOK_PATH = Path("manifests/webhook/validating_webhook.yaml")
+# Where manifests/kustomization.yaml installs the operator (and so its webhook Service).
+INSTALL_NAMESPACE = "shadow-system"
 REFERENCE_PATH = Path("docs/api-reference.md")
 README_PATH = Path("README.md")
 
@@ -26,6 +29,7 @@ def generated_manifests() -> dict[Path, str]:
     from .api.crd import crd_manifest
     from .api.reference import api_reference
     from .rbac import cluster_role, namespaced_role
+    from .webhook import configuration, service_client_config
 
     def render(obj: dict) -> str:
         return GENERATED_HEADER + yaml.safe_dump(obj, sort_keys=False, width=100)
@@ -34,6 +38,7 @@ def generated_manifests() -> dict[Path, str]:
         CRD_PATH: render(crd_manifest()),
         ROLE_PATH: render(cluster_role()),
         NAMESPACED_ROLE_PATH: render(namespaced_role(NAMESPACED_WATCHED)),
+        WEBHOOK_PATH: render(configuration(service_client_config(INSTALL_NAMESPACE))),
         REFERENCE_PATH: f"<!-- {GENERATED_HEADER.strip()[2:]} -->\n" + api_reference(),
     }
 

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from typing import Any
 
 import kopf
 
+from . import webhook
+from .admission import refusal, required_access, spec_changed
 from .api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
 from .builders.naming import MANAGED_BY
 from .config import Settings
-from .kube import Kube
+from .kube import WEBHOOK_CONFIGURATION, Kube, KubeError
 from .reconcile import Claim, Reconciler, TransientError, rivals
+from .resource import SpecInvalid, parse
 
 RESOURCE = (GROUP, VERSION, PLURAL)
+log = logging.getLogger(__name__)
 SETTINGS = Settings.from_environment()
 _RETRY_DELAY_SECONDS = 10
 
@@ -35,6 +40,49 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.networking.request_timeout = 60
     memo.reconciler = Reconciler(Kube.from_environment(), SETTINGS.image)
     memo.rechecks = Rechecks()
+    if SETTINGS.webhook:
+        _serve_admission(settings, memo.reconciler.kube)
+
+
+def _serve_admission(settings: kopf.OperatorSettings, kube: Kube) -> None:
+    if SETTINGS.webhook not in webhook.MODES:
+        raise kopf.PermanentError(f"SHADOW_WEBHOOK={SETTINGS.webhook!r}: use one of url, service, or leave it empty")
+    names = webhook.hostnames(SETTINGS.webhook, SETTINGS.webhook_host, SETTINGS.webhook_service)
+    certificate = webhook.serving_certificate(SETTINGS.webhook_cert_dir, names)
+    settings.admission.server = webhook.server(
+        SETTINGS.webhook, SETTINGS.webhook_host, SETTINGS.webhook_port, certificate
+    )
+    if certificate.self_signed and not kube.set_webhook_ca_bundle(WEBHOOK_CONFIGURATION, certificate.ca_bundle):
+        # Not fatal: the operator still reconciles; creates are refused (fail closed) or, without
+        # the configuration, not judged at all, which is what the administrator installed.
+        log.warning(
+            "ValidatingWebhookConfiguration %s is not installed: ShadowDeployments are not checked for "
+            "their authors' access (apply manifests/webhook/)",
+            WEBHOOK_CONFIGURATION,
+        )
+
+
+def admit(body: kopf.Body, old: Any, operation: str, userinfo: dict, namespace: str, memo: kopf.Memo, **_: Any) -> None:
+    """Refuse a ShadowDeployment that asks the operator for more than its author may do (admission.py)."""
+    if not spec_changed(operation, body, old):
+        return
+    try:
+        sd = parse(body)
+    except SpecInvalid:
+        return  # nothing will be built from it; the reconcile reports each bad field in status
+    kube: Kube = memo.reconciler.kube
+    try:
+        service_exists = kube.get("Service", namespace, sd.spec.service.name) is not None
+        required = required_access(sd, service_exists)
+        denied = [a for a in required if not kube.may(userinfo, a.resource_attributes(namespace))[0]]
+    except KubeError as error:  # fail closed, and say why
+        raise kopf.AdmissionError(f"cannot check the author's access now (try again): {error}", code=503) from None
+    if denied:
+        raise kopf.AdmissionError(refusal(userinfo.get("username", "?"), namespace, denied), code=403)
+
+
+if SETTINGS.webhook:
+    kopf.on.validate(*RESOURCE, id=webhook.HANDLER_ID, operations=["CREATE", "UPDATE"], persistent=True)(admit)
 
 
 @kopf.index(*RESOURCE)

@@ -73,6 +73,8 @@ class Permission:
 # `create`; reading before writing is what keeps an idle reconcile free of writes.
 _CHILD_VERBS = ("get", "create", "patch", "delete")
 OPERATOR_ROLE = "shadow-operator"
+# The ValidatingWebhookConfiguration the manifests install (webhook.py fills in its caBundle).
+WEBHOOK_CONFIGURATION = "shadow-operator"
 
 # What the comparison job (`shadowctl analyze --publish`) does. Each object's job gets these in
 # a Role of its own, narrowed by resourceNames to its ShadowDeployment and its report ConfigMap
@@ -114,6 +116,17 @@ PERMISSIONS: tuple[Permission, ...] = (
     # kopf watches CRDs and namespaces to notice resources and namespaces appearing at run time.
     Permission("apiextensions.k8s.io", ("customresourcedefinitions",), ("list", "watch"), "kopf's discovery"),
     Permission("", ("namespaces",), ("list", "watch"), "kopf's namespace observation"),
+    # The admission webhook (admission.py): may the requesting user do what their spec asks?
+    Permission("authorization.k8s.io", ("subjectaccessreviews",), ("create",), "admission: the author's own access"),
+    # Only the one configuration an administrator installed, and only to fill in the CA of the
+    # operator's self-signed serving certificate (webhook.py).
+    Permission(
+        "admissionregistration.k8s.io",
+        ("validatingwebhookconfigurations",),
+        ("get", "patch"),
+        "the webhook's caBundle",
+        resource_names=(WEBHOOK_CONFIGURATION,),
+    ),
 )
 
 
@@ -275,6 +288,41 @@ class Kube:
             body={"status": status},
             content_type="application/merge-patch+json",
         )
+
+    def may(self, user: Mapping[str, Any], resource_attributes: Mapping[str, str]) -> tuple[bool, str]:
+        """Whether `user` (an admission request's userInfo) may do it: a SubjectAccessReview, and its reason."""
+        spec: dict[str, Any] = {
+            "user": user.get("username", ""),
+            "groups": list(user.get("groups") or []),
+            "resourceAttributes": dict(resource_attributes),
+        }
+        if user.get("uid"):
+            spec["uid"] = user["uid"]
+        if user.get("extra"):
+            spec["extra"] = dict(user["extra"])
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
+        answer = self._request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=review)
+        status = answer.get("status") or {}
+        return bool(status.get("allowed")) and not status.get("denied"), str(status.get("reason") or "")
+
+    def set_webhook_ca_bundle(self, name: str, ca_bundle: str) -> bool:
+        """Put `ca_bundle` (base64 PEM) into every webhook of configuration `name`; False when it is absent."""
+        path = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{name}"
+        try:
+            current = self._request("GET", path)
+        except KubeError as error:
+            if error.status == 404:
+                return False
+            raise
+        operations = [
+            {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": ca_bundle}
+            for i, _ in enumerate(current.get("webhooks") or [])
+        ]
+        # resourceVersion as a precondition: an administrator's concurrent edit is not overwritten.
+        test = {"op": "test", "path": "/metadata/resourceVersion", "value": current["metadata"]["resourceVersion"]}
+        if operations:
+            self._request("PATCH", path, body=[test, *operations], content_type="application/json-patch+json")
+        return True
 
     def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
         """Best effort: an event that cannot be posted is logged, never fatal to a reconcile."""

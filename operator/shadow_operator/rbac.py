@@ -15,8 +15,12 @@ from .kube import ANALYZER_PERMISSIONS, OPERATOR_ROLE, PERMISSIONS, Permission
 ROLE_NAME = OPERATOR_ROLE
 RBAC_API_VERSION = "rbac.authorization.k8s.io/v1"
 # Cluster-scoped: kopf lists and watches them to notice CRDs and namespaces appearing at run
-# time. A namespaced install goes without (kopf then only warns that it will not notice them).
-CLUSTER_SCOPED = frozenset({"customresourcedefinitions", "namespaces"})
+# time; the admission webhook asks SubjectAccessReviews and fills in its configuration's CA. A
+# namespaced install goes without (kopf then only warns that it will not notice them, and no
+# webhook runs: see manifests/namespaced/kustomization.yaml).
+CLUSTER_SCOPED = frozenset(
+    {"customresourcedefinitions", "namespaces", "subjectaccessreviews", "validatingwebhookconfigurations"}
+)
 LABELS = {"app.kubernetes.io/name": "shadow-operator"}
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import kubernetes
 import pytest
 
+from shadow_operator import webhook
 from shadow_operator.analysis.job import ROLLOUT_SETTLE_SECONDS
 
 from .harness import (
@@ -81,12 +82,30 @@ def operator_kubeconfig(cluster: LocalCluster) -> Path:
 
 @pytest.fixture(scope="session")
 def operator(cluster: LocalCluster, operator_kubeconfig: Path, tmp_path_factory) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(operator_kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log")
+    """The operator as installed: every ShadowDeployment of the session goes through its admission webhook."""
+    port = free_port()
+    # As an administrator installs it (manifests/webhook/), but reached by URL on loopback; the
+    # operator fills in the caBundle at start.
+    configuration = webhook.configuration(webhook.url_client_config("127.0.0.1", port))
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(configuration))
+    process = OperatorProcess(
+        operator_kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", webhook_port=port
+    )
     process.start()
     wait_for(lambda: "Initial authentication has finished" in process.log_tail(200), timeout=30, what="kopf start")
+    wait_for(lambda: _webhook_answers(cluster), timeout=30, what="the admission webhook answering")
     yield process
     process.stop()
     print("---- operator log (tail) ----\n" + process.log_tail(60))
+
+
+def _webhook_answers(cluster: LocalCluster) -> bool:
+    """A server-side dry run goes through admission: it passes once the webhook serves with its CA in place."""
+    probe = shadow_deployment("webhook-probe")
+    result = cluster.kubectl(
+        "-n", "default", "create", "--dry-run=server", "-f", "-", stdin=json.dumps(probe), check=False
+    )
+    return result.returncode == 0
 
 
 @pytest.fixture

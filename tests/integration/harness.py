@@ -180,10 +180,12 @@ def now() -> datetime:
 class OperatorProcess:
     """`shadowctl run` in a subprocess, as `make run` starts it, logging to a file."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path, resync_seconds: float = 2):
+    def __init__(self, kubeconfig: Path, log_path: Path, resync_seconds: float = 2, webhook_port: int | None = None):
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.resync_seconds = resync_seconds
+        # Serve the admission webhook on loopback (the cluster fixture installs its configuration).
+        self.webhook_port = webhook_port
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:
@@ -194,6 +196,8 @@ class OperatorProcess:
             "SHADOW_OPERATOR_IMAGE": "shadow-operator:test",
             "PYTHONUNBUFFERED": "1",
         }
+        if self.webhook_port:
+            env |= {"SHADOW_WEBHOOK": "url", "SHADOW_WEBHOOK_PORT": str(self.webhook_port)}
         log = self.log_path.open("a")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "shadow_operator.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT

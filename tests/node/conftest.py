@@ -87,6 +87,15 @@ def installed_operator(node: NodeCluster) -> Iterator[dict]:
         timeout=60,
         what="the operator's kopf start in its log",
     )
+    # The admission webhook, as installed: the API server reaches the operator's Pod through the
+    # webhook Service on the bridge and trusts the CA the operator wrote in. A server-side dry run
+    # of the example goes through it (as the cluster admin, so it is admitted once it answers).
+    example = (REPO / "examples" / "recommender.yaml").read_text().replace("namespace: demo", "namespace: default")
+    wait_for(
+        lambda: node.kubectl("create", "--dry-run=server", "-f", "-", stdin=example, check=False).returncode == 0,
+        timeout=60,
+        what="the operator's admission webhook answering the API server",
+    )
     yield pod
     # What a person would look at when something went wrong: printed after the tests, pass or fail.
     for args in (
