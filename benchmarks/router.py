@@ -86,6 +86,10 @@ ADDED_P50_ONE_CONN_MS = 1.0
 ADDED_P50_OPEN_MS = 1.0
 ADDED_P99_OPEN_MS = 3.0
 RPS_VS_NGINX = 0.25
+# --workers N beside nginx `worker_processes N` (the scaling rows): issue "Performance at production scale".
+SCALING_WORKERS = (1, 2)
+RPS_VS_NGINX_SAME_WORKERS = 0.8  # router without mirroring >= 0.8x nginx without, same process count
+RPS_VS_NGINX_MIRROR = 1.0  # router mirroring every request >= 1.0x nginx's own `mirror`, same process count
 SOAK_FLAT = 0.10
 
 WRK_SCRIPT = f"""\
@@ -413,6 +417,7 @@ class Row:
     result: Result | None = None
     note: str = ""
     extra: dict = field(default_factory=dict)
+    workers: int = 1  # nginx worker_processes / router --workers
 
 
 def mirror_results(admin: int | None) -> dict[str, float]:
@@ -506,12 +511,15 @@ class Bench:
         return path
 
     @contextlib.contextmanager
-    def nginx(self, candidate: str | None):
-        prefix = self._next("nginx-" + (candidate or "nomirror").replace(" ", ""))
+    def nginx(self, candidate: str | None, workers: int = 1):
+        prefix = self._next("nginx-" + (candidate or "nomirror").replace(" ", "") + f"-x{workers}")
         port = free_port()
         conf = upstreams.nginx_proxy_conf(
             prefix, port, self.primary_port, self.candidate_ports[candidate] if candidate else None
         )
+        if workers > 1:  # one listening socket per worker (SO_REUSEPORT), like the router's workers
+            conf = conf.replace("worker_processes 1;", f"worker_processes {workers};", 1)
+            conf = conf.replace(f"listen {HOST}:{port} backlog", f"listen {HOST}:{port} reuseport backlog", 1)
         proc = self.procs.start("nginx proxy", upstreams.nginx_argv(prefix, conf), prefix / "stdout.log")
         try:
             wait_port(port, proc)
@@ -520,9 +528,9 @@ class Bench:
             self.procs.stop(proc)
 
     @contextlib.contextmanager
-    def router(self, candidate: str | None):
+    def router(self, candidate: str | None, workers: int = 1):
         assert self.shadowctl
-        workdir = self._next("router-" + (candidate or "nomirror").replace(" ", ""))
+        workdir = self._next("router-" + (candidate or "nomirror").replace(" ", "") + f"-x{workers}")
         port, admin = free_port(), free_port()
         records = workdir / "records"
         records.mkdir()
@@ -545,6 +553,8 @@ class Bench:
             str(MAX_IN_FLIGHT),
             "--records",
             str(records),
+            "--workers",
+            str(workers),
         ]
         proc = self.procs.start("router", argv, workdir / "router.log")
         try:
@@ -572,10 +582,10 @@ class Bench:
         if row.kind == "direct":
             yield f"http://{HOST}:{self.primary_port}{PATH}", None
         elif row.kind == "nginx":
-            with self.nginx(row.candidate) as (url, _):
+            with self.nginx(row.candidate, row.workers) as (url, _):
                 yield url, None
         else:
-            with self.router(row.candidate) as (url, _proc, admin, _workdir):
+            with self.router(row.candidate, row.workers) as (url, _proc, admin, _workdir):
                 yield url, admin
 
     # measuring
@@ -638,6 +648,21 @@ def build_rows(args: argparse.Namespace, with_router: bool) -> list[tuple[str, s
         (paced, "open", seconds, open_rows(paced)),
         (bursty, "hey", seconds, open_rows(bursty)),
     ]
+    scaling = (
+        f"scaling: wrk -t1 -c{args.connections} -d{seconds:g}s, router --workers N beside nginx worker_processes N"
+    )
+    scaling_rows = []
+    for n in SCALING_WORKERS:
+        scaling_rows += [
+            Row(scaling, f"x{n} nginx, no mirror", "nginx", workers=n),
+            Row(scaling, f"x{n} router, no mirror", "router", workers=n, extra={"ref": f"x{n} nginx, no mirror"}),
+            Row(scaling, f"x{n} nginx mirror, fast candidate", "nginx", "fast", workers=n),
+            Row(scaling, f"x{n} router, fast candidate", "router", "fast", workers=n,
+                extra={"ref": f"x{n} nginx mirror, fast candidate"}),
+        ]  # fmt: skip
+    if args.scaling:
+        sections = []
+    sections.append((scaling, "scaling", seconds, scaling_rows))
     for _, _, _, rows in sections:
         for row in rows:
             if row.kind == "router" and not with_router:
@@ -664,7 +689,9 @@ def render(sections) -> str:
     )
     group = f"{'':<32}{'':>10}{'':>9}{'':>9}{'':>8}  {'vs direct':^20}  {'vs nginx, no mirror':^20}"
     out = [group, head]
-    for title, _, _, rows in sections:
+    for title, key, _, rows in sections:
+        if key == "scaling":
+            continue
         out.append(f"-- {title}")
         direct = next((r.result for r in rows if r.kind == "direct"), None)
         nginx = next((r.result for r in rows if r.name == "nginx, no mirror"), None)
@@ -683,6 +710,53 @@ def render(sections) -> str:
                 f"{row.name:<32}{res.rps:>10.0f}{res.p50_ms:>9.2f}{res.p99_ms:>9.2f}{res.errors:>8}" + "".join(ratios)
             )
     return "\n".join(out)
+
+
+def render_scaling(sections) -> str:
+    """The scaling rows: each router row against the nginx row with as many processes and the same
+    mirroring (no mirror against no mirror, every request mirrored against nginx's `mirror`)."""
+    out = []
+    for title, key, _, rows in sections:
+        if key != "scaling":
+            continue
+        by_name = {row.name: row for row in rows}
+        out += [
+            f"-- {title}",
+            f"{'row':<36}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}  {'req/s vs nginx':>15}",
+        ]
+        for row in rows:
+            res = row.result
+            if res is None:
+                out.append(f"{row.name:<36}{row.note or 'not measured':>10}")
+                continue
+            ref = by_name.get(row.extra.get("ref", ""))
+            ratio = _ratio(res.rps, ref.result.rps if ref and ref.result else None) if ref else ""
+            out.append(
+                f"{row.name:<36}{res.rps:>10.0f}{res.p50_ms:>9.2f}{res.p99_ms:>9.2f}{res.errors:>8}  {ratio:>15}"
+            )
+    return "\n".join(out)
+
+
+def evaluate_scaling(sections) -> list[str]:
+    lines = []
+    for _, key, _, rows in sections:
+        if key != "scaling":
+            continue
+        by_name = {row.name: row.result for row in rows}
+        for n in SCALING_WORKERS:
+            for name, ref, target in (
+                (f"x{n} router, no mirror", f"x{n} nginx, no mirror", RPS_VS_NGINX_SAME_WORKERS),
+                (f"x{n} router, fast candidate", f"x{n} nginx mirror, fast candidate", RPS_VS_NGINX_MIRROR),
+            ):
+                res, base = by_name.get(name), by_name.get(ref)
+                if res is None or base is None or not base.rps:
+                    lines.append(f"{name}: req/s >= {target}x of {ref}: not evaluated")
+                    continue
+                ratio = res.rps / base.rps
+                errors = f", {res.errors} errors" if res.errors else ""
+                verdict = "met" if ratio >= target and not res.errors else "NOT MET"
+                lines.append(f"{name}: req/s {ratio:.2f}x of {ref} (>= {target}x){errors}: {verdict}")
+    return lines
 
 
 def mirror_lines(sections) -> list[str]:
@@ -905,6 +979,9 @@ def main(argv: list[str] | None = None) -> int:
         "--only", default="", help="only rows whose name contains this (plus direct and nginx, no mirror)"
     )
     parser.add_argument("--no-router", action="store_true", help="skip the router rows")
+    parser.add_argument(
+        "--scaling", action="store_true", help="only the scaling rows: --workers 1 and 2 beside nginx with as many"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs, records)")
     args = parser.parse_args(argv)
 
@@ -953,12 +1030,17 @@ def main(argv: list[str] | None = None) -> int:
                 if row.result and row.result.detail:
                     print(f"    {row.name}: {row.result.detail}", file=sys.stderr, flush=True)
         print()
-        print(render(sections))
+        if any(key != "scaling" for _, key, _, _ in sections):
+            print(render(sections))
+            print()
+        print(render_scaling(sections))
         print()
         for line in mirror_lines(sections):
             print(line)
         print()
-        for line in evaluate(sections):
+        for line in evaluate(sections) if any(key != "scaling" for _, key, _, _ in sections) else []:
+            print(line)
+        for line in evaluate_scaling(sections):
             print(line)
         return 0
     except KeyboardInterrupt:

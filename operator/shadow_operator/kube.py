@@ -33,10 +33,12 @@ class Resource:
     group: str
     version: str
     plural: str
+    namespaced: bool = True
 
     def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+        """The object's path; `namespace` is ignored for a cluster-scoped resource."""
         root = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
-        path = f"{root}/namespaces/{namespace}/{self.plural}"
+        path = f"{root}/namespaces/{namespace}/{self.plural}" if self.namespaced else f"{root}/{self.plural}"
         if name:
             path += f"/{name}"
         if subresource:
@@ -57,6 +59,11 @@ RESOURCES: dict[str, Resource] = {
     "NetworkPolicy": Resource("networking.k8s.io", "v1", "networkpolicies"),
     "ShadowDeployment": Resource(GROUP, VERSION, PLURAL),
     "Event": Resource("", "v1", "events"),
+    # The admission webhook's (admission.py, webhook.py); both cluster-scoped.
+    "SubjectAccessReview": Resource("authorization.k8s.io", "v1", "subjectaccessreviews", namespaced=False),
+    "ValidatingWebhookConfiguration": Resource(
+        "admissionregistration.k8s.io", "v1", "validatingwebhookconfigurations", namespaced=False
+    ),
 }
 
 
@@ -301,15 +308,14 @@ class Kube:
         if user.get("extra"):
             spec["extra"] = dict(user["extra"])
         review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
-        answer = self._request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body=review)
+        answer = self._request("POST", RESOURCES["SubjectAccessReview"].path(""), body=review)
         status = answer.get("status") or {}
         return bool(status.get("allowed")) and not status.get("denied"), str(status.get("reason") or "")
 
     def set_webhook_ca_bundle(self, name: str, ca_bundle: str) -> bool:
         """Put `ca_bundle` (base64 PEM) into every webhook of configuration `name`; False when it is absent."""
-        path = f"/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{name}"
         try:
-            current = self._request("GET", path)
+            current = self._request("GET", RESOURCES["ValidatingWebhookConfiguration"].path("", name))
         except KubeError as error:
             if error.status == 404:
                 return False
@@ -321,7 +327,12 @@ class Kube:
         # resourceVersion as a precondition: an administrator's concurrent edit is not overwritten.
         test = {"op": "test", "path": "/metadata/resourceVersion", "value": current["metadata"]["resourceVersion"]}
         if operations:
-            self._request("PATCH", path, body=[test, *operations], content_type="application/json-patch+json")
+            self._request(
+                "PATCH",
+                RESOURCES["ValidatingWebhookConfiguration"].path("", name),
+                body=[test, *operations],
+                content_type="application/json-patch+json",
+            )
         return True
 
     def post_event(self, involved: Mapping[str, Any], type_: str, reason: str, message: str) -> None:

@@ -117,6 +117,8 @@ class ObservedDeployment:
     observed_generation: int
     available_replicas: int
     updated_replicas: int
+    # status.replicas: every non-terminated Pod, older ReplicaSets' included (None: not reported).
+    total_replicas: int | None = None
     pod_labels: dict[str, str] = field(default_factory=dict)
     images: tuple[str, ...] = ()
     container_names: tuple[str, ...] = ()
@@ -133,6 +135,7 @@ class ObservedDeployment:
             observed_generation=int(status.get("observedGeneration", 0)),
             available_replicas=int(status.get("availableReplicas", 0)),
             updated_replicas=int(status.get("updatedReplicas", 0)),
+            total_replicas=int(status["replicas"]) if "replicas" in status else None,
             pod_labels=dict((template.get("metadata") or {}).get("labels") or {}),
             images=tuple(c.get("image", "") for c in containers),
             container_names=tuple(c.get("name", "") for c in containers),
@@ -140,11 +143,18 @@ class ObservedDeployment:
 
     @property
     def available(self) -> bool:
-        """Rolled out at the current generation with every replica available."""
+        """Rolled out at the current generation with every replica available, and no older Pod left.
+
+        As `kubectl rollout status` waits ("old replicas are pending termination"): until the old
+        ReplicaSet's Pods are gone they still answer, and availableReplicas counts them too. On a
+        loaded real node a previous candidate's Pods answered for seconds after the new ones were
+        ready, and their KeyErrors became the fixed candidate's evidence (status.shadowingSince).
+        """
         return (
             self.observed_generation >= self.generation
             and self.updated_replicas >= self.replicas
             and self.available_replicas >= self.replicas
+            and (self.total_replicas is None or self.total_replicas <= self.updated_replicas)
         )
 
     def availability(self) -> str:

@@ -271,6 +271,21 @@ class Reconciler:
         }
         annotation = json.dumps(original, sort_keys=True)
         log.info("switching Service %s/%s to the builtin router", namespace, service.name)
+        try:
+            self._patch_unchanged_service(namespace, service, annotation, switch, index)
+        except KubeError as error:
+            # The `test` failed: someone changed the Service since it was read. The 1.20 API server
+            # answers 422 with no detail ("an error in our request"); it is a race, not a bad spec:
+            # retried with backoff, never reported as Error/Stalled.
+            if error.status in (409, 422):
+                raise TransientError(
+                    f"Service {service.name} changed while being switched to the router; trying again"
+                ) from None
+            raise
+
+    def _patch_unchanged_service(
+        self, namespace: str, service: ObservedService, annotation: str, switch: ServiceSwitch, index: int
+    ) -> None:
         self.kube.json_patch(
             "Service",
             namespace,

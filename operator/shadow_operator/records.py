@@ -33,6 +33,13 @@ TIMEOUT = "timeout"
 CONNECTION_ERROR = "connection_error"
 OUTCOMES = (OK, HTTP_4XX, HTTP_5XX, TIMEOUT, CONNECTION_ERROR)
 ROLES = ("primary", "candidate")
+# The noise baseline (spec.analysis.baseline): a copy of the primary fed the candidate's copies. Its
+# recorder writes one-sided records with role "baseline"; the router writes a second pair record per
+# request, `"compared": "baseline"`, whose `candidate` side is the baseline's answer. The job judges
+# the two comparisons apart (dataset.load(against=...)) and the candidate against the baseline's noise.
+BASELINE = "baseline"
+COMPARED = "compared"
+RECORDER_ROLES = (*ROLES, BASELINE)
 # Which candidate answered (its image): the job judges only the current candidate's records,
 # so a new candidate never inherits the previous one's answers from the same record store.
 CANDIDATE_IMAGE = "candidate_image"

@@ -63,6 +63,14 @@ def _static_problems(sd: ShadowDeployment) -> list[Problem]:
     if sd.spec.traffic.router == "istio":
         problems += _recorder_problems(sd)
     problems += _retention_problems(sd)
+    if sd.spec.analysis.baseline is not None and sd.spec.primary.deployment_ref is not None:
+        problems.append(
+            Problem(
+                reasons.INVALID_SPEC,
+                "spec.analysis.baseline: needs spec.primary.image (the baseline is a copy of the primary the "
+                "operator runs from its image and settings); with spec.primary.deploymentRef, remove baseline.",
+            )
+        )
     return problems
 
 

@@ -535,9 +535,52 @@ def test_all_child_keys_cover_every_mode():
         (REFERENCED_PRIMARY, Observed(service=make_service(), primary_ref=make_deployment())),
         (BUILTIN, Observed()),
         ({**BUILTIN, **REFERENCED_PRIMARY}, Observed(service=make_service(), primary_ref=make_deployment())),
+        ({"analysis": {"baseline": {}}}, Observed()),
     ]:
         every |= set(_keys(desired_state(make_sd(overrides), observed, IMAGE)))
     assert every == all_child_keys(sd)
+
+
+BASELINE_SPEC = {"analysis": {"baseline": {"replicas": 2}}}
+
+
+def test_a_baseline_is_the_primarys_image_and_settings_under_its_own_labels_and_gets_the_same_copies():
+    sd = make_sd({**BUILTIN, **BASELINE_SPEC})
+    children = {(c["kind"], c["metadata"]["name"]): c for c in desired_state(sd, Observed(), IMAGE).children}
+    baseline = children[("Deployment", "recommender-baseline")]
+    primary = children[("Deployment", "recommender-primary")]
+    assert baseline["spec"]["replicas"] == 2
+    assert baseline["spec"]["template"]["spec"]["containers"] == primary["spec"]["template"]["spec"]["containers"]
+    assert baseline["spec"]["selector"]["matchLabels"]["shadow.mlops.dev/role"] == "baseline"
+    assert (
+        children[("Service", "recommender-baseline")]["spec"]["selector"] == baseline["spec"]["selector"]["matchLabels"]
+    )
+    # No Service clients reach selects it: only the router's copies do.
+    clients = children[("Service", sd.spec.service.name)]["spec"]["selector"]
+    assert clients.get("shadow.mlops.dev/role") != "baseline"
+    config = json.loads(children[("ConfigMap", "recommender-router")]["data"]["router.json"])
+    assert config["baseline"] == "http://recommender-baseline.default.svc.cluster.local:80"
+    without = json.loads(
+        {(c["kind"], c["metadata"]["name"]): c for c in desired_state(make_sd(BUILTIN), Observed(), IMAGE).children}[
+            ("ConfigMap", "recommender-router")
+        ]["data"]["router.json"]
+    )
+    assert "baseline" not in without
+
+
+def test_istio_mirrors_each_copy_to_the_candidate_and_the_recorded_baseline():
+    sd = make_sd(BASELINE_SPEC)
+    children = {(c["kind"], c["metadata"]["name"]): c for c in desired_state(sd, Observed(), IMAGE).children}
+    [route] = children[("VirtualService", "recommender")]["spec"]["http"]
+    assert "mirror" not in route
+    hosts = [m["destination"]["host"] for m in route["mirrors"]]
+    assert hosts == [
+        "recommender-candidate.default.svc.cluster.local",
+        "recommender-baseline.default.svc.cluster.local",
+    ]
+    baseline = children[("Deployment", "recommender-baseline")]
+    names = [c["name"] for c in baseline["spec"]["template"]["spec"]["containers"]]
+    assert "recorder" in names
 
 
 # -- the record collector ----------------------------------------------------------------------------

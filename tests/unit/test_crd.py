@@ -21,6 +21,7 @@ from shadow_operator.cli import (
     README_PATH,
     REFERENCE_PATH,
     ROLE_PATH,
+    WEBHOOK_PATH,
     generated_manifests,
 )
 
@@ -78,7 +79,7 @@ def _at(schema: dict[str, Any], dotted: str) -> dict[str, Any]:
 # -- drift ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("relative", [CRD_PATH, ROLE_PATH, NAMESPACED_ROLE_PATH, REFERENCE_PATH], ids=str)
+@pytest.mark.parametrize("relative", [CRD_PATH, ROLE_PATH, NAMESPACED_ROLE_PATH, WEBHOOK_PATH, REFERENCE_PATH], ids=str)
 def test_committed_manifest_matches_the_generator(relative):
     generated = generated_manifests()[relative]
     committed = (REPO / relative).read_text()
@@ -105,8 +106,8 @@ def test_the_spec_reference_is_replaced_between_its_markers_only():
 
 def test_generated_manifests_are_the_crd_and_role_with_the_header():
     files = generated_manifests()
-    assert set(files) == {CRD_PATH, ROLE_PATH, NAMESPACED_ROLE_PATH, REFERENCE_PATH}
-    for path in (CRD_PATH, ROLE_PATH, NAMESPACED_ROLE_PATH):
+    assert set(files) == {CRD_PATH, ROLE_PATH, NAMESPACED_ROLE_PATH, WEBHOOK_PATH, REFERENCE_PATH}
+    for path in (CRD_PATH, ROLE_PATH, NAMESPACED_ROLE_PATH, WEBHOOK_PATH):
         assert files[path].startswith(GENERATED_HEADER)
     assert "| `spec.traffic.mirrorPercent` | number |" in files[REFERENCE_PATH]
     assert yaml.safe_load(files[CRD_PATH]) == crd_manifest()

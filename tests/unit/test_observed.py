@@ -93,3 +93,14 @@ def test_replicas_default_to_one():
     body = deployment_json("one")
     del body["spec"]["replicas"]
     assert ObservedDeployment.from_body(body).replicas == 1
+
+
+def test_a_deployment_is_not_available_while_an_older_replicaset_still_has_pods():
+    """As `kubectl rollout status`: the previous candidate's Pods answer until they are gone."""
+    body = deployment_json("recommender-candidate", replicas=2)
+    body["status"].update(
+        replicas=4, updatedReplicas=2, availableReplicas=4
+    )  # new RS ready, old one not yet scaled down
+    assert not ObservedDeployment.from_body(body).available
+    body["status"].update(replicas=2, availableReplicas=2)
+    assert ObservedDeployment.from_body(body).available

@@ -205,7 +205,12 @@ def error_rate_increase_check(stats: SliceStats, threshold: float, confidence: f
 
 
 def latency_ratio_check(
-    stats: SliceStats, percentile: str, threshold: float, min_samples: int, confidence: float = 0.95
+    stats: SliceStats,
+    percentile: str,
+    threshold: float,
+    min_samples: int,
+    confidence: float = 0.95,
+    reference: str = "primary",
 ) -> Check:
     """Candidate/primary latency at one percentile ("p50", "p95", "p99") against latencyRatio.<percentile>.
 
@@ -213,7 +218,8 @@ def latency_ratio_check(
     each side's order-statistic bounds at level 1 - (1 - confidence)/2 (both hold at once with
     `confidence`). Without them, bounds from the latency histogram's buckets (coarser, as valid);
     without either (Prometheus's slices today) the ratio is a point estimate: it can pass once
-    min_samples back it, never fail.
+    min_samples back it, never fail. `reference` names what stands in `stats.primary`: "noise
+    baseline" when the candidate is timed against the baseline's copies (same path, same clock).
     """
     if percentile not in LATENCY_RATIO_NAMES:
         raise ValueError(f"percentile must be one of {', '.join(LATENCY_RATIO_NAMES)}, not {percentile!r}")
@@ -241,7 +247,7 @@ def latency_ratio_check(
     side_level = 1 - (1 - confidence) / 2
     c_bounds, p_bounds = (_latency_bounds(side, percentile, side_level) for side in (candidate, primary))
     head = (
-        f"candidate {percentile} latency {_num(c_ms)} ms is {ratio:.2f}x the primary's {_num(p_ms)} ms "
+        f"candidate {percentile} latency {_num(c_ms)} ms is {ratio:.2f}x the {reference}'s {_num(p_ms)} ms "
         f"against latencyRatio.{percentile} {_num(threshold)}x"
     )
     if c_bounds is None or p_bounds is None:
@@ -259,7 +265,7 @@ def latency_ratio_check(
     upper = "unbounded" if math.isinf(high) else f"{high:.2f}x"
     message = (
         f"{head} ({_level(level)} interval {low:.2f}x to {upper}; candidate {_num(c_bounds[1])} to "
-        f"{_ms(c_bounds[2])}, primary {_num(p_bounds[1])} to {_ms(p_bounds[2])}): {words} ({counts})"
+        f"{_ms(c_bounds[2])}, {reference} {_num(p_bounds[1])} to {_ms(p_bounds[2])}): {words} ({counts})"
     )
     return Check(**base, passed=passed, message=message)
 
@@ -306,7 +312,49 @@ def agreement_check(stats: SliceStats, min_agreement: float, confidence: float, 
     return Check(**base, passed=passed, message=message)
 
 
-def abs_diff_checks(stats: SliceStats, max_abs_diff: AbsDiff, min_samples: int) -> list[Check]:
+def excess_disagreement_check(
+    stats: SliceStats, baseline: SliceStats | None, min_agreement: float, confidence: float, min_samples: int
+) -> Check:
+    """With a noise baseline: the candidate's disagreement beyond two primaries' own, against 1 - minAgreement.
+
+    The candidate disagrees with the primary on d_c of its comparable pairs, the baseline (a copy
+    of the primary fed the same copies) on d_b; d_c - d_b is what the candidate changes beyond
+    the primary's own non-determinism. Newcombe's interval of that difference decides, as for
+    error-rate increases; with no baseline pairs the interval is wide and the check inconclusive.
+    """
+    n = stats.comparable
+    base = dict(
+        name=AGREEMENT, segment=slice_label(stats), candidate=stats.agreement, threshold=min_agreement, samples=n
+    )
+    b_n = baseline.comparable if baseline is not None and baseline.agreement is not None else 0
+    if stats.agreement is None or n <= 0:
+        message = f"agreement: no comparable pairs (both sides answering with a prediction) among {stats.pairs}"
+        return Check(**base, passed=None, message=message)
+    c_disagree = n - min(n, max(0, round(stats.agreement * n)))
+    b_disagree = b_n - min(b_n, max(0, round(baseline.agreement * b_n))) if b_n else 0
+    allowed = 1 - min_agreement
+    if b_n <= 0:
+        message = (
+            f"the models agree on {_pct(stats.agreement)} of {n} comparable pairs; the noise baseline has no "
+            f"comparable pairs on this slice yet, so the candidate's disagreement cannot be told from the "
+            f"primary's own: not judged"
+        )
+        return Check(**base, primary=None, passed=None, message=message)
+    low, high = difference_interval(b_disagree, b_n, c_disagree, n, confidence)
+    passed, words = _gate(*_upper_limit_verdict(low, high, allowed), min(n, b_n), "comparable pairs", min_samples)
+    b_agreement = 1 - b_disagree / b_n
+    message = (
+        f"the models agree on {_pct(stats.agreement)} of comparable pairs ({n - c_disagree} of {n}); two primaries "
+        f"agree on {_pct(b_agreement)} ({b_n - b_disagree} of {b_n}, the noise baseline); the candidate's "
+        f"disagreement beyond that is {_pct((c_disagree / n) - (b_disagree / b_n))} "
+        f"({_interval(low, high, confidence)}) against 1 - minAgreement {_pct(allowed)}: {words}"
+    )
+    return Check(**base, primary=b_agreement, passed=passed, message=message)
+
+
+def abs_diff_checks(
+    stats: SliceStats, max_abs_diff: AbsDiff, min_samples: int, baseline: SliceStats | None = None
+) -> list[Check]:
     """Mean and 95th percentile of |candidate - primary| against maxAbsDiff.mean / .p95 (regression)."""
     checks = []
     n = stats.comparable
@@ -318,6 +366,15 @@ def abs_diff_checks(stats: SliceStats, max_abs_diff: AbsDiff, min_samples: int) 
             continue
         base = dict(name=name, segment=slice_label(stats), candidate=value, threshold=limit, samples=n)
         what = "mean absolute difference" if field == "mean" else "95th percentile of the absolute difference"
+        if baseline is not None:
+            noise = baseline.abs_diff_mean if field == "mean" else baseline.abs_diff_p95
+            if noise is None or baseline.comparable < min_samples:
+                message = f"{what}: the noise baseline has too few comparable pairs on this slice to judge against"
+                checks.append(Check(**base, passed=None, message=message))
+                continue
+            base["primary"] = noise
+            what += f" minus the noise baseline's {_num(noise)}:"
+            value = None if value is None else max(0.0, value - noise)
         if value is None or n <= 0:
             message = f"{what}: no comparable pairs (both sides answering with a prediction) among {stats.pairs}"
             checks.append(Check(**base, passed=None, message=message))

@@ -29,7 +29,7 @@ from typing import Any
 
 import duckdb
 
-from ..records import CANDIDATE_IMAGE, OK, RECEIVED, RECORD_SUFFIX, RECORD_VERSION, ROLES
+from ..records import CANDIDATE_IMAGE, COMPARED, OK, RECEIVED, RECORD_SUFFIX, RECORD_VERSION, RECORDER_ROLES, ROLES
 from .cycle import bucket_sql
 from .report import CLOCK_SKEW, CORRUPT_RECORD, FOREIGN_RECORD, UNPAIRED_RECORD, DataProblem
 
@@ -75,6 +75,7 @@ _JSON_COLUMNS = {
     "abs_diff": "DOUBLE",
     CANDIDATE_IMAGE: "VARCHAR",
     RECEIVED: "DOUBLE",
+    COMPARED: "VARCHAR",
 }
 _CHUNK = 1 << 23
 _EXCERPT = 80
@@ -84,6 +85,8 @@ _PAIR, _ONE, _CORRUPT, _FOREIGN, _FUTURE = "pair", "one", "corrupt", "foreign", 
 _DUPLICATE = "duplicate"  # a one-sided record repeating an id and role
 # Answered before the judged candidate rolled out, or by another candidate image: not its evidence.
 _EARLIER = "earlier"
+# The other comparison's records (the baseline's when judging the candidate, and the other way round).
+_OTHER_COMPARISON = "other_comparison"
 
 
 @dataclass
@@ -143,6 +146,7 @@ def load(
     con: duckdb.DuckDBPyConnection | None = None,
     candidate_image: str | None = None,
     since: float | None = None,
+    against: str = "candidate",
 ) -> Dataset:
     """Read record files (or directories of `*.jsonl`) into the table `pairs`; never raises on bad input.
 
@@ -151,6 +155,7 @@ def load(
     `candidate_image`, records another candidate image answered are left out (records without
     the field, from older writers, count). With `since`, records stamped before it are left out
     (the judged candidate had not rolled out yet; the router's records do not name the image).
+    `against="baseline"` reads the noise baseline's answers as the candidate's (records.BASELINE).
     """
     now = time.time() if now is None else now
     con = con if con is not None else connect()
@@ -164,7 +169,7 @@ def load(
     files = [p for p in files if p in lines]
 
     _create_records(con)
-    failed = _insert(con, files, shadow, now, _Judged(candidate_image, since))
+    failed = _insert(con, files, shadow, now, _Judged(candidate_image, since, against))
     unreadable += failed
     files = [p for p in files if p not in {path for path, _ in failed}]
     problems = [
@@ -351,7 +356,7 @@ def _corrupt(raw: bytes) -> bool:
     if record.get("shadow") is None or record.get("id") is None:
         return True
     if record.get("role") is not None:
-        return record["role"] not in ROLES or not _side_ok(record.get("result"))
+        return record["role"] not in RECORDER_ROLES or not _side_ok(record.get("result"))
     return not (_side_ok(record.get("primary")) and _side_ok(record.get("candidate")))
 
 
@@ -398,10 +403,18 @@ class _Judged:
 
     candidate_image: str | None = None
     since: float | None = None
+    against: str = "candidate"
 
     def earlier(self) -> str:
         """SQL WHEN clauses marking rows that are not this candidate's evidence."""
-        clauses = ""
+        other = next(role for role in RECORDER_ROLES[1:] if role != self.against)
+        if self.against == "candidate":  # the usual case stays one cheap test per row
+            clauses = f"WHEN {COMPARED} IS NOT NULL AND {COMPARED} <> 'candidate' THEN '{_OTHER_COMPARISON}' "
+        else:
+            clauses = (
+                f"WHEN role IS NULL AND {COMPARED} IS DISTINCT FROM {_quote(self.against)} THEN '{_OTHER_COMPARISON}' "
+            )
+        clauses += f"WHEN role = {_quote(other)} THEN '{_OTHER_COMPARISON}' "
         if self.candidate_image:
             clauses += f"WHEN {CANDIDATE_IMAGE} <> {_quote(self.candidate_image)} THEN '{_EARLIER}' "
         if self.since is not None:
@@ -414,9 +427,10 @@ def _select_from_json(file_idx: str, shadow: str, now: float, judged: _Judged) -
     """Rows from a read_json over `$files`: normalised columns, the row's kind, and its file's index."""
     sides = []
     for role in ROLES:
+        written = judged.against if role == "candidate" else role  # the baseline's answers stand in
         for name in SIDE_COLUMNS:
             sides.append(
-                f"CASE WHEN role IS NULL THEN \"{role}\".{name} WHEN role = '{role}' THEN result.{name} END "
+                f"CASE WHEN role IS NULL THEN \"{role}\".{name} WHEN role = '{written}' THEN result.{name} END "
                 f"AS {role}_{name}"
             )
     corrupt = _corrupt_sql()
@@ -429,7 +443,8 @@ def _select_from_json(file_idx: str, shadow: str, now: float, judged: _Judged) -
     return (
         f"SELECT id, ts, {_hour('ts')} AS hour, coalesce(segments, MAP {{}}) AS segments, "
         f"coalesce(features, MAP {{}}) AS features, {', '.join(sides)}, agree, abs_diff, "
-        f"{kind} AS kind, role, CASE WHEN kind = '{_FOREIGN}' THEN shadow END, {file_idx} AS file_idx "
+        f"{kind} AS kind, CASE WHEN role = {_quote(judged.against)} THEN 'candidate' ELSE role END AS role, "
+        f"CASE WHEN kind = '{_FOREIGN}' THEN shadow END, {file_idx} AS file_idx "
         f"FROM read_json($files, format = 'newline_delimited', ignore_errors = true, filename = true, "
         f"columns = {_JSON_COLUMNS!r})"
     )
@@ -441,7 +456,7 @@ def _corrupt_sql() -> str:
         f"v IS DISTINCT FROM {RECORD_VERSION} OR shadow IS NULL OR id IS NULL OR ts IS NULL OR NOT isfinite(ts) OR "
         f"ts < {MIN_TIMESTAMP!r} OR coalesce(NOT isfinite({RECEIVED}) OR {RECEIVED} < {MIN_TIMESTAMP!r}, false) OR "
         f'CASE WHEN role IS NULL THEN "primary".outcome IS NULL OR candidate.outcome IS NULL '
-        f"ELSE role NOT IN {tuple(ROLES)} OR result.outcome IS NULL END"
+        f"ELSE role NOT IN {tuple(RECORDER_ROLES)} OR result.outcome IS NULL END"
     )
 
 

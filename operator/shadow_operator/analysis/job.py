@@ -16,6 +16,7 @@ from pathlib import Path
 from ..api.durations import parse_duration
 from ..metric_names import ALL_SEGMENTS
 from ..progress import parse_timestamp, time_coverage_percent, timestamp
+from ..records import BASELINE
 from ..resource import ShadowDeployment
 from . import cycle, metrics, stats
 from . import dataset as datasets
@@ -107,8 +108,9 @@ def analyze(
     spec = sd.spec
     regression = spec.recording.prediction_type == "regression"
     shadow = f"{sd.namespace}/{sd.name}"
+    record_paths = list(record_paths)  # read twice with a noise baseline
     with datasets.load(
-        list(record_paths),
+        record_paths,
         shadow,
         now=now.timestamp(),
         regression=regression,
@@ -121,6 +123,14 @@ def analyze(
         first_ts, last_ts = loaded.time_range()
         hours = cycle.cycle_hours(parse_duration(spec.analysis.min_duration).total_seconds())
         hours_seen = loaded.hours_seen(hours) if hours else set()
+    baseline_slices = None
+    if spec.analysis.baseline is not None:
+        # The same records, read as the noise baseline's comparison with the primary (records.BASELINE).
+        with datasets.load(
+            record_paths, shadow, now=now.timestamp(), regression=regression, since=evidence_since(sd, now),
+            against=BASELINE,
+        ) as noise:  # fmt: skip
+            baseline_slices = stats.compute_slices(noise, segment_names, [], regression)
     overall = next((s for s in slices if s.segment == ALL_SEGMENTS and s.hour is None), None)
     coverage = coverage_for(sd, first_ts, last_ts, overall.pairs if overall else 0, now, hours_seen)
 
@@ -148,6 +158,7 @@ def analyze(
         timestamp(now),
         metric_slices=metric_slices,
         segment_paths={segment.name: segment.path for segment in spec.recording.segments},
+        baseline_slices=baseline_slices,
     )
     return Report(
         shadow=shadow,

@@ -25,7 +25,7 @@ from ..api.v1alpha1 import AnalysisSpec, Check, Verdict
 from . import checks as c
 from .headline import FAILURE_PRIORITY, failure_reason, headline
 from .intervals import per_check_confidence
-from .report import CLOCK_SKEW, CORRUPT_RECORD, DataProblem, ReportCoverage, SliceStats
+from .report import CLOCK_SKEW, CORRUPT_RECORD, DataProblem, ReportCoverage, SideStats, SliceStats
 
 __all__ = ["FAILURE_PRIORITY", "decide", "failure_reason", "slice_checks"]
 
@@ -43,6 +43,8 @@ def slice_checks(
     min_samples: int,
     confidence: float | None = None,
     segment_paths: Mapping[str, str] | None = None,
+    baseline: SliceStats | None = None,
+    with_baseline: bool = False,
 ) -> list[Check]:
     """Every configured check on one slice. Hour-of-day windows get the error-rate and
     prediction checks only (how divergence confined to certain hours is caught), not latency
@@ -50,7 +52,9 @@ def slice_checks(
 
     `confidence`: the per-check level (default spec.analysis.confidence; decide passes the
     family-wise one). `segment_paths`: segment name -> JSON path, so that a slice defined by a
-    feature's path gets no feature check on that path.
+    feature's path gets no feature check on that path. `with_baseline` (spec.analysis.baseline):
+    agreement, absolute difference and latency are judged against `baseline`, the same slice of
+    the noise baseline's comparison (None when it has no pairs there).
     """
     t = analysis.thresholds
     level = analysis.confidence if confidence is None else confidence
@@ -64,12 +68,24 @@ def slice_checks(
         for percentile in c.LATENCY_RATIO_NAMES:
             limit = getattr(t.latency_ratio, percentile)
             if limit is not None:
-                found.append(c.latency_ratio_check(stats, percentile, limit, min_samples, level))
+                if not with_baseline:
+                    found.append(c.latency_ratio_check(stats, percentile, limit, min_samples, level))
+                    continue
+                # Both copies travelled the same path from the router: their ratio carries no router bias.
+                timed = stats.model_copy(update={"primary": baseline.candidate if baseline else _NO_PAIRS.candidate})
+                found.append(c.latency_ratio_check(timed, percentile, limit, min_samples, level, "noise baseline"))
     if prediction_type == "regression":
         if t.max_abs_diff is not None:
-            found.extend(c.abs_diff_checks(stats, t.max_abs_diff, min_samples))
+            found.extend(
+                c.abs_diff_checks(
+                    stats, t.max_abs_diff, min_samples, (baseline or _NO_PAIRS) if with_baseline else None
+                )
+            )
     elif t.min_agreement is not None:
-        found.append(c.agreement_check(stats, t.min_agreement, level, min_samples))
+        if with_baseline:
+            found.append(c.excess_disagreement_check(stats, baseline, t.min_agreement, level, min_samples))
+        else:
+            found.append(c.agreement_check(stats, t.min_agreement, level, min_samples))
     if whole_period and t.max_feature_missing_rate is not None:
         name = stats.segment.partition("=")[0] if stats.segment != c.OVERALL else None
         own = (segment_paths or {}).get(name) if name else None
@@ -79,6 +95,12 @@ def slice_checks(
             )
         )
     return found
+
+
+# A slice the noise baseline has no pairs in: its checks are inconclusive, never judged against nothing.
+_NO_PAIRS = SliceStats(
+    segment=c.OVERALL, pairs=0, primary=SideStats(requests=0, errors=0), candidate=SideStats(requests=0, errors=0)
+)
 
 
 def _traffic_checks(analysis: AnalysisSpec, stats: SliceStats, minimum: int, confidence: float) -> list[Check]:
@@ -129,13 +151,23 @@ def _evaluate(
     metric_slices: list[SliceStats],
     segment_paths: Mapping[str, str],
     confidence: float,
+    baseline: Mapping[tuple[str, int | None], SliceStats] | None = None,
 ) -> _Evaluation:
     """Every check at one per-check confidence. A slice under its minimum lists only its failing checks."""
     result = _Evaluation()
     for stats in _ordered(slices):
         is_overall = stats is overall
         minimum = analysis.min_samples if is_overall else analysis.min_samples_per_segment
-        found = slice_checks(analysis, prediction_type, stats, minimum, confidence, segment_paths)
+        found = slice_checks(
+            analysis,
+            prediction_type,
+            stats,
+            minimum,
+            confidence,
+            segment_paths,
+            baseline=(baseline or {}).get((stats.segment, stats.hour)),
+            with_baseline=baseline is not None,
+        )
         result.family += sum(1 for check in found if not c.is_advisory(check))
         if not is_overall:
             for i, check in enumerate(found):
@@ -176,20 +208,24 @@ def decide(
     now: str,
     metric_slices: Iterable[SliceStats] = (),
     segment_paths: Mapping[str, str] | None = None,
+    baseline_slices: Iterable[SliceStats] | None = None,
 ) -> Verdict:
     """The verdict on the candidate from the slices measured so far.
 
     `metric_slices` are Prometheus's view of all traffic (records may be sampled): they add
     error-rate and latency checks, with the same minimum samples as the records' slices.
     `segment_paths`: spec.recording.segments as name -> path (feature checks skip a segment's own path).
+    `baseline_slices`: the noise baseline's comparison with the primary (spec.analysis.baseline),
+    slice by slice; None when there is no baseline.
     """
+    baseline = None if baseline_slices is None else {(s.segment, s.hour): s for s in baseline_slices}
     overall = next((s for s in slices if s.segment == c.OVERALL and s.hour is None), None)
     total = overall.pairs if overall else 0
     metric_slices = list(metric_slices)
     paths = dict(segment_paths or {})
 
     def evaluate(confidence: float) -> _Evaluation:
-        return _evaluate(analysis, prediction_type, slices, overall, metric_slices, paths, confidence)
+        return _evaluate(analysis, prediction_type, slices, overall, metric_slices, paths, confidence, baseline)
 
     # Failing needs an interval at the Bonferroni level: a false Failed anywhere in the family is
     # then at most 1 - confidence. Passing needs every check within its limit at `confidence`

@@ -21,7 +21,17 @@ from .analysis import (
 )
 from .collector import collector_deployment, collector_keys, collector_network_policy, collector_service
 from .istio import destination_rule, virtual_service
-from .naming import CANDIDATE, PRIMARY, RECORDER, ROUTER, ROUTER_HTTP_PORT, child_name, role_labels, service_host
+from .naming import (
+    BASELINE,
+    CANDIDATE,
+    PRIMARY,
+    RECORDER,
+    ROUTER,
+    ROUTER_HTTP_PORT,
+    child_name,
+    role_labels,
+    service_host,
+)
 from .recorder import recorded_host, recorded_service, recorder_configmap, with_recorder
 from .router import (
     ServiceSwitch,
@@ -31,6 +41,8 @@ from .router import (
     service_switch,
 )
 from .workloads import (
+    baseline_deployment,
+    baseline_service,
     candidate_deployment,
     candidate_pod_labels,
     candidate_service,
@@ -56,10 +68,13 @@ def desired_state(sd: ShadowDeployment, observed: Observed, image: str, through_
     service = observed.service
     owns_entry = service is None or sd.identity.uid in service.owner_uids
 
+    baseline = spec.analysis.baseline is not None and managed_primary
     if builtin:  # the router records both answers
         children: list[dict[str, Any]] = [candidate_deployment(sd), candidate_service(sd)]
         if managed_primary:
             children.append(primary_deployment(sd, None if owns_entry else service))
+        if baseline:
+            children += [baseline_deployment(sd), baseline_service(sd)]
     else:  # a recorder sidecar in front of every model the operator runs
         children = [
             recorder_configmap(sd),
@@ -68,6 +83,8 @@ def desired_state(sd: ShadowDeployment, observed: Observed, image: str, through_
         ]
         if managed_primary:
             children.append(with_recorder(sd, primary_deployment(sd, None if owns_entry else service), PRIMARY, image))
+        if baseline:
+            children += [with_recorder(sd, baseline_deployment(sd), BASELINE, image), recorded_service(sd, BASELINE)]
     if owns_entry:
         routed = builtin and through_router
         selector = role_labels(sd, ROUTER if routed else PRIMARY)
@@ -132,6 +149,8 @@ def all_child_keys(sd: ShadowDeployment) -> set[tuple[str, str]]:
         ("Deployment", child_name(sd, CANDIDATE)),
         ("Deployment", child_name(sd, PRIMARY)),
         ("Deployment", child_name(sd, ROUTER)),
+        ("Deployment", child_name(sd, BASELINE)),
+        ("Service", child_name(sd, BASELINE)),
         ("Service", child_name(sd, CANDIDATE)),
         ("Service", child_name(sd, PRIMARY)),
         ("Service", child_name(sd, ROUTER)),

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..api.durations import parse_duration
 from ..resource import ShadowDeployment
-from .naming import CANDIDATE, child_name, metadata, role_labels, service_host
+from .naming import BASELINE, CANDIDATE, child_name, metadata, role_labels, service_host
 
 ISTIO_API_VERSION = "networking.istio.io/v1beta1"
 
@@ -57,12 +57,22 @@ def virtual_service(sd: ShadowDeployment, primary_host: str) -> dict[str, Any]:
         ],
     }
     if sd.spec.traffic.mirror_percent > 0:
-        route["mirror"] = {
+        candidate = {
             "host": service_host(child_name(sd, CANDIDATE), sd.namespace),
             "subset": CANDIDATE,
             "port": {"number": service.port},
         }
-        route["mirrorPercentage"] = {"value": float(sd.spec.traffic.mirror_percent)}
+        percentage = {"value": float(sd.spec.traffic.mirror_percent)}
+        if sd.spec.analysis.baseline is not None and sd.spec.primary.deployment_ref is None:
+            # `mirrors` (Istio 1.18+): the same request copied to the candidate and to the baseline.
+            baseline = {"host": service_host(child_name(sd, BASELINE), sd.namespace), "port": {"number": service.port}}
+            route["mirrors"] = [
+                {"destination": candidate, "percentage": percentage},
+                {"destination": baseline, "percentage": percentage},
+            ]
+        else:
+            route["mirror"] = candidate
+            route["mirrorPercentage"] = percentage
     return {
         "apiVersion": ISTIO_API_VERSION,
         "kind": "VirtualService",

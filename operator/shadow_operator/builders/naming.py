@@ -9,6 +9,8 @@ NAME_LABEL = "shadow.mlops.dev/name"
 ROLE_LABEL = "shadow.mlops.dev/role"
 PRIMARY, CANDIDATE, ROUTER, ANALYSIS, RECORDER = "primary", "candidate", "router", "analysis", "recorder"
 COLLECTOR = "collector"
+# The noise baseline (spec.analysis.baseline): a second copy of the primary, fed the candidate's copies.
+BASELINE = "baseline"
 ROUTER_HTTP_PORT = 8080
 ROUTER_ADMIN_PORT = 9901
 COLLECTOR_HTTP_PORT = 8090

@@ -46,7 +46,7 @@ def recorder_config(sd: ShadowDeployment) -> dict[str, Any]:
     model Pods (the primary's included) through the config-hash annotation. The candidate's image
     reaches only the candidate's recorder, as an argument, for the same reason.
     """
-    unused = ("primary", "candidate", "traffic")
+    unused = ("primary", "candidate", "baseline", "traffic")
     return {key: value for key, value in router_config(sd).items() if key not in unused}
 
 

@@ -10,6 +10,7 @@ from typing import Any
 from ..resource import ShadowDeployment
 from .collector import MIB, mebibytes
 from .naming import (
+    BASELINE,
     CANDIDATE,
     PRIMARY,
     ROUTER,
@@ -57,7 +58,7 @@ def router_config(sd: ShadowDeployment) -> dict[str, Any]:
     # The collector's settings: leaving them out keeps a retention or volume edit from rolling
     # the router Pods and the model Pods with recorders (config-hash annotation).
     recording["sink"] = {k: v for k, v in recording["sink"].items() if k not in ("volume", "retention")}
-    return {
+    config = {
         "name": sd.name,
         "namespace": sd.namespace,
         "primary": f"http://{service_host(child_name(sd, PRIMARY), sd.namespace)}:{port}",
@@ -68,6 +69,11 @@ def router_config(sd: ShadowDeployment) -> dict[str, Any]:
         "traffic": {k: v for k, v in sd.spec.traffic.to_wire().items() if k not in _OPERATOR_ONLY_TRAFFIC},
         "recording": recording,
     }
+    if sd.spec.analysis.baseline is not None and sd.spec.primary.deployment_ref is None:
+        # The noise baseline: the primary's copy, sent the same mirrored copies as the candidate. Only
+        # when set, so that routers without one keep their config (and config-hash) unchanged.
+        config["baseline"] = f"http://{service_host(child_name(sd, BASELINE), sd.namespace)}:{port}"
+    return config
 
 
 def spool_volume(sd: ShadowDeployment, name: str) -> dict[str, Any]:

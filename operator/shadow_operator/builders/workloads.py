@@ -9,7 +9,7 @@ from ..api.v1alpha1.podtemplate import MODEL_CONTAINER, PodTemplate
 from ..api.v1alpha1.spec import CandidateSpec, PrimarySpec
 from ..observed import ObservedService
 from ..resource import ShadowDeployment
-from .naming import CANDIDATE, PRIMARY, child_name, metadata, role_labels
+from .naming import BASELINE, CANDIDATE, PRIMARY, child_name, metadata, role_labels
 from .security import model_container_security, restrict_pod_spec
 
 # Lists in a user's podTemplate.spec are appended to the generated ones (sidecars, volumes);
@@ -147,7 +147,20 @@ def primary_deployment(sd: ShadowDeployment, service: ObservedService | None) ->
     return model_deployment(sd, PRIMARY, sd.spec.primary, primary_pod_labels(sd, service))
 
 
+def baseline_deployment(sd: ShadowDeployment) -> dict[str, Any]:
+    """The primary's image and settings again, under its own labels: no Service ever selects it for clients."""
+    deployment = model_deployment(sd, BASELINE, sd.spec.primary, {})
+    deployment["spec"]["replicas"] = sd.spec.analysis.baseline.replicas if sd.spec.analysis.baseline else 1
+    return deployment
+
+
+def baseline_service(sd: ShadowDeployment) -> dict[str, Any]:
+    return role_service(sd, BASELINE, role_labels(sd, BASELINE), sd.spec.primary.port)
+
+
 __all__ = [
+    "baseline_deployment",
+    "baseline_service",
     "candidate_deployment",
     "candidate_pod_labels",
     "candidate_service",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import gc
 import logging
 import sys
 
-from ..records import ROLES
+from ..records import RECORDER_ROLES
 from .admin import AdminServer, stop_on_signals
 from .config import ConfigError, RouterConfig, build_config, load_file, parse_listen, parse_seconds
 from .metrics import ShadowMetrics
@@ -32,6 +33,12 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     router.add_argument("--candidate-timeout", help="e.g. 2s or 500ms")
     router.add_argument("--max-in-flight", type=int, help="copies in flight at once; beyond it dropped")
     router.add_argument("--max-body-bytes", type=int, help="larger request bodies are not mirrored")
+    router.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes sharing the port (SO_REUSEPORT), one event loop each; the parent serves the "
+        "summed /metrics and restarts workers that exit (default: the CPU limit, at least 1; 1 = one process)",
+    )
     _common(router)
     router.set_defaults(handler=lambda args: _serve(args, recorder=False))
 
@@ -42,7 +49,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         "the request id, so the comparison job can join primary and candidate.",
     )
     recorder.add_argument("--upstream", required=True, help="the model's URL, e.g. http://127.0.0.1:8080")
-    recorder.add_argument("--role", required=True, choices=ROLES, help="which model this recorder fronts")
+    recorder.add_argument("--role", required=True, choices=RECORDER_ROLES, help="which model this recorder fronts")
     _common(recorder)
     recorder.set_defaults(handler=lambda args: _serve(args, recorder=True))
 
@@ -133,15 +140,63 @@ def _serve(args: argparse.Namespace, recorder: bool) -> int:
         if shipping["ship_interval"] <= 0 or args.spool_bytes <= 0:
             raise ConfigError("--ship-interval and --spool-bytes must be above 0")
         drain_delay = parse_seconds(args.drain_delay)
+        workers = 1 if recorder else _workers(args)
     except ConfigError as error:
         print(f"shadowctl {args.command}: {error}", file=sys.stderr)
         return 3
+    if workers > 1:
+        from .workers import supervise
+
+        spec = {k: v for k, v in vars(args).items() if isinstance(v, str | int | float | bool | None)}
+        spec.update(workers=1, drain_delay="0s")  # the parent keeps serving through the drain delay
+        return asyncio.run(supervise(spec, workers, listen, admin_listen, config.shadow, drain_delay))
     _tune_gc()
+    return _run_loop(run(config, listen, admin_listen, recorder, shipping=shipping, drain_delay=drain_delay))
+
+
+def _workers(args: argparse.Namespace) -> int:
+    from .workers import cpu_limit, reuseport_supported
+
+    workers = args.workers if args.workers is not None else cpu_limit()
+    if workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if workers > 1 and not reuseport_supported():
+        log.warning("--workers %d needs SO_REUSEPORT (Linux): running one process", workers)
+        return 1
+    return workers
+
+
+def _run_loop(main) -> int:
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(run(config, listen, admin_listen, recorder, shipping=shipping, drain_delay=drain_delay))
-    return uvloop.run(run(config, listen, admin_listen, recorder, shipping=shipping, drain_delay=drain_delay))
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+def serve_worker(args: argparse.Namespace, link) -> int:
+    """One of `--workers N` (traffic/workers.py): the router on a SO_REUSEPORT socket, its share of
+    the limits and of the spool, its metrics to the parent over `link` instead of an admin port."""
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format=f"%(asctime)s %(levelname)s worker-{link.index} %(name)s: %(message)s",
+    )
+    from .workers import share
+
+    config = _config(args, recorder=False)  # the parent checked it
+    traffic = config.traffic
+    config = dataclasses.replace(
+        config,
+        traffic=traffic.model_copy(
+            update={
+                "max_in_flight": share(traffic.max_in_flight, link.count),
+                "max_connections": share(traffic.max_connections, link.count),
+            }
+        ),
+    )
+    shipping = {"ship_interval": parse_seconds(args.ship_interval), "spool_bytes": share(args.spool_bytes, link.count)}
+    _tune_gc()
+    return _run_loop(run(config, parse_listen(args.listen), None, False, shipping=shipping, worker=link))
 
 
 def _collect(args: argparse.Namespace) -> int:
@@ -183,12 +238,17 @@ async def run(
     stop: asyncio.Event | None = None,
     shipping: dict | None = None,
     drain_delay: float = 0.0,
+    worker=None,
 ) -> int:
     """Serve until SIGTERM/SIGINT (or `stop` is set); then drain, flush the sink and return 0.
 
     `drain_delay`: seconds between the signal and closing the listener, answering /readyz 503 but
     still serving. A deleted Pod stays in the Service's iptables rules until kube-proxy has seen it
     leave the endpoints; closing at once would refuse the connections still sent to it.
+
+    `worker`: a workers.WorkerLink when this is one of `--workers N`: the port is shared
+    (SO_REUSEPORT), there is no admin listener (`admin_listen` None; the parent asks for the
+    metrics over the link) and the record files carry the worker's slot.
     """
     draining = asyncio.Event()
     from .extract import Extractor
@@ -201,6 +261,7 @@ async def run(
         config.recording.sink.rotate_bytes,
         config.recording.sample_rate,
         collector=config.collector,
+        worker=(worker.index, worker.count) if worker else None,
         **(shipping or {}),
     )
     proxy = ShadowProxy(config, metrics, sink, recorder=recorder)
@@ -208,6 +269,22 @@ async def run(
         metrics.registry, ready=lambda: proxy.server is not None and not proxy.stopping and not draining.is_set()
     )
     stop = stop_on_signals(stop)
+    if worker is not None:
+        from .workers import start_reuseport
+
+        try:
+            port = await start_reuseport(proxy, *listen)
+            await worker.start(metrics.registry, stop, port)
+        except OSError as error:
+            print(f"shadowctl: worker {worker.index} cannot listen: {error}", file=sys.stderr)
+            sink.close()
+            return 3
+        await stop.wait()
+        log.info("stopping: draining in-flight requests")
+        await proxy.stop()
+        await asyncio.get_running_loop().run_in_executor(None, sink.close)
+        await worker.close()
+        return 0
     try:
         port = await proxy.start(*listen)
         admin_port = await admin.start(*admin_listen)

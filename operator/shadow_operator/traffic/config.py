@@ -61,6 +61,8 @@ class RouterConfig:
     shadow: str = "default/unknown"  # ns/name, written into every record
     primary: Upstream | None = None
     candidate: Upstream | None = None
+    # The noise baseline (records.BASELINE): a copy of the primary sent the same copies as the candidate.
+    baseline: Upstream | None = None
     traffic: TrafficSpec = field(default_factory=TrafficSpec)
     recording: RecordingSpec = field(default_factory=RecordingSpec)
     records_dir: str = "/var/lib/shadow/records"
@@ -165,6 +167,7 @@ def build_config(
         role=role or "primary",
         candidate_image=candidate_image or None,
         collector=_collector_url(collector if collector is not None else data.get("collector")),
+        baseline=parse_upstream(data["baseline"]) if data.get("baseline") and upstream is None else None,
     )
 
 

@@ -2,12 +2,14 @@
 
 Pure functions over bytes; each body is parsed at most once (parse_body), then every path is a
 tuple walk (jsonpath.extract). Redacted paths never leave: a segment or prediction that reads a
-redacted value (or a value containing one) is recorded as "[redacted]", and redacted values are
-scrubbed from error text.
+redacted path (or a value containing one) is recorded as "[redacted]"; and every leaf found under
+a redacted path, in the request or in an answer, is scrubbed from what else is recorded (the
+prediction, segment labels, error text): redaction.Secrets. With `redact` empty none of that runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -18,9 +20,9 @@ from typing import Any
 
 from ..api.v1alpha1.spec import RecordingSpec, Segment
 from ..jsonpath import MISSING, Step, compile_path, extract
-from ..records import MISSING_SEGMENT, OTHER_SEGMENT
+from ..records import MISSING_SEGMENT, OTHER_SEGMENT, SideResult
+from .redaction import REDACTED, UNCHECKED, Secrets, redact_paths
 
-REDACTED = "[redacted]"
 ERROR_TEXT_LIMIT = 200
 DISTINCT_LIMIT = 20
 UNPARSEABLE = object()  # a body that is not JSON (MISSING is an absent value)
@@ -156,6 +158,8 @@ class Extractor:
         self.prediction_steps = compile_path(recording.prediction_path)
         self.prediction_redacted = self._is_redacted(self.prediction_steps)
         self.event_time_steps = compile_path(recording.event_time_path) if recording.event_time_path else None
+        if self.event_time_steps is not None and self._is_redacted(self.event_time_steps):
+            self.event_time_steps = None  # the record's ts would be the redacted value: arrival time instead
         self.segment_redacted = {s.name: self._is_redacted(s.steps) for s in self.segments}
         self.needs_request = (
             bool(self.features)
@@ -167,7 +171,22 @@ class Extractor:
     def _is_redacted(self, steps: tuple[Step, ...]) -> bool:
         return any(_overlaps(steps, r) for r in self.redact)
 
-    def request_facts(self, request_doc: Any, response_doc: Any = UNPARSEABLE) -> Extracted:
+    def secrets(self, request_doc: Any, known: bool = True) -> Secrets | None:
+        """The request's redacted leaves (None when nothing is redacted). `known`: the whole body was
+        read and is JSON or empty; when it is not, nothing can be checked and everything fails closed."""
+        if not self.redact:
+            return None
+        secrets = Secrets(self.redact, complete=known)
+        if request_doc is not UNPARSEABLE:
+            secrets.add_document(request_doc)
+        return secrets
+
+    def redacted_values(self, request_doc: Any) -> Secrets:
+        return self.secrets(request_doc) or Secrets([])
+
+    def request_facts(
+        self, request_doc: Any, response_doc: Any = UNPARSEABLE, secrets: Secrets | None = None
+    ) -> Extracted:
         """Segments (from the request, or the primary's response) and feature presence flags."""
         segments = {}
         for seg in self.segments:
@@ -175,7 +194,13 @@ class Extractor:
                 segments[seg.name] = REDACTED
                 continue
             document = request_doc if seg.source == "request" else response_doc
-            segments[seg.name] = seg.bucket(value_at(document, seg.steps))
+            value = value_at(document, seg.steps)
+            # Only a distinct-values label is the value itself; bounds and values labels come from the spec.
+            if secrets is not None and seg.bounds is None and seg.values is None and value not in (MISSING, None):
+                value = secrets.value(value)
+                if value is UNCHECKED:
+                    value = REDACTED
+            segments[seg.name] = seg.bucket(value)
         features = {path: value_at(request_doc, steps) not in (MISSING, None) for path, steps in self.features}
         arrival = time.time()
         ts = (
@@ -185,38 +210,52 @@ class Extractor:
         )
         return Extracted(segments, features, ts, arrival)
 
-    def prediction(self, response_doc: Any) -> Any:
+    def prediction(self, response_doc: Any, secrets: Secrets | None = None) -> Any:
         if self.prediction_redacted:
             return REDACTED
         value = value_at(response_doc, self.prediction_steps)
-        return None if value is MISSING else value
+        if value is MISSING:
+            return None
+        if secrets is not None:
+            value = secrets.value(value)
+            if value is UNCHECKED:  # not "[redacted]": both sides would then agree on it
+                return None
+        return value
 
-    def redacted_values(self, request_doc: Any) -> list[str]:
-        """String forms of the request's redacted values, to scrub from error text."""
-        found = []
-        for steps in self.redact:
-            value = value_at(request_doc, steps)
-            if value is not MISSING and value is not None:
-                text = _as_text(value)
-                if len(text) >= 2:
-                    found.append(text)
-        return found
-
-    def error_text(self, status: int | None, body: bytes, document: Any, scrub: list[str] = ()) -> str | None:
+    def error_text(self, status: int | None, body: bytes, document: Any, secrets: Secrets | None = None) -> str | None:
         """What an error answer says went wrong: `error`/`detail`/`message` field, else its text."""
         if status is None or status < 400:
             return None
+        if secrets is not None and isinstance(document, dict | list):
+            document = redact_paths(document, self.redact)  # the answer's own redacted paths
         text = None
         if isinstance(document, dict):
             for key in ("error", "detail", "message", "exception"):
                 if key in document and document[key] not in (None, ""):
                     value = document[key]
+                    if not isinstance(value, str) and secrets is not None:
+                        value = secrets.value(value)  # leaf by leaf, not as compact JSON text
+                        if value is UNCHECKED:
+                            return REDACTED
                     text = value if isinstance(value, str) else _as_text(value)
                     break
-        if text is None:
-            text = body.decode("utf-8", "replace").strip() if body else ""
+        if text is None and body:
+            if secrets is not None:
+                # Decode no more than the scrubbed text can consume: `limit` characters plus the
+                # secrets a marker each replaces (at least 2 characters each), 4 bytes a character.
+                body = body.lstrip()[: 4 * (ERROR_TEXT_LIMIT + (ERROR_TEXT_LIMIT // 2 + 2) * max(1, secrets.longest))]
+            text = body.decode("utf-8", "replace").strip()
         if not text:
             return f"HTTP {status}"
-        for secret in scrub:
-            text = text.replace(secret, REDACTED)
+        if secrets is not None:
+            return secrets.text(text, ERROR_TEXT_LIMIT)
         return text[:ERROR_TEXT_LIMIT]
+
+    def rescrub(self, result: SideResult, secrets: Secrets) -> SideResult:
+        """`result` again, after the other side's answer added secrets (its own redacted paths)."""
+        prediction = result.prediction
+        if prediction is not None and prediction != REDACTED:
+            prediction = secrets.value(prediction)
+            prediction = None if prediction is UNCHECKED else prediction
+        error = secrets.text(result.error, ERROR_TEXT_LIMIT) if result.error else result.error
+        return dataclasses.replace(result, prediction=prediction, error=error)

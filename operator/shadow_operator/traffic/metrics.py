@@ -1,7 +1,8 @@
 """A minimal Prometheus text-format registry: labelled counters, gauges and histograms.
 
 No dependency; single event loop thread writes, the admin handler reads (a lock keeps a scrape
-consistent with writes from the sink thread).
+consistent with writes from the sink thread). With `--workers N` each worker process keeps its own
+registry and the parent sums their dumps (Registry.dump, merge_dumps, Registry.from_dump).
 """
 
 from __future__ import annotations
@@ -129,6 +130,72 @@ class Registry:
                 lines.extend(metric.header())
                 lines.extend(metric.render())
         return "\n".join(lines) + "\n"
+
+    # --- several processes (traffic/workers.py): each worker's raw values, summed by the parent ---
+
+    def dump(self) -> list[dict]:
+        """Every metric's definition and raw values, JSON-serialisable (histograms: per-bucket counts,
+        not cumulative, then +Inf, then the sum)."""
+        with self.lock:
+            out = []
+            for metric in self.metrics:
+                entry = {"name": metric.name, "kind": metric.kind, "help": metric.help,
+                         "labels": list(metric.label_names), "constant": metric.constant}  # fmt: skip
+                if isinstance(metric, Histogram):
+                    entry["buckets"] = list(metric.buckets)
+                    entry["values"] = [[list(k), list(v)] for k, v in metric.series.items()]
+                else:
+                    entry["values"] = [[list(k), v] for k, v in metric.values.items()]
+                out.append(entry)
+        return out
+
+    @classmethod
+    def from_dump(cls, dump: list[dict]) -> Registry:
+        """A registry holding these values, rendered like the one they came from."""
+        registry = cls()
+        for entry in dump:
+            labels = tuple(entry["labels"])
+            if entry["kind"] == "histogram":
+                metric = registry.histogram(entry["name"], entry["help"], labels, tuple(entry["buckets"]))
+                metric.series = {tuple(k): list(v) for k, v in entry["values"]}
+            else:
+                make = registry.gauge if entry["kind"] == "gauge" else registry.counter
+                metric = make(entry["name"], entry["help"], labels)
+                metric.values = {tuple(k): v for k, v in entry["values"]}
+            metric.constant = entry["constant"]
+        return registry
+
+
+def merge_dumps(dumps: Iterable[list[dict]], gauges: bool = True) -> list[dict]:
+    """Registry dumps of several processes summed into one: counters and histogram buckets, sums and
+    counts add up (same buckets in every process: the same code defined them), and so do gauges
+    (every gauge here counts something per process: connections, copies in flight, spool bytes).
+    `gauges=False` leaves the gauges out: what a process that exited contributes is its counters."""
+    merged: dict[str, dict] = {}
+    for dump in dumps:
+        for entry in dump:
+            if entry["kind"] == "gauge" and not gauges:
+                continue
+            into = merged.get(entry["name"])
+            if into is None:
+                into = merged[entry["name"]] = {**entry, "values": []}
+                into["_index"] = {}
+            elif into["kind"] != entry["kind"] or into.get("buckets") != entry.get("buckets"):
+                continue  # a definition that changed between versions: keep the first
+            index = into["_index"]
+            for labels, value in entry["values"]:
+                key = tuple(labels)
+                at = index.get(key)
+                if at is None:
+                    index[key] = len(into["values"])
+                    into["values"].append([list(labels), list(value) if isinstance(value, list) else value])
+                elif isinstance(value, list):
+                    into["values"][at][1] = [a + b for a, b in zip(into["values"][at][1], value, strict=True)]
+                else:
+                    into["values"][at][1] += value
+    for entry in merged.values():
+        del entry["_index"]
+    return list(merged.values())
 
 
 class ShadowMetrics:

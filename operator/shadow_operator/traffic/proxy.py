@@ -20,9 +20,11 @@ import logging
 import random
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..records import (
+    BASELINE,
+    COMPARED,
     CONNECTION_ERROR,
     TIMEOUT,
     SideResult,
@@ -32,7 +34,7 @@ from ..records import (
 )
 from .breaker import CircuitBreaker
 from .config import RouterConfig
-from .extract import UNPARSEABLE, Extractor, parse_body
+from .extract import UNPARSEABLE, Extractor, Secrets, parse_body
 from .http1 import HOP_BY_HOP, BodyAborted, ClientConnection, Reaper, Request, simple_response
 from .metrics import ShadowMetrics
 from .sink import RecordSink
@@ -89,7 +91,7 @@ class Primary:
     labels: list[str]
     ts: float
     received: float
-    scrub: list[str] = field(default_factory=list)
+    scrub: Secrets | None = None  # the request's redacted leaves, and those of the primary's answer
 
 
 class _Pair:
@@ -97,11 +99,13 @@ class _Pair:
     nobody waits for the other (no future, no timeout), and a primary that never answers (the
     request failed in the router) leaves no record."""
 
-    __slots__ = ("candidate", "primary")
+    __slots__ = ("baseline", "candidate", "primary")
 
     def __init__(self) -> None:
         self.primary: Primary | None = None
         self.candidate: tuple[UpstreamResponse | None, str, str | None, float] | None = None
+        # The noise baseline's answer to the same copy (spec.analysis.baseline), recorded as a pair of its own.
+        self.baseline: tuple[UpstreamResponse | None, str, str | None, float] | None = None
 
 
 class ShadowProxy:
@@ -120,6 +124,13 @@ class ShadowProxy:
                 config.candidate, max_idle=config.traffic.max_in_flight, max_response_bytes=16 << 20, idle_timeout=idle
             )
             if config.candidate and not recorder
+            else None
+        )
+        self.baseline = (
+            UpstreamPool(
+                config.baseline, max_idle=config.traffic.max_in_flight, max_response_bytes=16 << 20, idle_timeout=idle
+            )
+            if config.baseline and self.candidate is not None
             else None
         )
         self.percent = config.traffic.mirror_percent if self.candidate else 0.0
@@ -161,6 +172,8 @@ class ShadowProxy:
         await self.primary.aclose()
         if self.candidate is not None:
             await self.candidate.aclose()
+        if self.baseline is not None:
+            await self.baseline.aclose()
 
     # --- one request ---
 
@@ -236,24 +249,35 @@ class ShadowProxy:
         ex = self.extractor
         needs_pair = pair is not None or self.recorder
         # The request body only feeds segments, features, the event time and the redacted values.
-        needs_request = ex.needs_request or (needs_pair and ex.redact)
-        request_doc = parse_body(req.body) if needs_request and not req.streamed else UNPARSEABLE
+        redacting = bool(ex.redact) and (needs_pair or ex.needs_request or ex.needs_response)
+        needs_request = ex.needs_request or redacting
+        # A chunked body is here whole and de-chunked (http1 buffers it like any other) unless it
+        # went past maxBodyBytes or the buffer budget: then it was streamed and never kept.
+        whole = req.stream is None
+        request_doc = parse_body(req.body) if needs_request and whole else UNPARSEABLE
         body = response.body if response is not None else b""
         response_doc = parse_body(body) if (needs_pair or ex.needs_response) else UNPARSEABLE
-        facts = ex.request_facts(request_doc, response_doc)
+        secrets = None
+        if redacting:
+            # Unread or non-JSON: its redacted values are unknown, so nothing taken from the answers
+            # can be checked and the record holds "[redacted]" (no prediction) instead.
+            secrets = ex.secrets(request_doc, known=whole and (not req.body or request_doc is not UNPARSEABLE))
+            if response_doc is not UNPARSEABLE:
+                secrets.add_document(response_doc)  # redacted paths that point into the answer
+        facts = ex.request_facts(request_doc, response_doc, secrets)
         labels = self.metrics.segment_labels(facts.segments)
         self.metrics.answered(self.role, labels, outcome, latency)
         self.metrics.features(self.role, facts.features)
         if not needs_pair:
             return
-        scrub = ex.redacted_values(request_doc) if ex.redact else []
         status = response.status if response is not None else None
+        # `error` without a response is the router's own text (timeout, connect failure): no body in it.
         result = SideResult(
             outcome=outcome,
             latency_ms=round(latency * 1000, 3),
             status=status,
-            prediction=ex.prediction(response_doc) if outcome == "ok" else None,
-            error=error if response is None else ex.error_text(status, body, response_doc, scrub),
+            prediction=ex.prediction(response_doc, secrets) if outcome == "ok" else None,
+            error=error if response is None else ex.error_text(status, body, response_doc, secrets),
         )
         if self.recorder:
             record = one_sided_record(
@@ -263,9 +287,11 @@ class ShadowProxy:
             )  # fmt: skip
             self.sink.submit(record)
         else:
-            pair.primary = Primary(result, facts.segments, facts.features, labels, facts.ts, facts.received, scrub)
+            pair.primary = Primary(result, facts.segments, facts.features, labels, facts.ts, facts.received, secrets)
             if pair.candidate is not None:
                 self._record_pair(request_id, pair)
+            if pair.baseline is not None:
+                self._record_pair(request_id, pair, BASELINE)
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -285,18 +311,32 @@ class ShadowProxy:
             log.exception("error while sending a copy")
             exchange = failure
         self._spawn(self._shadow(exchange, request_id, pair, started))
+        if self.baseline is not None:  # the same copy, right behind: the same path and the same clock
+            self.in_flight += 1
+            started = time.perf_counter()
+            try:
+                copy = shadow_headers(headers, self.strip, self.config.baseline.netloc.encode())
+                exchange = self.baseline.send(req.method, req.target, copy, req.body)
+            except Exception as failure:
+                log.exception("error while sending a copy to the baseline")
+                exchange = failure
+            self._spawn(self._shadow(exchange, request_id, pair, started, BASELINE))
 
-    async def _shadow(self, exchange: Exchange | Exception, request_id: str, pair: _Pair, started: float) -> None:
+    async def _shadow(
+        self, exchange: Exchange | Exception, request_id: str, pair: _Pair, started: float, which: str = "candidate"
+    ) -> None:
         response: UpstreamResponse | None = None
+        pool = self.baseline if which == BASELINE else self.candidate
         try:
             if isinstance(exchange, Exception):
                 raise exchange
             async with asyncio.timeout(self.config.candidate_timeout):
-                response = await self.candidate.answer(exchange)
+                response = await pool.answer(exchange)
             outcome, error = outcome_for_status(response.status), None
         except TimeoutError:
             outcome, error = TIMEOUT, "timeout"
-            self.metrics.mirror.inc("timeout")
+            if which != BASELINE:
+                self.metrics.mirror.inc("timeout")
         except UpstreamError as failure:
             outcome, error = CONNECTION_ERROR, str(failure)[:200]
         except Exception as failure:
@@ -304,28 +344,46 @@ class ShadowProxy:
         finally:
             self.in_flight -= 1
             self.metrics.in_flight.set(value=self.in_flight)
+        latency = response.latency if response is not None else time.perf_counter() - started
+        if which == BASELINE:
+            pair.baseline = (response, outcome, error, latency)
+            if pair.primary is not None:
+                self._record_pair(request_id, pair, BASELINE)
+            return
         if outcome == CONNECTION_ERROR:
             self.breaker.connection_failed()
         else:
             self.breaker.reached()
-        latency = response.latency if response is not None else time.perf_counter() - started
         pair.candidate = (response, outcome, error, latency)
         if pair.primary is not None:
             self._record_pair(request_id, pair)
 
-    def _record_pair(self, request_id: str, pair: _Pair) -> None:
+    def _record_pair(self, request_id: str, pair: _Pair, which: str = "candidate") -> None:
+        """The pair record of primary and candidate, or (which=BASELINE) of primary and baseline."""
         primary = pair.primary
-        response, outcome, error, latency = pair.candidate
+        response, outcome, error, latency = pair.baseline if which == BASELINE else pair.candidate
         ex = self.extractor
         body = response.body if response is not None else b""
         doc = parse_body(body) if response is not None else UNPARSEABLE
+        secrets = primary.scrub
+        if secrets is not None and doc is not UNPARSEABLE and secrets.add_document(doc):
+            # The candidate's answer holds values at redacted paths: hide them in the primary's half too.
+            primary.result = ex.rescrub(primary.result, secrets)
         result = SideResult(
             outcome=outcome,
             latency_ms=round(latency * 1000, 3),
             status=response.status if response is not None else None,
-            prediction=ex.prediction(doc) if outcome == "ok" else None,
-            error=error if response is None else ex.error_text(response.status, body, doc, primary.scrub),
+            prediction=ex.prediction(doc, secrets) if outcome == "ok" else None,
+            error=error if response is None else ex.error_text(response.status, body, doc, secrets),
         )
+        if which == BASELINE:  # the candidate's metrics stay the candidate's alone
+            record = pair_record(
+                self.config.shadow, request_id, primary.ts, primary.segments, primary.features,
+                primary.result, result, regression=self.config.regression, received=primary.received,
+            )  # fmt: skip
+            record[COMPARED] = BASELINE
+            self.sink.submit(record)
+            return
         self.metrics.answered("candidate", primary.labels, outcome, latency)
         self.metrics.features("candidate", primary.features)
         record = pair_record(

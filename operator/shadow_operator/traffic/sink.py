@@ -16,6 +16,7 @@ import logging
 import os
 import queue
 import random
+import re
 import secrets
 import socket
 import threading
@@ -43,7 +44,10 @@ class RecordSink:
         ship_interval: float = 2.0,
         spool_bytes: int = 512 << 20,
         ship_deadline: float = 5.0,
+        worker: tuple[int, int] | None = None,
     ) -> None:
+        """`worker`: (index, count) under `shadowctl router --workers N` (traffic/workers.py): the
+        files are named `records-<host>-w<index>-...` and this sink's shipper ships only its slot's."""
         self.directory = Path(directory)
         self.metrics = metrics
         self.rotate_bytes = rotate_bytes
@@ -53,7 +57,8 @@ class RecordSink:
         self.random = random.Random(seed)
         # The token keeps names unique across restarts of a container, whose pid is often 1 every
         # time: the collector identifies a file by its name, and a reused name would read as a retry.
-        self.prefix = f"records-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}-"
+        slot = f"w{worker[0]}-" if worker else ""
+        self.prefix = f"records-{socket.gethostname()}-{slot}{os.getpid()}-{secrets.token_hex(3)}-"
         self.index = 0
         self.file = None
         # Named before the file is created, so the shipper never takes a file being written for a closed one.
@@ -63,7 +68,8 @@ class RecordSink:
         if collector:
             from .shipper import Shipper
 
-            self.shipper = Shipper(
+            shipper_class = _slot_shipper(*worker) if worker else Shipper
+            self.shipper = shipper_class(
                 self.directory,
                 collector,
                 metrics.registry,
@@ -152,6 +158,31 @@ class RecordSink:
                 self.file.close()
             self.file = None
         self.current_path = None
+
+
+# records-<host>-w<slot>-<pid>-<token>-<n>.jsonl: the slot, read from the end (a host name may hold "-w1-")
+_SLOT = re.compile(r"-w([0-9]+)-[0-9]+-[0-9a-f]{6}-[0-9]+" + re.escape(RECORD_SUFFIX) + "$")
+
+
+def slot_of(name: str, count: int) -> int:
+    """Which worker ships this file: the slot in its name; worker 0 takes those of no live slot
+    (a single-process run before, or more workers than now)."""
+    match = _SLOT.search(name)
+    slot = int(match[1]) if match else 0
+    return slot if slot < count else 0
+
+
+def _slot_shipper(index: int, count: int):
+    """A Shipper that sees only the files of worker `index`: the workers share the directory (the
+    readers glob it flat) but each shipper deletes what it shipped, so two must never take the same
+    file, nor one take another's file being written for a closed one."""
+    from .shipper import Shipper
+
+    class SlotShipper(Shipper):
+        def _files(self) -> list[Path]:
+            return [p for p in super()._files() if slot_of(p.name, count) == index]
+
+    return SlotShipper
 
 
 def _join(q: queue.Queue, timeout: float) -> None:

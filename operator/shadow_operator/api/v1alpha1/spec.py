@@ -301,6 +301,12 @@ class Thresholds(ApiModel):
     )
 
 
+class BaselineSpec(ApiModel):
+    """A second copy of the primary that receives the same mirrored copies as the candidate (noise baseline)."""
+
+    replicas: int = Field(default=1, ge=1, le=20, description="Pods of the baseline copy of the primary.")
+
+
 class AnalysisSpec(ApiModel):
     """How and how long the candidate is judged."""
 
@@ -325,6 +331,14 @@ class AnalysisSpec(ApiModel):
         default=None, description="Prometheus to query; without it the job analyses from records alone."
     )
     thresholds: Thresholds = Field(default_factory=Thresholds, description="The checks and their limits.")
+    baseline: BaselineSpec | None = Field(
+        default=None,
+        description="Judge agreement, absolute difference and latency against the noise of two identical "
+        "primaries: the operator runs a copy of the primary (spec.primary.image and its settings) that "
+        "receives the same mirrored copies as the candidate, so a non-deterministic model is not failed for "
+        "noise the primary itself has, and latency compares two copies that travelled the same path. Needs "
+        "spec.primary.image.",
+    )
 
 
 class ShadowDeploymentSpec(ApiModel):
