@@ -39,13 +39,17 @@ class AdminServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 1)
 
+    async def metrics_text(self) -> str:
+        """The /metrics exposition: this process's registry (workers.ParentAdmin merges its workers')."""
+        return self.registry.render()
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
             parts = head.split(b"\r\n", 1)[0].split()
             path = parts[1].split(b"?", 1)[0] if len(parts) >= 2 else b""
             if path == b"/metrics":
-                status, body, ctype = b"200 OK", self.registry.render().encode(), CONTENT_TYPE
+                status, body, ctype = b"200 OK", (await self.metrics_text()).encode(), CONTENT_TYPE
             elif path == b"/healthz":
                 status, body, ctype = b"200 OK", b"ok\n", b"text/plain"
             elif path == b"/readyz":

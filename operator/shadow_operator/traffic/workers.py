@@ -51,7 +51,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import metric_names as m
-from .admin import CONTENT_TYPE, stop_on_signals
+from .admin import AdminServer, stop_on_signals
 from .metrics import Registry, merge_dumps
 
 log = logging.getLogger(__name__)
@@ -399,46 +399,12 @@ async def supervise(
     return code
 
 
-class ParentAdmin:
+class ParentAdmin(AdminServer):
     """The admin listener of the parent: /metrics merged from the workers, /healthz, /readyz."""
 
     def __init__(self, render: Callable, ready: Callable[[], bool]) -> None:
+        super().__init__(Registry(), ready)
         self.render = render
-        self.ready = ready
-        self.server: asyncio.AbstractServer | None = None
 
-    async def start(self, host: str, port: int) -> int:
-        self.server = await asyncio.start_server(self._handle, host, port)
-        return self.server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 1)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            parts = head.split(b"\r\n", 1)[0].split()
-            path = parts[1].split(b"?", 1)[0] if len(parts) >= 2 else b""
-            if path == b"/metrics":
-                status, body, ctype = b"200 OK", (await self.render()).encode(), CONTENT_TYPE
-            elif path == b"/healthz":
-                status, body, ctype = b"200 OK", b"ok\n", b"text/plain"
-            elif path == b"/readyz":
-                ok = self.ready()
-                status = b"200 OK" if ok else b"503 Service Unavailable"
-                body, ctype = (b"ready\n" if ok else b"not ready\n"), b"text/plain"
-            else:
-                status, body, ctype = b"404 Not Found", b"not found\n", b"text/plain"
-            writer.write(
-                b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
-                % (status, ctype, len(body))
-                + body
-            )
-            await writer.drain()
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-            pass
-        finally:
-            writer.close()
+    async def metrics_text(self) -> str:
+        return await self.render()
