@@ -10,6 +10,7 @@ import pytest
 
 from shadow_operator.analysis.dataset import COLUMNS, TABLE, load
 from shadow_operator.analysis.report import CLOCK_SKEW, CORRUPT_RECORD, FOREIGN_RECORD, UNPAIRED_RECORD
+from shadow_operator.records import BASELINE, COMPARED
 
 from .records_factory import NOW, SHADOW, at, counts_by_code, one, pair, side, write
 
@@ -556,3 +557,28 @@ def test_only_the_judged_candidates_answers_count(tmp_path: Path):
     assert CORRUPT_RECORD not in counts_by_code(judged.problems)
     everything = load([tmp_path / "a.jsonl"], SHADOW, now=NOW)
     assert [r["id"] for r in rows(everything, "id")] == ["joined", "new", "old", "stale", "untagged"]
+
+
+def test_the_baseline_and_the_candidate_are_read_apart_from_the_same_records(tmp_path: Path):
+    """Builtin router: baseline pairs marked `compared`; Istio: one-sided records with role baseline."""
+    marked = pair("p1", candidate=side(prediction=2))
+    marked[COMPARED] = BASELINE
+    write(
+        tmp_path / "r.jsonl",
+        [
+            pair("p1", candidate=side(prediction=1)),
+            marked,
+            one("o1", "primary", side(prediction=3)),
+            one("o1", "candidate", side(prediction=3)),
+            one("o1", BASELINE, side(prediction=4)),
+        ],
+    )
+
+    def predictions(against: str) -> dict[str, str]:
+        dataset = load([tmp_path], SHADOW, now=NOW, against=against)
+        rows = dataset.con.execute(f"SELECT id, candidate_prediction FROM {TABLE} ORDER BY id").fetchall()
+        assert not dataset.problems, dataset.problems  # the other comparison's records are no problem
+        return dict(rows)
+
+    assert predictions("candidate") == {"o1": "3", "p1": "1"}
+    assert predictions(BASELINE) == {"o1": "4", "p1": "2"}
