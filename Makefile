@@ -19,7 +19,7 @@ PY_SOURCES := operator tests examples benchmarks
 
 .PHONY: help install manifests lint format test test-unit test-integration test-e2e test-node run cluster \
         cluster-down deploy undeploy docker-build demo demo-cluster e2e bench-operator bench-analyze bench-router bench-verdict bench-aa \
-        bench-deps clean
+        bench-deps clean mutants
 
 ##@ General
 
@@ -65,6 +65,9 @@ test-e2e: install cluster-binaries test-deps images ## End-to-end: the demo's st
 
 test-node: install cluster-binaries test-deps images ## The real-node tests: the operator and the story in real Pods (needs root)
 	$(BIN)/python -m pytest tests/node -s $(PYTEST_ARGS)
+
+mutants: install ## Mutation testing of the verdict engine (slow, not in make test; MUTANTS_ARGS='--files checks.py'): docs/mutants.md
+	$(BIN)/python hack/mutants.py $(MUTANTS_ARGS)
 
 .PHONY: test-deps
 DEBIAN_TEST_TOOLS := /usr/bin/prometheus:prometheus /usr/bin/lua5.4:lua5.4

@@ -6,7 +6,7 @@
 --
 --   status missing, or observedGeneration behind metadata.generation -> Progressing
 --   Pending, Deploying, Shadowing                                  -> Progressing
---   Passed                                                         -> Healthy
+--   Passed, Promoted                                               -> Healthy
 --   Failed, Inconclusive, Error                                    -> Degraded (a human must look)
 --   anything else                                                  -> Unknown
 hs = {}
@@ -70,6 +70,10 @@ if phase == "Pending" or phase == "Deploying" or phase == "Shadowing" then
 elseif phase == "Passed" then
   hs.status = "Healthy"
   hs.message = first(verdict(status).message, "The candidate passed every check")
+elseif phase == "Promoted" then
+  -- The candidate now serves as the primary; the mirror is gone.
+  hs.status = "Healthy"
+  hs.message = ready_message(status, "The candidate was promoted to primary")
 elseif phase == "Inconclusive" then
   -- The business cycle completed without enough evidence for a verdict: a human must look.
   local v = verdict(status)

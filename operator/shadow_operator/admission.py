@@ -66,6 +66,33 @@ def required_access(sd: ShadowDeployment, service_exists: bool) -> list[Access]:
                 why="the operator reads that Deployment and reports on it",
             )
         )
+        if spec.promotion.patch_referenced_deployment:
+            access.append(
+                Access(
+                    "spec.promotion.patchReferencedDeployment",
+                    "patch",
+                    "apps",
+                    "deployments",
+                    spec.primary.deployment_ref.name,
+                    why="on promotion the operator sets that Deployment's image to the candidate's",
+                )
+            )
+    seen: set[str] = set()
+    for index, target in enumerate(spec.notifications):
+        if target.url_from is None or target.url_from.secret_key_ref.name in seen:
+            continue
+        secret = target.url_from.secret_key_ref.name
+        seen.add(secret)
+        access.append(
+            Access(
+                f"spec.notifications[{index}].urlFrom.secretKeyRef.name",
+                "get",
+                "",
+                "secrets",
+                secret,
+                why="the operator reads the notification URL from that Secret and sends to it",
+            )
+        )
     if service_exists:
         how = "switches its selector to the router" if spec.traffic.router == "builtin" else "routes its host"
         access.append(

@@ -126,6 +126,23 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _promote(args: argparse.Namespace) -> int:
+    from .kube import Kube
+    from .promote import ERROR, PromoteError, promote
+
+    try:
+        kube = Kube.from_environment()
+        return promote(kube, args.namespace, args.name, sys.stdout, timeout=args.timeout, wait=not args.no_wait)
+    except PromoteError as error:
+        print(f"shadowctl promote: {error}", file=sys.stderr)
+        return ERROR
+    except Exception as error:  # the kubernetes client raises several unrelated types without credentials
+        if type(error).__module__.startswith("kubernetes"):
+            print(f"shadowctl promote: no cluster credentials (in-cluster or KUBECONFIG): {error}", file=sys.stderr)
+            return ERROR
+        raise
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="shadowctl", description=__doc__)
     parser.add_argument("--version", action="version", version=f"shadowctl {__version__}")
@@ -146,6 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
     validate = commands.add_parser("validate", help="check ShadowDeployment YAML files without a cluster")
     validate.add_argument("files", nargs="+")
     validate.set_defaults(handler=_validate)
+
+    promote = commands.add_parser(
+        "promote",
+        help="promote the candidate once its verdict is Passed (sets the shadow.mlops.dev/promote annotation "
+        "and waits for the operator; docs/promotion.md)",
+    )
+    promote.add_argument("name", help="ShadowDeployment name")
+    promote.add_argument("--namespace", "-n", default="default")
+    promote.add_argument("--timeout", type=float, default=120, help="seconds to wait for the operator's answer")
+    promote.add_argument("--no-wait", action="store_true", help="ask and return without waiting")
+    promote.set_defaults(handler=_promote)
 
     from .analysis.cli import add_commands
     from .traffic.cli import add_commands as add_traffic_commands

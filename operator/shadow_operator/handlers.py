@@ -13,6 +13,7 @@ from . import webhook
 from .admission import refusal, required_access, spec_changed
 from .api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
 from .builders.naming import MANAGED_BY
+from .cache import CACHED, WatchCache, index_function, index_id
 from .config import Settings
 from .kube import WEBHOOK_CONFIGURATION, Kube, KubeError
 from .reconcile import Claim, Reconciler, TransientError, rivals
@@ -38,7 +39,9 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.execution.max_workers = SETTINGS.max_workers
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
-    memo.reconciler = Reconciler(Kube.from_environment(), SETTINGS.image)
+    kube = Kube.from_environment()
+    kube.cache = memo.cache = WatchCache()
+    memo.reconciler = Reconciler(kube, SETTINGS.image)
     memo.rechecks = Rechecks()
     if SETTINGS.webhook:
         _serve_admission(settings, memo.reconciler.kube)
@@ -115,6 +118,13 @@ class Rechecks:
             timer.start()
 
 
+# One watch per kind a reconcile reads, as a kopf index (cache.py): filled from a full listing before
+# any handler runs, so reads are answered without a request.
+for _kind, _group, _plural in CACHED:
+    _selector = (*_group.split("/"), _plural) if "/" in _group else (_group, _plural)
+    kopf.index(*_selector, id=index_id(_kind, _group))(index_function(_kind, _group))
+
+
 def _reconcile(body: kopf.Body, memo: kopf.Memo, service_claims: kopf.Index, namespace: str, name: str) -> None:
     service = (body.get("spec", {}).get("service") or {}).get("name")
     claims = list(service_claims.get((namespace, service), []))
@@ -139,25 +149,28 @@ def _reconcile_by_name(memo: kopf.Memo, service_claims: kopf.Index, namespace: s
 @kopf.on.create(*RESOURCE, id="reconcile-on-create")
 @kopf.on.update(*RESOURCE, id="reconcile-on-update")
 def reconcile_on_change(
-    body: kopf.Body, memo: kopf.Memo, service_claims: kopf.Index, namespace: str, name: str, **_: Any
+    body: kopf.Body, memo: kopf.Memo, service_claims: kopf.Index, namespace: str, name: str, **kwargs: Any
 ) -> None:
+    memo.cache.bind(kwargs)
     _reconcile(body, memo, service_claims, namespace, name)
 
 
 @kopf.timer(*RESOURCE, id="reconcile-on-timer", interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds)
 def reconcile_on_timer(
-    body: kopf.Body, memo: kopf.Memo, service_claims: kopf.Index, namespace: str, name: str, **_: Any
+    body: kopf.Body, memo: kopf.Memo, service_claims: kopf.Index, namespace: str, name: str, **kwargs: Any
 ) -> None:
+    memo.cache.bind(kwargs)
     _reconcile(body, memo, service_claims, namespace, name)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels={"app.kubernetes.io/managed-by": MANAGED_BY})
-def child_deployment_changed(body: kopf.Body, memo: kopf.Memo, service_claims: kopf.Index, **_: Any) -> None:
+def child_deployment_changed(body: kopf.Body, memo: kopf.Memo, service_claims: kopf.Index, **kwargs: Any) -> None:
     """A Deployment the operator runs changed (a Pod became available, or none is): reconcile its owner now.
 
     Without this, phase and routing followed Pods only at the next periodic resync (60 s by default).
     Events only: nothing is stored on the Deployment, and a pass that finds nothing new writes nothing.
     """
+    memo.cache.bind(kwargs)
     owner = next(
         (ref for ref in body.get("metadata", {}).get("ownerReferences") or [] if ref.get("kind") == KIND), None
     )

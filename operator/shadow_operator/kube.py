@@ -8,6 +8,8 @@ the code uses and nothing else.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import threading
@@ -59,6 +61,8 @@ RESOURCES: dict[str, Resource] = {
     "NetworkPolicy": Resource("networking.k8s.io", "v1", "networkpolicies"),
     "ShadowDeployment": Resource(GROUP, VERSION, PLURAL),
     "Event": Resource("", "v1", "events"),
+    # Read only for spec.notifications[].urlFrom, and only where granted (OPT_IN_PERMISSIONS).
+    "Secret": Resource("", "v1", "secrets"),
     # The admission webhook's (admission.py, webhook.py); both cluster-scoped.
     "SubjectAccessReview": Resource("authorization.k8s.io", "v1", "subjectaccessreviews", namespaced=False),
     "ValidatingWebhookConfiguration": Resource(
@@ -79,6 +83,8 @@ class Permission:
 # Server-side apply of an object that does not exist yet creates it, which RBAC checks as
 # `create`; reading before writing is what keeps an idle reconcile free of writes.
 _CHILD_VERBS = ("get", "create", "patch", "delete")
+# list and watch: kopf's watches behind the read cache (cache.py), one per kind a reconcile reads.
+_WATCHED = ("list", "watch")
 OPERATOR_ROLE = "shadow-operator"
 # The ValidatingWebhookConfiguration the manifests install (webhook.py fills in its caBundle).
 WEBHOOK_CONFIGURATION = "shadow-operator"
@@ -106,19 +112,33 @@ PERMISSIONS: tuple[Permission, ...] = (
         (*_CHILD_VERBS, "list", "watch"),
         "primary, candidate and router; watched so availability changes reach status and routing at once",
     ),
-    Permission("", ("services",), _CHILD_VERBS, "per-role Services and the builtin router's switch"),
+    Permission("", ("services",), (*_CHILD_VERBS, *_WATCHED), "per-role Services and the builtin router's switch"),
     # RBAC refuses to grant what the granter does not hold (the escalation check): `update` is
     # here only because each object's analyzer Role grants it on the report ConfigMap.
     Permission(
-        "", ("configmaps",), (*_CHILD_VERBS, "update"), "router configuration and the pre-created report ConfigMap"
+        "",
+        ("configmaps",),
+        (*_CHILD_VERBS, "update", *_WATCHED),
+        "router configuration and the pre-created report ConfigMap",
     ),
-    Permission("batch", ("cronjobs",), _CHILD_VERBS, "the comparison job"),
-    Permission("networking.istio.io", ("virtualservices", "destinationrules"), _CHILD_VERBS, "the mirror route"),
-    Permission("networking.k8s.io", ("networkpolicies",), _CHILD_VERBS, "only the object's Pods reach its collector"),
-    Permission("", ("serviceaccounts",), _CHILD_VERBS, "the comparison job's identity"),
+    Permission("batch", ("cronjobs",), (*_CHILD_VERBS, *_WATCHED), "the comparison job"),
+    Permission(
+        "networking.istio.io", ("virtualservices", "destinationrules"), (*_CHILD_VERBS, *_WATCHED), "the mirror route"
+    ),
+    Permission(
+        "networking.k8s.io",
+        ("networkpolicies",),
+        (*_CHILD_VERBS, *_WATCHED),
+        "only the object's Pods reach its collector",
+    ),
+    Permission("", ("serviceaccounts",), (*_CHILD_VERBS, *_WATCHED), "the comparison job's identity"),
     # Creating the Role needs every permission it grants (held above); binding it needs the same.
-    Permission("rbac.authorization.k8s.io", ("roles",), _CHILD_VERBS, "the comparison job's per-object Role"),
-    Permission("rbac.authorization.k8s.io", ("rolebindings",), _CHILD_VERBS, "binds the job to its own Role"),
+    Permission(
+        "rbac.authorization.k8s.io", ("roles",), (*_CHILD_VERBS, *_WATCHED), "the comparison job's per-object Role"
+    ),
+    Permission(
+        "rbac.authorization.k8s.io", ("rolebindings",), (*_CHILD_VERBS, *_WATCHED), "binds the job to its own Role"
+    ),
     Permission("", ("events",), ("create",), "events on ShadowDeployments"),
     # kopf watches CRDs and namespaces to notice resources and namespaces appearing at run time.
     Permission("apiextensions.k8s.io", ("customresourcedefinitions",), ("list", "watch"), "kopf's discovery"),
@@ -135,6 +155,31 @@ PERMISSIONS: tuple[Permission, ...] = (
         resource_names=(WEBHOOK_CONFIGURATION,),
     ),
 )
+
+
+# Deliberately NOT in the ClusterRole: reading Secrets cluster-wide would let the operator (and
+# anyone who can make it act) read every credential in the cluster, ServiceAccount tokens
+# included, and resourceNames cannot name Secrets that do not exist yet. Whoever owns a Secret
+# holding a notification URL grants the operator `get` on that one Secret, in its namespace, with
+# a Role and RoleBinding of their own (docs/promotion.md); without it the notification fails
+# with an Event saying so. Nothing else the operator does needs it.
+OPT_IN_PERMISSIONS: tuple[Permission, ...] = (
+    Permission(
+        "",
+        ("secrets",),
+        ("get",),
+        "spec.notifications[].urlFrom: granted per namespace and per Secret by its owner, never cluster-wide",
+    ),
+)
+
+
+def pointer_segment(key: str) -> str:
+    """A key as one segment of a JSON-patch path (RFC 6901: `~` and `/` escaped), e.g. an annotation's."""
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+class TransientError(Exception):
+    """The API server could not answer now (5xx, timeout, conflict): retry with backoff."""
 
 
 class KubeError(Exception):
@@ -156,10 +201,12 @@ def _error(exc: ApiException) -> KubeError:
 class Kube:
     """A thread-safe handle on one cluster (handlers run in kopf's thread pool)."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient):
+    def __init__(self, api_client: kubernetes.client.ApiClient, cache: Any = None):
         self._client = api_client
         self._versions: dict[str, str] = {}
         self._lock = threading.Lock()
+        # cache.WatchCache: reads answered from the watches (handlers.py); None: every read is a GET.
+        self.cache = cache
 
     @classmethod
     def from_environment(cls) -> Kube:
@@ -230,14 +277,33 @@ class Kube:
 
     # -- reads --------------------------------------------------------------------
 
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        """The live object, or None when it (or its whole API, e.g. Istio's CRDs) is absent."""
+    def get(self, kind: str, namespace: str, name: str, cached: bool = True) -> dict[str, Any] | None:
+        """The live object, or None when it (or its whole API, e.g. Istio's CRDs) is absent.
+
+        From the watches when the kind is cached (cache.py): no request at all. `cached=False`
+        asks the API server, for a read that must see the latest write.
+        """
+        if cached and self.cache is not None:
+            hit, body = self.cache.lookup(kind, namespace, name)
+            if hit:
+                return body
         try:
             return self._request("GET", self._resource(kind).path(namespace, name))
         except KubeError as error:
             if error.status == 404:
                 return None
             raise
+
+    def secret_value(self, namespace: str, name: str, key: str) -> str:
+        """One key of a Secret, decoded (notifications' urlFrom). Needs an opt-in grant: see OPT_IN_PERMISSIONS."""
+        secret = self._request("GET", RESOURCES["Secret"].path(namespace, name))
+        encoded = (secret.get("data") or {}).get(key)
+        if encoded is None:
+            raise KubeError(404, f"Secret {namespace}/{name} has no key {key!r}")
+        try:
+            return base64.b64decode(encoded, validate=True).decode().strip()
+        except (binascii.Error, UnicodeDecodeError):
+            raise KubeError(422, f"key {key!r} of Secret {namespace}/{name} is not UTF-8 text") from None
 
     # -- writes -------------------------------------------------------------------
 
@@ -288,8 +354,8 @@ class Kube:
             if error.status not in (404, 409):
                 raise
 
-    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self._request(
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return self._request(
             "PATCH",
             RESOURCES["ShadowDeployment"].path(namespace, name, "status"),
             body={"status": status},

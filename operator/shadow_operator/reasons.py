@@ -15,6 +15,9 @@ ANALYZED = "Analyzed"
 # builtin router: whether a router Pod is available, and so whether the client Service routes
 # through the router (True) or straight to the primary (False).
 ROUTER_AVAILABLE = "RouterAvailable"
+# Promotion (docs/promotion.md): True once the candidate was promoted; False while a request to
+# promote is refused, the message naming why.
+PROMOTED = "Promoted"
 
 # The spec is wrong in a way only the operator can see: phase Error until it is fixed.
 INVALID_SPEC = "InvalidSpec"
@@ -46,6 +49,12 @@ ROUTED_THROUGH_ROUTER = "RoutedThroughRouter"
 ROUTER_STARTING = "RouterStarting"
 ROUTER_UNAVAILABLE = "RouterUnavailable"
 ROUTED_TO_PRIMARY = "RoutedToPrimary"
+# Promotion: the Promoted condition's reasons and the Events posted with them. PROMOTED (above) is
+# the reason too, on Ready, Mirroring and Promoted once the candidate is the primary.
+PROMOTION_REFUSED = "PromotionRefused"
+PROMOTION_FAILED = "PromotionFailed"
+# Notifications (spec.notifications): an endpoint that could not be reached after every retry.
+NOTIFICATION_FAILED = "NotificationFailed"
 
 SPEC_ERRORS = frozenset(
     {

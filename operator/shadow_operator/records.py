@@ -80,15 +80,50 @@ class SideResult:
 
 
 def compare(primary: SideResult, candidate: SideResult, regression: bool) -> tuple[bool | None, float | None]:
-    """(agree, abs_diff) of two answers; None where either side has no prediction to compare."""
+    """(agree, abs_diff) of two answers; None where either side has no prediction to compare.
+
+    Two lists (a batch of N instances answered with N predictions: `$.outputs[0].data`,
+    `$.predictions`) are compared element by element, and the request is judged by its worst
+    element: it agrees only when both have the same length and every element is equal, and its
+    abs_diff is the largest elementwise difference (none when the lengths differ, a list is empty or
+    an element is not a number). The job's SQL (analysis.dataset._compare_sql) computes the same
+    for one-sided records.
+    """
     if primary.outcome != OK or candidate.outcome != OK or primary.prediction is None or candidate.prediction is None:
         return None, None
+    p, c = primary.prediction, candidate.prediction
     if regression:
-        try:
-            return None, abs(float(primary.prediction) - float(candidate.prediction))
-        except (TypeError, ValueError):
-            return None, None
-    return primary.prediction == candidate.prediction, None
+        if isinstance(p, list) and isinstance(c, list):
+            if not p or len(p) != len(c):
+                return None, None
+            diffs = [_abs_diff(x, y) for x, y in zip(p, c, strict=True)]
+            return None, None if None in diffs else max(d for d in diffs if d is not None)
+        return None, _abs_diff(p, c)
+    if isinstance(p, list) and isinstance(c, list):
+        return len(p) == len(c) and all(_same(x, y) for x, y in zip(p, c, strict=True)), None
+    return _same(p, c), None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """One prediction (or element) as the job's SQL compares it: numbers by value (1 == 1.0), anything
+    else by its JSON text (so true != 1, and two objects are equal only with their keys in one order)."""
+    if _is_number(a) and _is_number(b):
+        return float(a) == float(b)
+    return _JSON_TEXT.encode(a) == _JSON_TEXT.encode(b)
+
+
+def _abs_diff(a: Any, b: Any) -> float | None:
+    """|a - b| of two numbers or numeric strings (as the SQL's TRY_CAST); None otherwise."""
+    if isinstance(a, bool | list | dict) or isinstance(b, bool | list | dict):
+        return None
+    try:
+        return abs(float(a) - float(b))
+    except (TypeError, ValueError):
+        return None
 
 
 def pair_record(
@@ -153,6 +188,7 @@ def one_sided_record(
 
 # One encoder: json.dumps with options builds a new JSONEncoder on every call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"), default=str)
+_JSON_TEXT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 def dumps(record: dict[str, Any]) -> str:

@@ -230,7 +230,9 @@ def test_closed_port_is_unavailable_quickly():
     with pytest.raises(MetricsUnavailable, match=r"unreachable: \[Errno 111\] Connection refused"):
         provider.run_query("vector(1)")
     values, problems = asyncio.run(collect(provider, [HISTORY], WINDOW_SECONDS))
-    assert time.monotonic() - started < 2
+    # A refused connect fails at once: the probe, the query and collect's first batch together
+    # take less than one timeout, however loaded the machine (waiting it out would take 5s each).
+    assert time.monotonic() - started < provider.timeout
     assert values == {}
     [problem] = problems
     assert problem.code == METRICS_ERROR
@@ -277,11 +279,18 @@ def test_timeout_bounds_every_call(endpoint):
             provider.run_query("vector(1)")
         assert timeout * 0.9 < time.monotonic() - started < timeout * 5
 
-        started = time.monotonic()
+        asked: list[str] = []
+        run_query = provider.run_query
+
+        def counting(query: str) -> float | None:
+            asked.append(query)
+            return run_query(query)
+
+        provider.run_query = counting
         values, problems = asyncio.run(collect(provider, [HISTORY], WINDOW_SECONDS))
-        # The first batch times out together and the rest never starts: a second batch would
-        # take another `timeout` (20 queries, 4 at a time, would take 5 of them).
-        assert time.monotonic() - started < timeout * 2 - 0.1
+        # The first batch times out together and the rest never starts (20 queries, 4 at a time,
+        # would otherwise take 5 timeouts): counted, not timed, so a loaded machine cannot fail it.
+        assert len(asked) == QUERY_CONCURRENCY
         assert values == {}
         assert [(p.code, p.count) for p in problems] == [(METRICS_ERROR, 20)]
     finally:

@@ -20,8 +20,9 @@ from shadow_operator.builders.naming import ROUTER_HTTP_PORT
 from shadow_operator.builders.router import service_switch
 from shadow_operator.kube import Kube, KubeError
 from shadow_operator.observed import ORIGINAL_ROUTING_ANNOTATION, ObservedService
-from shadow_operator.reconcile import Reconciler, TransientError
+from shadow_operator.reconcile import TransientError
 from shadow_operator.resource import parse
+from shadow_operator.service_switch import restore_service, switch_service
 
 from .conftest import shadow_deployment
 from .harness import apply_yaml
@@ -67,7 +68,6 @@ def test_a_service_edited_between_read_and_switch_is_not_overwritten_and_is_swit
     body["spec"]["traffic"] = {"router": "builtin"}
     switch = service_switch(parse(body))
     kube = EditedInBetween(cluster.api_client())
-    reconciler = Reconciler(kube, "shadow-operator:test")
 
     def live() -> dict[str, Any]:
         return kube.get("Service", namespace, SERVICE)
@@ -76,7 +76,7 @@ def test_a_service_edited_between_read_and_switch_is_not_overwritten_and_is_swit
     # Kubernetes 1.20 answers a failed JSON-patch `test` with a bare 422 (apiserver handlers/patch.go):
     # a race, retried with backoff (TransientError), not a spec error.
     with pytest.raises(TransientError) as refused:
-        reconciler._switch_service(namespace, read, switch, "recommender")
+        switch_service(kube, namespace, read, switch, "recommender")
     assert f"Service {SERVICE} changed while being switched" in str(refused.value)
     assert isinstance(refused.value.__context__, KubeError) and refused.value.__context__.status == 422
     assert kube.edits == 1
@@ -86,7 +86,7 @@ def test_a_service_edited_between_read_and_switch_is_not_overwritten_and_is_swit
     assert ORIGINAL_ROUTING_ANNOTATION not in (after["metadata"].get("annotations") or {}), "nothing of the switch"
 
     # The next pass reads the Service again: the switch goes through, on top of the edit.
-    reconciler._switch_service(namespace, ObservedService.from_body(after), switch, "recommender")
+    switch_service(kube, namespace, ObservedService.from_body(after), switch, "recommender")
     switched = live()
     assert switched["spec"]["selector"] == switch.selector
     assert switched["spec"]["ports"][0]["targetPort"] == ROUTER_HTTP_PORT
@@ -95,7 +95,7 @@ def test_a_service_edited_between_read_and_switch_is_not_overwritten_and_is_swit
     assert original == {"owner": "recommender", "selector": EDITED_SELECTOR, "targetPort": 8080}
 
     # Restoring (deletion of the ShadowDeployment) gives back the Service as the other writer left it.
-    reconciler.restore_service(namespace, ObservedService.from_body(switched))
+    restore_service(kube, namespace, ObservedService.from_body(switched))
     restored = live()
     assert restored["spec"]["selector"] == EDITED_SELECTOR
     assert restored["spec"]["ports"][0]["targetPort"] == 8080

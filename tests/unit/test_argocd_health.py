@@ -254,6 +254,15 @@ CASES = {
         "Healthy",
         "every check passed on 48,210 pairs",
     ),
+    "promoted": (
+        shadow(
+            make_status(
+                Phase.PROMOTED, ready=("True", "Promoted", "registry.example/recsys:2.0.0 serves as the primary")
+            )
+        ),
+        "Healthy",
+        "registry.example/recsys:2.0.0 serves as the primary",
+    ),
     "inconclusive": (
         shadow(
             make_status(

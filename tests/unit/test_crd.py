@@ -292,6 +292,7 @@ def test_status_enums(schema):
         "Failed",
         "Inconclusive",
         "Error",
+        "Promoted",
     ]
     assert _at(schema, ".status.verdict.result")["enum"] == ["Passed", "Failed", "Inconclusive"]
 

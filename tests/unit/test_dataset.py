@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -388,20 +387,36 @@ def test_unreadable_files_are_named_and_the_rest_still_loads(tmp_path: Path):
     assert str(missing) in messages
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads files whatever their mode")
-def test_a_file_without_read_permission_is_named(tmp_path: Path):
+@pytest.mark.parametrize("how", ["symlink-loop", "removed-after-listing"])
+def test_a_listed_file_that_cannot_be_opened_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str):
+    """A file the directory listing returns but open() refuses, as root too (a mode of 0 would
+    not stop root): a symlink loop (ELOOP), or a file removed between listing and reading."""
+    from shadow_operator.analysis import dataset as dataset_module
+
     write(tmp_path / "good.jsonl", [pair("a")])
-    secret = write(tmp_path / "secret.jsonl", [pair("b")])
-    secret.chmod(0)
-    try:
-        dataset = load([tmp_path], SHADOW, now=NOW)
-    finally:
-        secret.chmod(0o600)
+    bad = tmp_path / "bad.jsonl"
+    if how == "symlink-loop":
+        bad.symlink_to(bad.name)
+        reason = "Too many levels of symbolic links"
+    else:
+        write(bad, [pair("b")])
+        expand = dataset_module._expand
+
+        def list_then_remove(paths: list[Path]):
+            listed = expand(paths)
+            bad.unlink()
+            return listed
+
+        monkeypatch.setattr(dataset_module, "_expand", list_then_remove)
+        reason = "No such file or directory"
+
+    dataset = load([tmp_path], SHADOW, now=NOW)
 
     assert dataset.pairs == 1
+    assert dataset.files == [tmp_path / "good.jsonl"]
     [problem] = dataset.problems
     assert (problem.code, problem.count) == (CORRUPT_RECORD, 1)
-    assert str(secret) in problem.message
+    assert problem.message == f"cannot read {bad}: {reason}"
 
 
 def test_every_kind_of_bad_input_at_once_never_raises(tmp_path: Path):

@@ -8,10 +8,10 @@ from functools import cache
 
 import pytest
 
-from shadow_operator import kube, reconcile
+from shadow_operator import kube, reconcile, service_switch
 from shadow_operator.analysis import cli as analysis_cli
 from shadow_operator.builders import all_child_keys, desired_state
-from shadow_operator.kube import ANALYZER_PERMISSIONS, PERMISSIONS, RESOURCES
+from shadow_operator.kube import ANALYZER_PERMISSIONS, OPT_IN_PERMISSIONS, PERMISSIONS, RESOURCES
 from shadow_operator.observed import Observed
 from shadow_operator.rbac import (
     CLUSTER_SCOPED,
@@ -97,14 +97,28 @@ def kube_requests() -> dict[str, list[tuple[str, str, str | None]]]:
 
 @cache
 def reconcile_calls() -> dict[str, set[str]]:
-    """Kube method -> kinds reconcile.py calls it with (GENERIC when the kind comes from a child)."""
+    """Kube method -> kinds reconcile.py (and service_switch.py) call it with (GENERIC when from a child)."""
     calls: dict[str, set[str]] = {}
-    for node in ast.walk(ast.parse(inspect.getsource(reconcile))):
-        if _is_self_call(node, "kube"):
+    nodes = [
+        *ast.walk(ast.parse(inspect.getsource(reconcile))),
+        *ast.walk(ast.parse(inspect.getsource(service_switch))),
+    ]
+    for node in nodes:
+        if _is_self_call(node, "kube") or _is_kube_call(node):
             first = node.args[0] if node.args else None
             kind = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else GENERIC
             calls.setdefault(node.func.attr, set()).add(kind)
     return calls
+
+
+def _is_kube_call(node: ast.AST) -> bool:
+    """`kube.json_patch(...)`: a module function handed the client (service_switch.py)."""
+    return (
+        isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "kube"
+    )
 
 
 @cache
@@ -183,8 +197,12 @@ def test_every_child_kind_is_a_known_resource():
 # -- the grants -------------------------------------------------------------------------------------------
 
 
+# Granted per Secret by its owner, never by the operator's role (kube.OPT_IN_PERMISSIONS).
+OPT_IN = {(p.group, r, v) for p in OPT_IN_PERMISSIONS for r in p.resources for v in p.verbs}
+
+
 def test_cluster_role_grants_every_request_the_code_can_make():
-    missing = sorted(required_grants() - granted())
+    missing = sorted(required_grants() - granted() - OPT_IN)
     assert missing == [], f"the ClusterRole lacks {missing}: add them to kube.PERMISSIONS and run `make manifests`"
 
 
@@ -350,7 +368,7 @@ def test_the_namespaced_role_is_the_cluster_role_without_cluster_scoped_resource
     # Everything the reconcile does stays possible in the watched namespace; the admission webhook's
     # calls (cluster-scoped) are not made there: that install runs no webhook.
     webhook_only = {(p.group, r, v) for p in PERMISSIONS for r in p.resources for v in p.verbs if r in CLUSTER_SCOPED}
-    missing = sorted(required_grants() - _grants(role["rules"]) - webhook_only)
+    missing = sorted(required_grants() - _grants(role["rules"]) - webhook_only - OPT_IN)
     assert missing == [], f"the namespaced Role lacks {missing}"
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 
@@ -109,11 +110,18 @@ def test_event_time_from_the_body_or_the_arrival_time():
 
 
 def test_records_carry_the_event_time_only_when_configured():
-    doc = parse_body(b'{"ts": 1763942400, "features": {}}')
+    # An event time a day before now, not a fixed date: the test must not depend on today's date
+    # (a body time after the arrival is no event time, event_time above).
+    sent = float(int(time.time()) - 86400)
+    doc = parse_body(json.dumps({"ts": sent, "features": {}}).encode())
     replayed = Extractor(RecordingSpec.model_validate({"eventTimePath": "$.ts"}, by_alias=True))
-    assert replayed.request_facts(doc).ts == 1_763_942_400.0
+    before = time.time()
+    facts = replayed.request_facts(doc)
+    assert facts.ts == sent and before <= facts.received <= time.time()
     live = Extractor(RecordingSpec())
-    assert live.request_facts(doc).ts > 1_763_942_400.0 + 86400
+    before = time.time()
+    facts = live.request_facts(doc)
+    assert facts.ts == facts.received and before <= facts.ts <= time.time()  # the arrival time, not the body's
 
 
 def test_error_text():

@@ -501,24 +501,41 @@ def _insert(
 
 
 def _compare_sql(regression: bool) -> tuple[str, str]:
-    """(agree, abs_diff) of two joined sides, as records.compare computes them."""
-    both = (
-        f"primary_outcome = '{OK}' AND candidate_outcome = '{OK}' "
-        "AND primary_prediction IS NOT NULL AND candidate_prediction IS NOT NULL"
-    )
+    """(agree, abs_diff) of two joined sides, as records.compare computes them: two JSON arrays (a batch
+    answered with a list) element by element, judged by the worst element."""
+    p, c = "primary_prediction", "candidate_prediction"
+    both = f"primary_outcome = '{OK}' AND candidate_outcome = '{OK}' AND {p} IS NOT NULL AND {c} IS NOT NULL"
+    arrays = f"json_type({p}) = 'ARRAY' AND json_type({c}) = 'ARRAY'"
+    length = f"json_array_length({p})"
+    same_length = f"{length} = json_array_length({c})"
+    # The elements' 0-based indexes: json_extract(x, i) is the i-th element.
+    indexes = f"range(CAST({length} AS BIGINT))"
     if regression:
-        diff = (
-            "abs(TRY_CAST(json_extract_string(primary_prediction, '$') AS DOUBLE) "
-            "- TRY_CAST(json_extract_string(candidate_prediction, '$') AS DOUBLE))"
+        scalar = (
+            f"abs(TRY_CAST(json_extract_string({p}, '$') AS DOUBLE) "
+            f"- TRY_CAST(json_extract_string({c}, '$') AS DOUBLE))"
         )
-        return "CAST(NULL AS BOOLEAN)", f"CASE WHEN {both} THEN {diff} END"
-    numbers = "('UBIGINT', 'BIGINT', 'DOUBLE')"
-    agree = (
-        f"CASE WHEN {both} THEN CASE WHEN json_type(primary_prediction) IN {numbers} "
-        f"AND json_type(candidate_prediction) IN {numbers} "
-        "THEN CAST(primary_prediction AS DOUBLE) = CAST(candidate_prediction AS DOUBLE) "
-        "ELSE CAST(primary_prediction AS VARCHAR) = CAST(candidate_prediction AS VARCHAR) END END"
-    )
+        diffs = (
+            f"list_transform({indexes}, lambda i: abs(TRY_CAST(json_extract_string({p}, i) AS DOUBLE) "
+            f"- TRY_CAST(json_extract_string({c}, i) AS DOUBLE)))"
+        )
+        # The largest difference; none when an element is not a number (list_count skips NULLs).
+        batch = (
+            f"CASE WHEN {same_length} AND {length} > 0 AND list_count({diffs}) = {length} THEN list_max({diffs}) END"
+        )
+        return "CAST(NULL AS BOOLEAN)", f"CASE WHEN {both} THEN CASE WHEN {arrays} THEN {batch} ELSE {scalar} END END"
+
+    def same(a: str, b: str) -> str:
+        numbers = "('UBIGINT', 'BIGINT', 'DOUBLE')"
+        return (
+            f"CASE WHEN json_type({a}) IN {numbers} AND json_type({b}) IN {numbers} "
+            f"THEN CAST({a} AS DOUBLE) = CAST({b} AS DOUBLE) "
+            f"ELSE CAST({a} AS VARCHAR) = CAST({b} AS VARCHAR) END"
+        )
+
+    elements = f"list_transform({indexes}, lambda i: {same(f'json_extract({p}, i)', f'json_extract({c}, i)')})"
+    batch = f"{same_length} AND coalesce(list_bool_and({elements}), true)"
+    agree = f"CASE WHEN {both} THEN CASE WHEN {arrays} THEN {batch} ELSE {same(p, c)} END END"
     return agree, "CAST(NULL AS DOUBLE)"
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..analysis.report import report_name
 from ..observed import Observed
+from ..promotion import promoted
 from ..resource import ShadowDeployment
 from .analysis import (
     analyzer_role,
@@ -62,6 +63,8 @@ class DesiredState:
 def desired_state(sd: ShadowDeployment, observed: Observed, image: str, through_router: bool = True) -> DesiredState:
     """`through_router`: builtin mode only, whether the client Service should route through the router
     now (routing.decide_routing) or straight to the primary."""
+    if promoted(sd):
+        return promoted_state(sd, observed, image)
     spec = sd.spec
     builtin = spec.traffic.router == "builtin"
     managed_primary = spec.primary.deployment_ref is None
@@ -116,6 +119,30 @@ def desired_state(sd: ShadowDeployment, observed: Observed, image: str, through_
     children += collector_children(sd, observed, image)
     children += analysis_children(sd, image)
     return DesiredState(children=children, switch=switch)
+
+
+def promoted_state(sd: ShadowDeployment, observed: Observed, image: str) -> DesiredState:
+    """After promotion (promotion.py): the primary alone serves, straight behind its Service.
+
+    `sd` is the effective object, whose spec.primary is the promoted candidate workload while the
+    spec has not caught up. Everything that copies traffic or runs the candidate is left out, so the
+    cleanup deletes it: candidate, baseline, router (a Service it took over is restored: no switch),
+    VirtualService and DestinationRule, recorder sidecars and their ConfigMap, the comparison job and
+    its identity. The collector (the records) and the report ConfigMap (the verdict's evidence, read
+    by `shadowctl report`) stay until the ShadowDeployment is deleted.
+    """
+    spec = sd.spec
+    service = observed.service
+    owns_entry = service is None or sd.identity.uid in service.owner_uids
+    children: list[dict[str, Any]] = []
+    if spec.primary.deployment_ref is None:
+        children.append(primary_deployment(sd, None if owns_entry else service))
+        children.append(role_service(sd, PRIMARY, role_labels(sd, PRIMARY), spec.primary.port))
+    if owns_entry:
+        children.append(entry_service(sd, role_labels(sd, PRIMARY), spec.primary.port))
+    children += collector_children(sd, observed, image)
+    children.append(report_configmap(sd))
+    return DesiredState(children=children, switch=None)
 
 
 def collector_children(sd: ShadowDeployment, observed: Observed, image: str) -> list[dict[str, Any]]:
@@ -174,4 +201,5 @@ __all__ = [
     "candidate_pod_labels",
     "cron_schedule",
     "desired_state",
+    "promoted_state",
 ]

@@ -74,7 +74,7 @@ class RouterConfig:
     idle_timeout: float = 75.0
     # How long a pooled connection to a model may stay unused (upstream.IDLE_TIMEOUT); only tests
     # change it, with `upstreamIdleTimeout` in the file.
-    upstream_idle_timeout: float = 30.0
+    upstream_idle_timeout: float = 4.0
     role: str = "primary"  # recorder mode: which role the one upstream plays
     # The candidate's image, written into its records (records.CANDIDATE_IMAGE).
     candidate_image: str | None = None
@@ -163,7 +163,7 @@ def build_config(
         primary_timeout=parse_seconds(primary_timeout) if primary_timeout else 60.0,
         candidate_timeout=parse_seconds(traffic_spec.candidate_timeout),
         **client_timeouts,
-        upstream_idle_timeout=parse_seconds(data.get("upstreamIdleTimeout", 30.0)),
+        upstream_idle_timeout=parse_seconds(data.get("upstreamIdleTimeout", 4.0)),
         role=role or "primary",
         candidate_image=candidate_image or None,
         collector=_collector_url(collector if collector is not None else data.get("collector")),

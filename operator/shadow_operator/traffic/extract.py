@@ -13,12 +13,13 @@ import dataclasses
 import itertools
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..api.v1alpha1.spec import RecordingSpec, Segment
+from ..api.v1alpha1.spec import PREDICTION_PATHS, RecordingSpec, Segment
 from ..jsonpath import MISSING, Step, compile_path, extract
 from ..records import MISSING_SEGMENT, OTHER_SEGMENT, SideResult
 from .redaction import REDACTED, UNCHECKED, Secrets, redact_paths
@@ -123,6 +124,19 @@ def _as_text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
+# The line of a Python traceback that names the exception: `ValueError: Input X contains NaN.`
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*: \S")
+
+
+def _mlflow_error(document: dict[str, Any], message: str) -> str:
+    """MLflow's scoring server: `error_code` before the message, and the exception its stack trace ends
+    with (the message alone says "an unexpected error while evaluating the model")."""
+    code, trace = document.get("error_code"), document.get("stack_trace")
+    raised = [line for line in trace.splitlines() if _EXCEPTION_LINE.match(line)] if isinstance(trace, str) else []
+    text = f"{raised[-1].strip()}; {message}" if raised and raised[-1] not in message else message
+    return f"{code}: {text}" if isinstance(code, str) and code and not text.startswith(code) else text
+
+
 @dataclass(frozen=True)
 class Extracted:
     segments: dict[str, str]
@@ -155,7 +169,9 @@ class Extractor:
         self.redact = [compile_path(p) for p in recording.redact]
         self.segments = [SegmentBucketer(s) for s in recording.segments]
         self.features = [(p, compile_path(p)) for p in recording.features]
-        self.prediction_steps = compile_path(recording.prediction_path)
+        # predictionPath, else the protocol's preset (the spec fills it in when parsed; a RecordingSpec
+        # built without validation may not have).
+        self.prediction_steps = compile_path(recording.prediction_path or PREDICTION_PATHS[recording.protocol])
         self.prediction_redacted = self._is_redacted(self.prediction_steps)
         self.event_time_steps = compile_path(recording.event_time_path) if recording.event_time_path else None
         if self.event_time_steps is not None and self._is_redacted(self.event_time_steps):
@@ -223,7 +239,12 @@ class Extractor:
         return value
 
     def error_text(self, status: int | None, body: bytes, document: Any, secrets: Secrets | None = None) -> str | None:
-        """What an error answer says went wrong: `error`/`detail`/`message` field, else its text."""
+        """What an error answer says went wrong: its `error`/`detail`/`message`/`exception` field, else its text.
+
+        The model servers' shapes: MLServer, KServe and Triton `{"error": "..."}`; FastAPI's
+        `{"detail": ...}`; a plain-text Python traceback (MLServer in debug mode, its default): the
+        exception line it ends with; MLflow `{"error_code": "BAD_REQUEST", "message": "...", "stack_trace": "..."}`,
+        kept as "BAD_REQUEST: <the trace's exception line>; <message>" (its message is generic)."""
         if status is None or status < 400:
             return None
         if secrets is not None and isinstance(document, dict | list):
@@ -238,6 +259,8 @@ class Extractor:
                         if value is UNCHECKED:
                             return REDACTED
                     text = value if isinstance(value, str) else _as_text(value)
+                    if key == "message":
+                        text = _mlflow_error(document, text)
                     break
         if text is None and body:
             if secrets is not None:
@@ -245,6 +268,10 @@ class Extractor:
                 # secrets a marker each replaces (at least 2 characters each), 4 bytes a character.
                 body = body.lstrip()[: 4 * (ERROR_TEXT_LIMIT + (ERROR_TEXT_LIMIT // 2 + 2) * max(1, secrets.longest))]
             text = body.decode("utf-8", "replace").strip()
+            if text.startswith("Traceback (most recent call last):"):
+                # A plain-text Python traceback (MLServer's default debug mode): its exception line.
+                raised = [line for line in text.splitlines() if _EXCEPTION_LINE.match(line)]
+                text = raised[-1].strip() if raised else text
         if not text:
             return f"HTTP {status}"
         if secrets is not None:

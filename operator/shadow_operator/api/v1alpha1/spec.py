@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from ..base import DNS_LABEL, ApiModel, Duration, JsonPath, Port
 from .podtemplate import EnvVar, PodTemplate, ResourceRequirements, SinkVolume
@@ -227,16 +227,40 @@ class RecordSink(ApiModel):
     )
 
 
+# Where each serving protocol puts the prediction in its answer (recording.protocol).
+PREDICTION_PATHS = {
+    "json": "$.prediction",  # the model's own JSON
+    "v2": "$.outputs[0].data",  # V2 / Open Inference protocol: MLServer, KServe, Triton
+    "kserve-v1": "$.predictions",  # KServe's v1 protocol (TensorFlow Serving's REST API)
+    "mlflow": "$.predictions",  # MLflow's scoring server (/invocations)
+}
+
+
 class RecordingSpec(ApiModel):
     """What is captured from each request and each answer."""
 
-    prediction_path: JsonPath = Field(
-        default="$.prediction", description="JSON path of the prediction in the response body."
+    protocol: Literal["json", "v2", "kserve-v1", "mlflow"] = Field(
+        default="json",
+        description="The serving protocol both models answer in; it presets predictionPath. "
+        "json: the model's own JSON, predictionPath `$.prediction`. "
+        "v2: the V2 / Open Inference protocol (MLServer, KServe, Triton), `$.outputs[0].data`. "
+        "kserve-v1: KServe's v1 protocol, `$.predictions`. "
+        "mlflow: MLflow's scoring server, `$.predictions`. "
+        "A prediction that is a list (a batch of N instances answered with N predictions) is compared "
+        "element by element: see predictionType.",
+    )
+    prediction_path: JsonPath | None = Field(
+        default=None,
+        description="JSON path of the prediction in the response body. Default: the protocol's path "
+        "(`$.prediction` for json). When set, it wins over the protocol's preset.",
     )
     prediction_type: Literal["classification", "regression"] = Field(
         default="classification",
         description="classification: predictions are compared for equality (agreement). "
-        "regression: by absolute difference.",
+        "regression: by absolute difference. When both predictions are lists (a batch request), "
+        "they are compared element by element and a request is judged by its worst element: it agrees "
+        "only if the lists have the same length and every element is equal, and its absolute difference "
+        "is the largest elementwise one (lists of different lengths: none).",
     )
     segments: list[Segment] = Field(default_factory=list, description="Dimensions to slice every comparison by.")
     features: list[JsonPath] = Field(
@@ -260,6 +284,27 @@ class RecordingSpec(ApiModel):
         "to the arrival time. Default: the arrival time.",
     )
     sink: RecordSink = Field(default_factory=RecordSink, description="Where records are written.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_prediction_path(cls, data: Any) -> Any:
+        """An unset predictionPath is the protocol's (PREDICTION_PATHS); a set one wins."""
+        if not isinstance(data, dict) or data.get("predictionPath", data.get("prediction_path")) is not None:
+            return data
+        protocol = data.get("protocol", "json")
+        if not isinstance(protocol, str) or protocol not in PREDICTION_PATHS:
+            return data  # the protocol field's own validation names the problem
+        data = {k: v for k, v in data.items() if k not in ("predictionPath", "prediction_path")}
+        return {**data, "predictionPath": PREDICTION_PATHS[protocol]}
+
+    @model_serializer(mode="wrap")
+    def _leave_out_default_protocol(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """protocol json is left out of what is serialized: routers configured before the field
+        existed keep their config (and config-hash, so their Pods do not roll)."""
+        data = handler(self)
+        if data.get("protocol") == "json":
+            del data["protocol"]
+        return data
 
 
 class PrometheusSpec(ApiModel):
@@ -341,6 +386,72 @@ class AnalysisSpec(ApiModel):
     )
 
 
+class PromotionSpec(ApiModel):
+    """How the candidate becomes the primary once its verdict is Passed (docs/promotion.md)."""
+
+    mode: Literal["manual", "automatic"] = Field(
+        default="manual",
+        description="manual: promote only when asked (`shadowctl promote NAME`, or the annotation "
+        "shadow.mlops.dev/promote set to the candidate image). automatic: promote on the first Passed verdict "
+        "for the current candidate. Either way only a Passed verdict for the current candidate image, "
+        "computed for the current generation, is ever promoted.",
+    )
+    patch_referenced_deployment: bool = Field(
+        default=False,
+        description="primary.deploymentRef only: on promotion, set the referenced Deployment's model container "
+        "image to the candidate's. Its author must be allowed to patch that Deployment. Off (the default), "
+        "the operator never changes it: the promotion is a Promoted condition and Event for a pipeline to act on.",
+    )
+
+
+NotificationEvent = Literal["Failed", "Passed", "Inconclusive", "Error", "Promoted"]
+
+
+class SecretKeySelector(ApiModel):
+    """A key of a Secret in the ShadowDeployment's namespace."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253, description="The Secret.")
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253, description="The key holding the URL.")
+
+
+class UrlSource(ApiModel):
+    """Where a notification URL is read from, at send time."""
+
+    secret_key_ref: SecretKeySelector = Field(description="A key of a Secret holding the URL (e.g. a Slack webhook).")
+
+
+class NotificationTarget(ApiModel):
+    """An HTTP endpoint that receives a JSON POST on the phase transitions listed in `on`."""
+
+    model_config = {
+        "json_schema_extra": {"oneOf": [{"required": ["url"]}, {"required": ["urlFrom"]}]},
+    }
+
+    url: str | None = Field(
+        default=None,
+        pattern=r"^https?://",
+        max_length=2048,
+        description="The endpoint. Set either url or urlFrom (a webhook URL that is itself a credential, "
+        "like Slack's, belongs in a Secret).",
+    )
+    url_from: UrlSource | None = Field(
+        default=None,
+        description="Read the URL from a Secret when sending. Its author must be allowed to get that Secret, "
+        "and the operator must have been granted get on it in this namespace (docs/promotion.md).",
+    )
+    on: list[NotificationEvent] = Field(
+        default_factory=lambda: ["Failed", "Passed", "Inconclusive", "Error", "Promoted"],
+        min_length=1,
+        description="Phases whose arrival is sent: Failed, Passed, Inconclusive, Error, Promoted (default: all).",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_url(self) -> NotificationTarget:
+        if (self.url is None) == (self.url_from is None):
+            raise ValueError("set exactly one of url or urlFrom")
+        return self
+
+
 class ShadowDeploymentSpec(ApiModel):
     """A primary model, a candidate that shadows it, and how the candidate is judged."""
 
@@ -350,3 +461,11 @@ class ShadowDeploymentSpec(ApiModel):
     traffic: TrafficSpec = Field(default_factory=TrafficSpec, description="How traffic is mirrored.")
     recording: RecordingSpec = Field(default_factory=RecordingSpec, description="What is recorded from each pair.")
     analysis: AnalysisSpec = Field(default_factory=AnalysisSpec, description="How the candidate is judged.")
+    promotion: PromotionSpec = Field(
+        default_factory=PromotionSpec, description="How a Passed candidate becomes the primary."
+    )
+    notifications: list[NotificationTarget] = Field(
+        default_factory=list,
+        max_length=10,
+        description="Endpoints told of each verdict and phase transition (a JSON POST with a Slack-compatible text).",
+    )

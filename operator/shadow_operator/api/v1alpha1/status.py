@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..base import ApiModel
+from ..base import PRESERVE_UNKNOWN, ApiModel
+from .spec import CandidateSpec
 
 
 class Phase(StrEnum):
@@ -18,6 +19,7 @@ class Phase(StrEnum):
     FAILED = "Failed"
     INCONCLUSIVE = "Inconclusive"
     ERROR = "Error"
+    PROMOTED = "Promoted"
 
 
 class Condition(ApiModel):
@@ -100,6 +102,33 @@ class Verdict(ApiModel):
     checks: list[Check] = Field(default_factory=list, description="Every check, one entry per segment.")
 
 
+class Promotion(ApiModel):
+    """The last promotion: what the primary became, recorded by the operator (never in the spec)."""
+
+    image: str = Field(description="The candidate image that was promoted.")
+    replaced: str = Field(
+        description="The primary before it: spec.primary.image, or deployment/<name> for a deploymentRef."
+    )
+    trigger: Literal["manual", "automatic"] = Field(
+        description="manual: shadowctl promote or the shadow.mlops.dev/promote annotation; automatic: "
+        "spec.promotion.mode."
+    )
+    promoted_at: str = Field(json_schema_extra={"format": "date-time"}, description="When it was accepted.")
+    generation: int = Field(ge=0, description="The metadata.generation whose Passed verdict was promoted.")
+    verdict_evaluated_at: str = Field(description="evaluatedAt of the Passed verdict that was promoted.")
+    workload: CandidateSpec | None = Field(
+        default=None,
+        description="primary.image: the candidate's settings the operator now runs the primary with (replicas "
+        "stay spec.primary.replicas) until spec.primary.image is changed, e.g. to this image by the pipeline. "
+        "Shaped like spec.candidate.",
+        # The candidate's schema again would double the CRD; the operator validates it when reading.
+        json_schema_extra=PRESERVE_UNKNOWN,
+    )
+    referenced_deployment_patched: bool = Field(
+        default=False, description="primary.deploymentRef: whether the operator set that Deployment's image."
+    )
+
+
 class ShadowDeploymentStatus(ApiModel):
     """Observed state, written by the operator only."""
 
@@ -124,3 +153,8 @@ class ShadowDeploymentStatus(ApiModel):
     )
     coverage: Coverage | None = Field(default=None, description="Business-cycle and sample coverage so far.")
     verdict: Verdict | None = Field(default=None, description="The latest verdict with one entry per check.")
+    promotion: Promotion | None = Field(
+        default=None,
+        description="The last promotion (docs/promotion.md). The spec is never changed by the operator: a "
+        "pipeline commits the promoted image to spec.primary when it sees the Promoted condition.",
+    )
