@@ -322,7 +322,9 @@ def test_router_stays_bounded_under_attack(start, models):
     router = start(
         {
             "clientHeaderTimeout": "1s",
-            "clientBodyTimeout": "2s",
+            # The whole body's time: the 260 MB upload must fit in it on a loaded machine too (2 s
+            # did not, in 2 of 3 runs with every core busy: the router rightly closed it).
+            "clientBodyTimeout": "10s",
             "clientIdleTimeout": "2s",
             "maxConnections": 2500,
             "candidateTimeout": "1s",
@@ -367,11 +369,11 @@ def test_router_stays_bounded_under_attack(start, models):
     assert peak_rss < POD_MEMORY_LIMIT
     assert attack.big == {"status": "HTTP/1.1 200 OK", "len": BIG_BODY, "crc_ok": True}
     assert attack.chunked == {"status": "HTTP/1.1 200 OK", "len": CHUNKED_BODY, "crc_ok": True}
-    # Each closed by its timeout: header 1 s (from the connection's opening), body 2 s after the
+    # Each closed by its timeout: header 1 s (from the connection's opening), body 10 s after the
     # headers, idle 2 s after the answer; the reaper's rounds add up to 0.25 s, a loaded loop more.
     assert closed["slowloris"][0] == SLOWLORIS and closed["slowloris"][1] < 3
     assert closed["silent"][0] == SILENT and closed["silent"][1] < 3
-    assert closed["half_sent"][0] == HALF_SENT and closed["half_sent"][1] < 6
+    assert closed["half_sent"][0] == HALF_SENT and closed["half_sent"][1] < 16
     assert closed["idle"][0] == IDLE and closed["idle"][1] < 4
     assert min(attack.closed["idle"]) > 1.5 and min(attack.closed["slowloris"]) > 0.5
     assert _closed_metric(router, "header_timeout") == SLOWLORIS + SILENT
