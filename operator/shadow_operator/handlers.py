@@ -75,7 +75,8 @@ def admit(body: kopf.Body, old: Any, operation: str, userinfo: dict, namespace: 
         return  # nothing will be built from it; the reconcile reports each bad field in status
     kube: Kube = memo.reconciler.kube
     try:
-        service_exists = kube.get("Service", namespace, sd.spec.service.name) is not None
+        # From the API server, not the watch cache: an admission decision must not rest on a lagging view.
+        service_exists = kube.get("Service", namespace, sd.spec.service.name, cached=False) is not None
         required = required_access(sd, service_exists)
         denied = [a for a in required if not kube.may(userinfo, a.resource_attributes(namespace))[0]]
     except KubeError as error:  # fail closed, and say why
