@@ -130,10 +130,6 @@ class WatchCache:
         with self._guard:
             self._indexes = self._indexes or found
 
-    @property
-    def bound(self) -> bool:
-        return bool(self._indexes)
-
     def lookup(self, kind: str, namespace: str, name: str) -> tuple[bool, dict[str, Any] | None]:
         indexes = self._indexes.get(kind)
         if not indexes:

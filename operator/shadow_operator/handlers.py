@@ -78,7 +78,7 @@ def admit(body: kopf.Body, old: Any, operation: str, userinfo: dict, namespace: 
         # From the API server, not the watch cache: an admission decision must not rest on a lagging view.
         service_exists = kube.get("Service", namespace, sd.spec.service.name, cached=False) is not None
         required = required_access(sd, service_exists)
-        denied = [a for a in required if not kube.may(userinfo, a.resource_attributes(namespace))[0]]
+        denied = [a for a in required if not kube.may(userinfo, a.resource_attributes(namespace))]
     except KubeError as error:  # fail closed, and say why
         raise kopf.AdmissionError(f"cannot check the author's access now (try again): {error}", code=503) from None
     if denied:

@@ -362,8 +362,8 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
-    def may(self, user: Mapping[str, Any], resource_attributes: Mapping[str, str]) -> tuple[bool, str]:
-        """Whether `user` (an admission request's userInfo) may do it: a SubjectAccessReview, and its reason."""
+    def may(self, user: Mapping[str, Any], resource_attributes: Mapping[str, str]) -> bool:
+        """Whether `user` (an admission request's userInfo) may do it: a SubjectAccessReview."""
         spec: dict[str, Any] = {
             "user": user.get("username", ""),
             "groups": list(user.get("groups") or []),
@@ -376,7 +376,7 @@ class Kube:
         review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec}
         answer = self._request("POST", RESOURCES["SubjectAccessReview"].path(""), body=review)
         status = answer.get("status") or {}
-        return bool(status.get("allowed")) and not status.get("denied"), str(status.get("reason") or "")
+        return bool(status.get("allowed")) and not status.get("denied")
 
     def set_webhook_ca_bundle(self, name: str, ca_bundle: str) -> bool:
         """Put `ca_bundle` (base64 PEM) into every webhook of configuration `name`; False when it is absent."""

@@ -300,27 +300,25 @@ class ShadowProxy:
 
     def _mirror(self, req: Request, headers: Headers, request_id: str, pair: _Pair) -> None:
         """Write the copy now (on an idle pooled connection; else its task connects first) and
-        leave its answer to a task of its own."""
+        leave its answer to a task of its own; the noise baseline's twin right behind it, on the
+        same path and the same clock."""
+        self._send_copy(self.candidate, req, headers, request_id, pair, "candidate")
+        if self.baseline is not None:
+            self._send_copy(self.baseline, req, headers, request_id, pair, BASELINE)
+
+    def _send_copy(
+        self, pool: UpstreamPool, req: Request, headers: Headers, request_id: str, pair: _Pair, which: str
+    ) -> None:
         self.in_flight += 1
         self.metrics.in_flight.set(value=self.in_flight)
         started = time.perf_counter()
         try:
-            copy = shadow_headers(headers, self.strip, self.config.candidate.netloc.encode())
-            exchange = self.candidate.send(req.method, req.target, copy, req.body)
+            copy = shadow_headers(headers, self.strip, pool.upstream.netloc.encode())
+            exchange = pool.send(req.method, req.target, copy, req.body)
         except Exception as failure:  # never the primary's problem
-            log.exception("error while sending a copy")
+            log.exception("error while sending a copy to the %s", which)
             exchange = failure
-        self._spawn(self._shadow(exchange, request_id, pair, started))
-        if self.baseline is not None:  # the same copy, right behind: the same path and the same clock
-            self.in_flight += 1
-            started = time.perf_counter()
-            try:
-                copy = shadow_headers(headers, self.strip, self.config.baseline.netloc.encode())
-                exchange = self.baseline.send(req.method, req.target, copy, req.body)
-            except Exception as failure:
-                log.exception("error while sending a copy to the baseline")
-                exchange = failure
-            self._spawn(self._shadow(exchange, request_id, pair, started, BASELINE))
+        self._spawn(self._shadow(exchange, request_id, pair, started, which))
 
     async def _shadow(
         self, exchange: Exchange | Exception, request_id: str, pair: _Pair, started: float, which: str = "candidate"
@@ -376,22 +374,18 @@ class ShadowProxy:
             prediction=ex.prediction(doc, secrets) if outcome == "ok" else None,
             error=error if response is None else ex.error_text(response.status, body, doc, secrets),
         )
-        if which == BASELINE:  # the candidate's metrics stay the candidate's alone
-            record = pair_record(
-                self.config.shadow, request_id, primary.ts, primary.segments, primary.features,
-                primary.result, result, regression=self.config.regression, received=primary.received,
-            )  # fmt: skip
-            record[COMPARED] = BASELINE
-            self.sink.submit(record)
-            return
-        self.metrics.answered("candidate", primary.labels, outcome, latency)
-        self.metrics.features("candidate", primary.features)
+        baseline = which == BASELINE
         record = pair_record(
             self.config.shadow, request_id, primary.ts, primary.segments, primary.features,
-            primary.result, result, regression=self.config.regression, candidate_image=self.config.candidate_image,
-            received=primary.received,
+            primary.result, result, regression=self.config.regression,
+            candidate_image=None if baseline else self.config.candidate_image, received=primary.received,
         )  # fmt: skip
-        self.metrics.pair(primary.labels, record["agree"], record["abs_diff"])
+        if baseline:  # the candidate's metrics stay the candidate's alone
+            record[COMPARED] = BASELINE
+        else:
+            self.metrics.answered("candidate", primary.labels, outcome, latency)
+            self.metrics.features("candidate", primary.features)
+            self.metrics.pair(primary.labels, record["agree"], record["abs_diff"])
         self.sink.submit(record)
 
 
