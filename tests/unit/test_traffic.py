@@ -144,7 +144,7 @@ def test_redacted_paths_never_leave():
     request = parse_body(b'{"user": {"email": "alice@example.com"}}')
     assert ex.request_facts(request).segments == {"user": REDACTED, "mail": REDACTED}
     assert ex.prediction(parse_body(b'{"score": 0.3}')) == REDACTED
-    scrub = ex.redacted_values(request)
+    scrub = ex.secrets(request)
     text = ex.error_text(400, b"", {"error": "bad address alice@example.com"}, scrub)
     assert "alice" not in text and REDACTED in text
 

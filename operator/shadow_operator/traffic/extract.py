@@ -197,9 +197,6 @@ class Extractor:
             secrets.add_document(request_doc)
         return secrets
 
-    def redacted_values(self, request_doc: Any) -> Secrets:
-        return self.secrets(request_doc) or Secrets([])
-
     def request_facts(
         self, request_doc: Any, response_doc: Any = UNPARSEABLE, secrets: Secrets | None = None
     ) -> Extracted:
