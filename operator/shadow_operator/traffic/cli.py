@@ -270,10 +270,8 @@ async def run(
     )
     stop = stop_on_signals(stop)
     if worker is not None:
-        from .workers import start_reuseport
-
         try:
-            port = await start_reuseport(proxy, *listen)
+            port = await proxy.start(*listen, reuse_port=True)
             await worker.start(metrics.registry, stop, port)
         except OSError as error:
             print(f"shadowctl: worker {worker.index} cannot listen: {error}", file=sys.stderr)

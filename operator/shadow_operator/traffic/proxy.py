@@ -148,9 +148,12 @@ class ShadowProxy:
 
     # --- lifecycle ---
 
-    async def start(self, host: str, port: int) -> int:
+    async def start(self, host: str, port: int, reuse_port: bool = False) -> int:
+        """Listen; `reuse_port`: one of several worker processes on the same port (workers.py)."""
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: ClientConnection(self), host, port, backlog=1024)
+        self.server = await loop.create_server(
+            lambda: ClientConnection(self), host, port, backlog=1024, reuse_port=reuse_port or None
+        )
         self.reaper.start()
         return self.server.sockets[0].getsockname()[1]
 

@@ -155,23 +155,6 @@ class WorkerLink:
             self.writer.close()
 
 
-async def start_reuseport(proxy, host: str, port: int) -> int:
-    """ShadowProxy.start with SO_REUSEPORT on the listening socket.
-
-    Hook wanted in proxy.py: `start(host, port, reuse_port=False)`; until then its two steps here.
-    """
-    import inspect
-
-    if "reuse_port" in inspect.signature(proxy.start).parameters:
-        return await proxy.start(host, port, reuse_port=True)
-    from .http1 import ClientConnection
-
-    loop = asyncio.get_running_loop()
-    proxy.server = await loop.create_server(lambda: ClientConnection(proxy), host, port, backlog=1024, reuse_port=True)
-    proxy.reaper.start()
-    return proxy.server.sockets[0].getsockname()[1]
-
-
 def worker_main() -> int:
     """A worker process: `python -c ...workers import worker_main` with WORKER_ENV set by the parent."""
     spec = json.loads(os.environ.pop(WORKER_ENV))
