@@ -72,7 +72,11 @@ class Shipper:
         chunk_bytes: int = CHUNK_BYTES,
         source: str | None = None,
         timeout: float = 10.0,
+        owns: Callable[[str], bool] | None = None,
     ) -> None:
+        # Which record files (by name) are this shipper's to send and delete: all of the directory's,
+        # or one worker's where several share it (sink.py).
+        self.owns = owns or (lambda name: True)
         parts = urlsplit(url if "://" in url else f"http://{url}")
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"collector URL {url!r}: use http://host:port")
@@ -137,7 +141,11 @@ class Shipper:
 
     def _files(self) -> list[Path]:
         try:
-            files = [p for p in self.directory.iterdir() if p.name.endswith(RECORD_SUFFIX) and p.is_file()]
+            files = [
+                p
+                for p in self.directory.iterdir()
+                if p.name.endswith(RECORD_SUFFIX) and self.owns(p.name) and p.is_file()
+            ]
         except FileNotFoundError:
             return []
         # Oldest first: the sink numbers its files in order; the mtime orders those of earlier processes.

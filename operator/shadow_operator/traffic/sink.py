@@ -68,8 +68,7 @@ class RecordSink:
         if collector:
             from .shipper import Shipper
 
-            shipper_class = _slot_shipper(*worker) if worker else Shipper
-            self.shipper = shipper_class(
+            self.shipper = Shipper(
                 self.directory,
                 collector,
                 metrics.registry,
@@ -77,6 +76,9 @@ class RecordSink:
                 on_drop=lambda n: metrics.records_dropped.inc("spool_full", amount=n),
                 interval=ship_interval,
                 spool_bytes=spool_bytes,
+                # The workers share the directory (the readers glob it flat), but each shipper deletes
+                # what it shipped: two must never take the same file, nor one another's being written.
+                owns=(lambda name, index=worker[0], count=worker[1]: slot_of(name, count) == index) if worker else None,
             )
         self.size = 0
         self.error_logged = False
@@ -170,19 +172,6 @@ def slot_of(name: str, count: int) -> int:
     match = _SLOT.search(name)
     slot = int(match[1]) if match else 0
     return slot if slot < count else 0
-
-
-def _slot_shipper(index: int, count: int):
-    """A Shipper that sees only the files of worker `index`: the workers share the directory (the
-    readers glob it flat) but each shipper deletes what it shipped, so two must never take the same
-    file, nor one take another's file being written for a closed one."""
-    from .shipper import Shipper
-
-    class SlotShipper(Shipper):
-        def _files(self) -> list[Path]:
-            return [p for p in super()._files() if slot_of(p.name, count) == index]
-
-    return SlotShipper
 
 
 def _join(q: queue.Queue, timeout: float) -> None:
