@@ -405,7 +405,7 @@ class _Judged:
     since: float | None = None
     against: str = "candidate"
 
-    def earlier(self) -> str:
+    def not_evidence(self) -> str:
         """SQL WHEN clauses marking rows that are not this candidate's evidence."""
         other = next(role for role in RECORDER_ROLES[1:] if role != self.against)
         if self.against == "candidate":  # the usual case stays one cheap test per row
@@ -434,9 +434,9 @@ def _select_from_json(file_idx: str, shadow: str, now: float, judged: _Judged) -
                 f"AS {role}_{name}"
             )
     corrupt = _corrupt_sql()
-    earlier = judged.earlier()
+    not_evidence = judged.not_evidence()
     kind = (
-        f"CASE WHEN {corrupt} THEN '{_CORRUPT}' WHEN shadow <> {_quote(shadow)} THEN '{_FOREIGN}' {earlier}"
+        f"CASE WHEN {corrupt} THEN '{_CORRUPT}' WHEN shadow <> {_quote(shadow)} THEN '{_FOREIGN}' {not_evidence}"
         f"WHEN role IS NOT NULL THEN '{_ONE}' WHEN ts > {now + FUTURE_TOLERANCE_SECONDS!r} THEN '{_FUTURE}' "
         f"ELSE '{_PAIR}' END"
     )
