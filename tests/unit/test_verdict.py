@@ -410,6 +410,28 @@ def test_the_headline_names_the_records_slice_over_prometheus_view_of_it():
     assert any(c.segment == f"prometheus:{NO_HISTORY}" and c.passed is False for c in verdict.checks)
 
 
+def test_a_prometheus_headline_carries_the_records_error_text():
+    """Prometheus can be decisive before the records are (the real node's first run): its counters
+    know no error text, so the message names what the records' failing answers said."""
+    from shadow_operator.analysis.report import ErrorText
+
+    said = [ErrorText(text="KeyError: 'purchase_history'", count=1)]
+    slices = [
+        s.model_copy(update={"candidate": s.candidate.model_copy(update={"top_errors": said})})
+        if (s.segment, s.hour) == ("all", None)
+        else s
+        for s in build_slices([Cell(HISTORY, 0, 3, candidate_errors=1)])
+    ]
+    seen_by_prometheus = make_slice("prometheus:all", pairs=5000, candidate_errors=400)
+    verdict = decide(
+        analysis(max_error_rate=0.01), "classification", slices, coverage(slices), [], True, NOW,
+        metric_slices=[seen_by_prometheus],
+    )  # fmt: skip
+    assert (verdict.result, verdict.reason) == ("Failed", reasons.CANDIDATE_ERRORS), verdict.message
+    assert verdict.message.startswith("errorRate failed on segment prometheus:all:"), verdict.message
+    assert "most common candidate error: KeyError: 'purchase_history' (1 times)" in verdict.message
+
+
 def test_a_thin_segments_p99_is_shown_not_judged_and_does_not_hold_back_a_pass():
     """960 requests leave 9.6 beyond a p99: its upper bound is one of the slowest few, no interval
     can confirm a pass (v2.1 on a real node: 0.23x to 16x). All traffic's p99 is still judged."""

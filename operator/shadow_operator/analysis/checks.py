@@ -100,7 +100,7 @@ def _lower_limit_verdict(low: float, high: float, limit: float) -> tuple[bool | 
     return None, "the interval straddles the limit, so more samples are needed"
 
 
-def _most_common_error(side: SideStats) -> str:
+def most_common_error(side: SideStats) -> str:
     """`; most common candidate error: KeyError: 'x' (638 times)`: what the failing answers said."""
     if not side.top_errors:
         return ""
@@ -170,7 +170,7 @@ def error_rate_check(stats: SliceStats, threshold: float, confidence: float, min
         f"against maxErrorRate {_pct(threshold)}: {words}; {primary_text}"
     )
     if passed is False:
-        message += _most_common_error(candidate)
+        message += most_common_error(candidate)
     return Check(**base, passed=passed, message=message)
 
 
@@ -200,7 +200,7 @@ def error_rate_increase_check(stats: SliceStats, threshold: float, confidence: f
         f"({counts}; {_interval(low, high, confidence)}) against maxErrorRateIncrease {_pct(threshold)}: {words}"
     )
     if passed is False:
-        message += _most_common_error(candidate)
+        message += most_common_error(candidate)
     return Check(**base, passed=passed, message=message)
 
 

@@ -23,7 +23,7 @@ from .. import reasons
 from ..api.durations import format_duration
 from ..api.v1alpha1 import AnalysisSpec, Check, Verdict
 from . import checks as c
-from .headline import FAILURE_PRIORITY, failure_reason, headline
+from .headline import FAILURE_PRIORITY, METRICS_PREFIX, failure_reason, headline
 from .intervals import per_check_confidence
 from .report import CLOCK_SKEW, CORRUPT_RECORD, DataProblem, ReportCoverage, SideStats, SliceStats
 
@@ -253,6 +253,7 @@ def decide(
         worst, explained = headline(failed, checks, slices, level)
         others = sorted((k for k in failed if k is not worst and k not in explained), key=lambda k: "@" in k.segment)
         message = f"{worst.name} failed on {c.describe_label(worst.segment)}: {worst.message}"
+        message += _records_error_text(worst, slices)
         if explained:
             message += (
                 f"; explains {len(explained)} other failing check{'s' if len(explained) != 1 else ''}: "
@@ -421,6 +422,18 @@ def _bad_records(problems: Iterable[DataProblem]) -> dict[str, int]:
 def _tally(checks: list[Check]) -> str:
     passed = sum(1 for check in checks if check.passed)
     return f"{passed} of {len(checks)} checks passed so far"
+
+
+def _records_error_text(worst: Check, slices: list[SliceStats]) -> str:
+    """What the records' failing answers said, when the headline is Prometheus's view of an error
+    check: its counters have no error text, and Prometheus can be decisive before the records are
+    (seen on the real node: "100% errors" named without the `KeyError` the records already held)."""
+    if not worst.segment.startswith(METRICS_PREFIX) or failure_reason(worst.name) != reasons.CANDIDATE_ERRORS:
+        return ""
+    base, _, hour = worst.segment.removeprefix(METRICS_PREFIX).partition("@")
+    at = int(hour.removesuffix("h")) if hour else None
+    same = next((s for s in slices if s.segment == base and s.hour == at), None)
+    return c.most_common_error(same.candidate) if same is not None else ""
 
 
 def _names(found: list[Check]) -> str:
