@@ -40,9 +40,10 @@ $(VENV)/.installed: pyproject.toml
 manifests: install ## Regenerate the CRD and ClusterRole from the API types
 	$(BIN)/shadowctl manifests
 
-lint: install ## ruff format check and lint
+lint: install ## ruff format check and lint, and the import contracts (pyproject's [tool.importlinter])
 	$(BIN)/ruff format --check $(PY_SOURCES)
 	$(BIN)/ruff check $(PY_SOURCES)
+	$(BIN)/lint-imports --no-cache
 
 format: install ## Format the code
 	$(BIN)/ruff format $(PY_SOURCES)

@@ -235,9 +235,9 @@ class Ratio:
 
 def latency_ratios(records: Path) -> tuple[int, list[Ratio]]:
     """The job's pipeline on the records: the pair count and every whole-period slice's latency checks."""
-    from shadow_operator.analysis import checks, stats
-    from shadow_operator.analysis import dataset as datasets
-    from shadow_operator.analysis.intervals import ratio_interval
+    from shadow_operator.job import checks, stats
+    from shadow_operator.job import dataset as datasets
+    from shadow_operator.job.intervals import ratio_interval
 
     out: list[Ratio] = []
     with datasets.load([records], SHADOW) as loaded:

@@ -164,8 +164,8 @@ def warm(path: Path) -> None:
 
 
 def child_ours(path: Path) -> dict:
-    from shadow_operator.analysis.dataset import load
-    from shadow_operator.analysis.stats import compute_slices
+    from shadow_operator.job.dataset import load
+    from shadow_operator.job.stats import compute_slices
 
     started = time.perf_counter()
     dataset = load([path], SHADOW)
@@ -192,8 +192,8 @@ def reference_sql(segment: str = SEGMENT, features: list[str] = FEATURES) -> str
     GROUPING SETS over it, joined by slice: segment (`all` or `<segment>=<bucket>`) and hour
     (-1 for the whole period).
     """
-    from shadow_operator.metric_names import LATENCY_BUCKETS
-    from shadow_operator.records import MISSING_SEGMENT, OK, RECORD_VERSION
+    from shadow_operator.contract.metric_names import LATENCY_BUCKETS
+    from shadow_operator.contract.records import MISSING_SEGMENT, OK, RECORD_VERSION
 
     bounds = [round(b * 1000, 6) for b in LATENCY_BUCKETS]
     side = "STRUCT(outcome VARCHAR, latency_ms DOUBLE, error VARCHAR)"
@@ -297,8 +297,8 @@ def child_duckdb(path: Path) -> dict:
 
 def reference_slice(row: dict) -> dict:
     """A reference row in the shape of our SliceStats.model_dump() (a reshaping: every number is the SQL's)."""
-    from shadow_operator.metric_names import LATENCY_BUCKETS
-    from shadow_operator.records import OK, OUTCOMES
+    from shadow_operator.contract.metric_names import LATENCY_BUCKETS
+    from shadow_operator.contract.records import OK, OUTCOMES
 
     bounds = [*(round(b * 1000, 6) for b in LATENCY_BUCKETS), 1e308]
 
@@ -332,8 +332,8 @@ def reference_slice(row: dict) -> dict:
 
 def child_verify(path: Path) -> dict:
     """Assert that the reference computes exactly our numbers: same slices, every field of each equal."""
-    from shadow_operator.analysis.dataset import load
-    from shadow_operator.analysis.stats import compute_slices
+    from shadow_operator.job.dataset import load
+    from shadow_operator.job.stats import compute_slices
 
     with load([path], SHADOW) as dataset:
         ours = {(s.segment, s.hour): s.model_dump() for s in compute_slices(dataset, [SEGMENT], FEATURES, False)}

@@ -44,7 +44,7 @@ def record_size(directory: Path | None) -> tuple[float, int, str]:
         if lines:
             return total / lines, lines, f"{len(files)} files under {directory}"
     sys.path.insert(0, str(REPO / "operator"))
-    from shadow_operator.records import SideResult, dumps, pair_record
+    from shadow_operator.contract.records import SideResult, dumps, pair_record
 
     side = SideResult("ok", 1.4, 200, 1)
     sample = dumps(

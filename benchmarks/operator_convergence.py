@@ -29,9 +29,9 @@ from tests.integration.harness import (
     wait_for,
 )
 
-from shadow_operator.builders import desired_state
-from shadow_operator.observed import Observed
-from shadow_operator.resource import parse
+from shadow_operator.contract.resource import parse
+from shadow_operator.controller.builders import desired_state
+from shadow_operator.controller.observed import Observed
 
 
 def bodies(count: int) -> list[dict]:

@@ -3,13 +3,13 @@
 
     .venv/bin/python hack/mutants.py                      # every file in [tool.mutmut] only_mutate
     .venv/bin/python hack/mutants.py --files checks.py    # some of them
-    .venv/bin/python hack/mutants.py --reuse 'shadow_operator.analysis.checks.x__gate*'  # retest some mutants
+    .venv/bin/python hack/mutants.py --reuse 'shadow_operator.job.checks.x__gate*'  # retest some mutants
 
 mutmut 3 imports the mutated code from its own copy (mutants/), and names a mutant after the
 file's path with only a leading `src/` stripped. This project's source root is `operator/`,
 with no __init__.py (a top-level `operator` package would hide the standard library's), so
-mutmut run in the checkout would call `shadow_operator.analysis.checks` by the name
-`operator.shadow_operator.analysis.checks`, find no test hitting it and stop. So this script
+mutmut run in the checkout would call `shadow_operator.job.checks` by the name
+`operator.shadow_operator.job.checks`, find no test hitting it and stop. So this script
 lays out a staging directory (.mutmut/, git-ignored) with the package under `src/`, the tests
 and pyproject.toml ([tool.mutmut] configures the run), and runs `mutmut run` there. The
 checkout's own files are never touched: other work (and its tests) can go on meanwhile.
@@ -118,7 +118,7 @@ def collect(files: list[str]) -> list[dict]:
 
     found = []
     for name in files:
-        path = Path("src") / PACKAGE / "analysis" / name
+        path = Path("src") / PACKAGE / "job" / name
         lines = _function_lines(path.read_text())
         data = SourceFileMutationData(path=path)
         data.load()
@@ -199,7 +199,7 @@ def _row(name: str, row: Counter[str], columns: tuple[str, ...]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--files", nargs="+", help="file names under analysis/ (default: all configured)")
+    parser.add_argument("--files", nargs="+", help="file names under job/ (default: all configured)")
     parser.add_argument("--max-children", type=int, default=1, help="mutmut worker processes (default 1)")
     parser.add_argument("--reuse", action="store_true", help="keep .mutmut/ and its results (retest given mutants)")
     parser.add_argument("--report-only", action="store_true", help="only compare the last run's results")
@@ -214,7 +214,7 @@ def main() -> int:
     started = time.monotonic()
     if not args.report_only:
         stage(reuse=args.reuse or bool(args.mutants))
-        names = args.mutants or ([] if files == configured else [f"{PACKAGE}.analysis.{Path(f).stem}.*" for f in files])
+        names = args.mutants or ([] if files == configured else [f"{PACKAGE}.job.{Path(f).stem}.*" for f in files])
         code = run_mutmut(names, args.max_children, STAGE / "run.log")
         if code != 0:
             print((STAGE / "run.log").read_text()[-4000:])

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import yaml
 
-from shadow_operator.builders.router import router_config
-from shadow_operator.resource import parse
+from shadow_operator.contract.resource import parse
+from shadow_operator.controller.builders.router import router_config
 
 from .models import trained_models
 from .replay import ReplayResult, replay, schedule, week_start

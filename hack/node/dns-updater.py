@@ -60,9 +60,7 @@ class Updater:
             self.services.pop(meta["uid"], None)
 
     def publish(self) -> None:
-        lines = sorted(
-            f"{ip} {name}.{ns}.svc.{self.domain}\n" for ns, name, ip in self.services.values()
-        )
+        lines = sorted(f"{ip} {name}.{ns}.svc.{self.domain}\n" for ns, name, ip in self.services.values())
         content = "".join(lines)
         if content == self.written:
             return
@@ -88,10 +86,7 @@ class Updater:
         return body["metadata"]["resourceVersion"]
 
     def watch(self, rv: str) -> str:
-        path = (
-            f"/api/v1/services?watch=1&allowWatchBookmarks=true"
-            f"&timeoutSeconds=300&resourceVersion={rv}"
-        )
+        path = f"/api/v1/services?watch=1&allowWatchBookmarks=true&timeoutSeconds=300&resourceVersion={rv}"
         with self.request(path, timeout=330) as resp:
             for raw in resp:
                 event = json.loads(raw)

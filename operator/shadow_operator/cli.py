@@ -28,8 +28,8 @@ def generated_manifests() -> dict[Path, str]:
     """Every generated file, relative to the repository root, with its exact text."""
     from .api.crd import crd_manifest
     from .api.reference import api_reference
-    from .rbac import cluster_role, namespaced_role
-    from .webhook import configuration, service_client_config
+    from .controller.webhook import configuration, service_client_config
+    from .kube.rbac import cluster_role, namespaced_role
 
     def render(obj: dict) -> str:
         return GENERATED_HEADER + yaml.safe_dump(obj, sort_keys=False, width=100)
@@ -64,9 +64,9 @@ def _manifests(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     """Check files before `kubectl apply`: the models' rules plus what needs no cluster."""
     from .api.v1alpha1 import KIND
-    from .observed import Observed
-    from .resource import SpecInvalid, parse
-    from .validation import validate
+    from .contract.resource import SpecInvalid, parse
+    from .controller.observed import Observed
+    from .controller.validation import validate
 
     failures = 0
     for path in args.files:
@@ -110,7 +110,7 @@ def _run(args: argparse.Namespace) -> int:
 
     import kopf
 
-    from . import handlers  # noqa: F401  (registers the handlers)
+    from .controller import handlers  # noqa: F401  (registers the handlers)
 
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -127,8 +127,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _promote(args: argparse.Namespace) -> int:
-    from .kube import Kube
-    from .promote import ERROR, PromoteError, promote
+    from .controller.promote import ERROR, PromoteError, promote
+    from .kube.client import Kube
 
     try:
         kube = Kube.from_environment()
@@ -175,8 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     promote.add_argument("--no-wait", action="store_true", help="ask and return without waiting")
     promote.set_defaults(handler=_promote)
 
-    from .analysis.cli import add_commands
-    from .traffic.cli import add_commands as add_traffic_commands
+    from .job.cli import add_commands
+    from .router.cli import add_commands as add_traffic_commands
 
     add_commands(commands)
     add_traffic_commands(commands)

@@ -13,8 +13,8 @@ from typing import Any
 import kubernetes
 import pytest
 
-from shadow_operator import webhook
-from shadow_operator.analysis.job import ROLLOUT_SETTLE_SECONDS
+from shadow_operator.controller import webhook
+from shadow_operator.job.job import ROLLOUT_SETTLE_SECONDS
 
 from .harness import (
     ISTIO_CRDS,

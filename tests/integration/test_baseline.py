@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from benchmarks import aa
 
-from shadow_operator.analysis.job import analyze
-from shadow_operator.records import BASELINE, COMPARED
-from shadow_operator.resource import parse
+from shadow_operator.contract.records import BASELINE, COMPARED
+from shadow_operator.contract.resource import parse
+from shadow_operator.job.job import analyze
 
 from .harness import free_port
 

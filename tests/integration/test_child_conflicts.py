@@ -12,9 +12,9 @@ from typing import Any
 import kubernetes
 import pytest
 
-from shadow_operator import reasons
-from shadow_operator.kube import Kube
-from shadow_operator.reconcile import Reconciler
+from shadow_operator.contract import reasons
+from shadow_operator.controller.reconcile import Reconciler
+from shadow_operator.kube.client import Kube
 
 from .conftest import condition, get_json, shadow_deployment, wait_phase
 from .harness import OPERATOR_USER, apply_yaml, describe, now, wait_for

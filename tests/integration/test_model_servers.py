@@ -37,8 +37,8 @@ from pathlib import Path
 
 import pytest
 
-from shadow_operator.analysis.job import analyze
-from shadow_operator.resource import parse
+from shadow_operator.contract.resource import parse
+from shadow_operator.job.job import analyze
 
 from .harness import free_port
 
@@ -426,7 +426,7 @@ def _no_connection_resets(records: Path) -> Path:
     uvicorn (under MLServer, KServe and MLflow) closes a connection idle for 5 s. With the router's
     former 30 s pool timeout, a mirrored POST written onto a connection the server had just closed
     was reset (2 to 17 of 600 per run), and a reset POST is not sent again: a candidate error that
-    failed an equivalent candidate (traffic/upstream.py IDLE_TIMEOUT, now 4 s)."""
+    failed an equivalent candidate (router/upstream.py IDLE_TIMEOUT, now 4 s)."""
     written = _records(records)
     resets = [r["id"] for r in written for side in ("primary", "candidate") if r[side]["outcome"] == "connection_error"]
     assert resets == [], f"{len(resets)} connection resets, e.g. {resets[:3]}"

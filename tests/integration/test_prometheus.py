@@ -16,7 +16,10 @@ from dataclasses import dataclass
 import pytest
 
 from shadow_demo.stack import SCRAPE_JOB, Prometheus
-from shadow_operator.analysis.metrics import (
+from shadow_operator.api.v1alpha1.spec import PrometheusSpec
+from shadow_operator.contract.metric_names import REQUEST_DURATION, REQUESTS_TOTAL
+from shadow_operator.contract.report import METRICS_ERROR
+from shadow_operator.job.metrics import (
     QUERY_CONCURRENCY,
     MetricsQueryError,
     MetricsUnavailable,
@@ -29,9 +32,6 @@ from shadow_operator.analysis.metrics import (
     request_rate_query,
     requests_query,
 )
-from shadow_operator.analysis.report import METRICS_ERROR
-from shadow_operator.api.v1alpha1.spec import PrometheusSpec
-from shadow_operator.metric_names import REQUEST_DURATION, REQUESTS_TOTAL
 
 from .harness import free_port, wait_for
 from .prometheus_harness import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shadow_operator.rbac import cluster_role
+from shadow_operator.kube.rbac import cluster_role
 
 from .conftest import shadow_deployment, wait_phase
 from .harness import OPERATOR_USER, apply_yaml, describe, wait_for

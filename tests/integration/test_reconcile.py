@@ -196,7 +196,7 @@ def test_a_child_scaled_by_hand_is_scaled_back(cluster, operator, apps, namespac
 
 
 def test_an_idle_operator_neither_writes_nor_reads(cluster, operator, apps, namespace):
-    """Reads come from the watches (cache.py): while nothing changes, no request but the watches."""
+    """Reads come from the watches (kube/cache.py): while nothing changes, no request but the watches."""
     apply_yaml(cluster, [shadow_deployment("recommender")], namespace)
     wait_phase(cluster, namespace, "recommender", "Deploying")
     for deployment in ("recommender-primary", "recommender-candidate"):

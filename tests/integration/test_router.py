@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from shadow_operator import metric_names as m
-from shadow_operator.records import OUTCOMES, SideResult, pair_record
-from shadow_operator.traffic.proxy import mirrored
+from shadow_operator.contract import metric_names as m
+from shadow_operator.contract.records import OUTCOMES, SideResult, pair_record
+from shadow_operator.router.proxy import mirrored
 
 from .harness import stop_loop, wait_for
 
@@ -541,8 +541,8 @@ def test_recorder_writes_one_sided_records(upstreams, tmp_path):
 
 def test_upstream_pool_keeps_connections_alive():
     """Keep-alive answers go back to the pool: three requests, one TCP connection."""
-    from shadow_operator.traffic.config import Upstream
-    from shadow_operator.traffic.upstream import UpstreamPool
+    from shadow_operator.router.config import Upstream
+    from shadow_operator.router.upstream import UpstreamPool
 
     connections = []
 
@@ -566,8 +566,8 @@ def test_upstream_pool_keeps_connections_alive():
 
 def test_upstream_pool_closes_connections_a_burst_left_idle():
     """After a burst, steady traffic reuses the newest connection and the rest are closed once idle."""
-    from shadow_operator.traffic.config import Upstream
-    from shadow_operator.traffic.upstream import UpstreamPool
+    from shadow_operator.router.config import Upstream
+    from shadow_operator.router.upstream import UpstreamPool
 
     open_connections = set()
 

@@ -13,7 +13,7 @@ import socket
 
 import pytest
 
-from shadow_operator import metric_names as m
+from shadow_operator.contract import metric_names as m
 
 from .harness import stop_loop
 from .test_router import Router, Upstreams, _answer, _read_request

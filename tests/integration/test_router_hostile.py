@@ -24,7 +24,7 @@ from .test_router import Router
 pytestmark = pytest.mark.timeout(120)
 
 MIB = 1 << 20
-POD_MEMORY_LIMIT = 512 * MIB  # the router Pod's memory limit (builders/router.py)
+POD_MEMORY_LIMIT = 512 * MIB  # the router Pod's memory limit (controller/builders/router.py)
 
 
 # --- stand-in models ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from shadow_operator import metric_names as m
+from shadow_operator.contract import metric_names as m
 
 from .test_router import start, upstreams  # noqa: F401  (fixtures: real router processes, loopback upstreams)
 

@@ -1,6 +1,6 @@
 """`shadowctl router --workers 2` over real sockets (loopback, no cluster): the port shared by two
 worker processes (SO_REUSEPORT), one /metrics view summed by the parent, one record file per
-worker, a killed worker started again, SIGTERM draining both (traffic/workers.py)."""
+worker, a killed worker started again, SIGTERM draining both (router/workers.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from shadow_operator import metric_names as m
+from shadow_operator.contract import metric_names as m
 
 from .test_router import _read_request, start, upstreams  # noqa: F401  (fixtures: router processes, upstreams)
 

@@ -16,13 +16,13 @@ from typing import Any
 import kubernetes
 import pytest
 
-from shadow_operator.builders.naming import ROUTER_HTTP_PORT
-from shadow_operator.builders.router import service_switch
-from shadow_operator.kube import Kube, KubeError
-from shadow_operator.observed import ORIGINAL_ROUTING_ANNOTATION, ObservedService
-from shadow_operator.reconcile import TransientError
-from shadow_operator.resource import parse
-from shadow_operator.service_switch import restore_service, switch_service
+from shadow_operator.contract.naming import ROUTER_HTTP_PORT
+from shadow_operator.contract.resource import parse
+from shadow_operator.controller.builders.router import service_switch
+from shadow_operator.controller.observed import ORIGINAL_ROUTING_ANNOTATION, ObservedService
+from shadow_operator.controller.reconcile import TransientError
+from shadow_operator.controller.service_switch import restore_service, switch_service
+from shadow_operator.kube.client import Kube, KubeError
 
 from .conftest import shadow_deployment
 from .harness import apply_yaml

@@ -20,7 +20,7 @@ import yaml
 
 from shadow_demo.replay import replay, schedule, week_start
 from shadow_demo.stack import EXAMPLES, SHADOWCTL, Stack, free_port, scraped_up_to, start_prometheus
-from shadow_operator.analysis.report import REPORT_KEY
+from shadow_operator.contract.report import REPORT_KEY
 
 from .conftest import after_rollout_settled, condition, get_json, mark_available, wait_phase
 from .harness import table, wait_for

@@ -20,7 +20,7 @@ import yaml
 
 from shadow_demo.replay import schedule, week_start
 from shadow_demo.stack import Prometheus
-from shadow_operator.analysis.report import REPORT_KEY
+from shadow_operator.contract.report import REPORT_KEY
 
 from ..integration.harness import KUBECTL, REPO, wait_for
 from .conftest import Client, NodeCluster

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from shadow_operator.records import HTTP_5XX, OK, SideResult, dumps, pair_record
+from shadow_operator.contract.records import HTTP_5XX, OK, SideResult, dumps, pair_record
 
 WEEK_START = 1_763_942_400.0  # Monday 2025-11-24 00:00:00 UTC
 KEY_ERROR = "KeyError: 'purchase_history'"

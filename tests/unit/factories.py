@@ -10,13 +10,13 @@ from typing import Any
 
 import yaml
 
-from shadow_operator.observed import (
+from shadow_operator.contract.resource import ShadowDeployment, parse
+from shadow_operator.controller.observed import (
     ALLOW_ADOPTION_ANNOTATION,
     ORIGINAL_ROUTING_ANNOTATION,
     ObservedDeployment,
     ObservedService,
 )
-from shadow_operator.resource import ShadowDeployment, parse
 
 # The contract example, exactly as documented for a ShadowDeployment named `recommender`.
 CONTRACT_YAML = """\

@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from shadow_operator.analysis.report import DataProblem
-from shadow_operator.records import OK, SideResult, dumps, one_sided_record, pair_record
+from shadow_operator.contract.records import OK, SideResult, dumps, one_sided_record, pair_record
+from shadow_operator.contract.report import DataProblem
 
 SHADOW = "default/recommender"
 MIDNIGHT = 1_764_028_800.0  # 2025-11-25 00:00:00 UTC

@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from shadow_operator.analysis.report import (
+from shadow_operator.api.v1alpha1 import Check, Verdict
+from shadow_operator.contract.metric_names import LATENCY_BUCKETS
+from shadow_operator.contract.report import (
     CORRUPT_RECORD,
     METRICS_ERROR,
     DataProblem,
@@ -21,8 +23,6 @@ from shadow_operator.analysis.report import (
     SideStats,
     SliceStats,
 )
-from shadow_operator.api.v1alpha1 import Check, Verdict
-from shadow_operator.metric_names import LATENCY_BUCKETS
 
 FAILING_SEGMENT = "history=<1"
 KEY_ERROR = "KeyError: 'purchase_count'"

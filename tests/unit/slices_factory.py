@@ -14,16 +14,9 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from shadow_operator.analysis.intervals import LATENCY_LEVELS, z_value
-from shadow_operator.analysis.report import (
-    DataProblem,
-    Latency,
-    LatencyBounds,
-    ReportCoverage,
-    SideStats,
-    SliceStats,
-)
 from shadow_operator.api.v1alpha1 import AnalysisSpec
+from shadow_operator.contract.report import DataProblem, Latency, LatencyBounds, ReportCoverage, SideStats, SliceStats
+from shadow_operator.job.intervals import LATENCY_LEVELS, z_value
 
 DAY = 24 * 3600.0
 WEEK = 7 * DAY

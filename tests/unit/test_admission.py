@@ -1,4 +1,4 @@
-"""What a ShadowDeployment's author must be allowed to do, and how the webhook says no (admission.py, webhook.py)."""
+"""What a ShadowDeployment's author must be allowed to do, and how the webhook says no (controller/admission.py, controller/webhook.py)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import socket
 import ssl
 import threading
 
-from shadow_operator.admission import Access, refusal, required_access, spec_changed
-from shadow_operator.webhook import configuration, hostnames, serving_certificate, url_client_config
+from shadow_operator.controller.admission import Access, refusal, required_access, spec_changed
+from shadow_operator.controller.webhook import configuration, hostnames, serving_certificate, url_client_config
 
 from .factories import REFERENCED_PRIMARY, make_sd
 

@@ -23,10 +23,11 @@ import kopf
 import kubernetes
 import pytest
 
-from shadow_operator import handlers, reasons
-from shadow_operator.kube import Kube
-from shadow_operator.observed import ALLOW_ADOPTION_ANNOTATION
-from shadow_operator.reconcile import Reconciler, TransientError
+from shadow_operator.contract import reasons
+from shadow_operator.controller import handlers
+from shadow_operator.controller.observed import ALLOW_ADOPTION_ANNOTATION
+from shadow_operator.controller.reconcile import Reconciler, TransientError
+from shadow_operator.kube.client import Kube
 
 from .factories import NOW, REFERENCED_PRIMARY, deployment_json, sd_body, service_json
 

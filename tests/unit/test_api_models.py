@@ -11,7 +11,7 @@ from shadow_operator.api.v1alpha1 import (
     ShadowDeploymentStatus,
     TrafficSpec,
 )
-from shadow_operator.resource import SpecInvalid, parse
+from shadow_operator.contract.resource import SpecInvalid, parse
 
 from .factories import CONTRACT_DOCUMENT, DELETE, REFERENCED_PRIMARY, contract_spec, make_sd, sd_body
 

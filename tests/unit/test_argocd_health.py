@@ -18,7 +18,6 @@ from typing import Any
 import pytest
 import yaml
 
-from shadow_operator import reasons
 from shadow_operator.api.v1alpha1 import (
     API_VERSION,
     GROUP,
@@ -29,6 +28,7 @@ from shadow_operator.api.v1alpha1 import (
     ShadowDeploymentStatus,
     Verdict,
 )
+from shadow_operator.contract import reasons
 
 from .factories import contract_spec
 

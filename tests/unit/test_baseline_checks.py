@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shadow_operator.analysis import checks as c
-from shadow_operator.analysis.verdict import decide, slice_checks
 from shadow_operator.api.v1alpha1.spec import AbsDiff
+from shadow_operator.job import checks as c
+from shadow_operator.job.verdict import decide, slice_checks
 
 from .slices_factory import analysis, coverage, make_slice
 

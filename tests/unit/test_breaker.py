@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shadow_operator.traffic.breaker import CircuitBreaker
+from shadow_operator.router.breaker import CircuitBreaker
 
 
 class Clock:

@@ -6,8 +6,14 @@ import json
 
 import pytest
 
-from shadow_operator.builders import DesiredState, ServiceSwitch, all_child_keys, cron_schedule, desired_state
-from shadow_operator.observed import Observed
+from shadow_operator.controller.builders import (
+    DesiredState,
+    ServiceSwitch,
+    all_child_keys,
+    cron_schedule,
+    desired_state,
+)
+from shadow_operator.controller.observed import Observed
 
 from .factories import REFERENCED_PRIMARY, make_deployment, make_sd, make_service
 

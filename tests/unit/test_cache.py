@@ -1,9 +1,9 @@
-"""The watch cache: what is kept of each object, and how a lookup answers (cache.py)."""
+"""The watch cache: what is kept of each object, and how a lookup answers (kube/cache.py)."""
 
 from __future__ import annotations
 
-from shadow_operator.cache import WatchCache, compact, entry, index_id
-from shadow_operator.observed import ORIGINAL_ROUTING_ANNOTATION, ObservedDeployment, ObservedService
+from shadow_operator.controller.observed import ORIGINAL_ROUTING_ANNOTATION, ObservedDeployment, ObservedService
+from shadow_operator.kube.cache import WatchCache, compact, entry, index_id
 
 from .factories import deployment_json, service_json
 
@@ -63,7 +63,7 @@ def test_both_cronjob_versions_are_looked_up():
 
 
 def test_our_own_write_stands_in_for_the_watch_until_the_watch_shows_it():
-    from shadow_operator.reconcile import Reconciler
+    from shadow_operator.controller.reconcile import Reconciler
 
     reconciler = Reconciler(kube=None, image="shadow-operator:test")
     key = ("ConfigMap", "ns", "a")

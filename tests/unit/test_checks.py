@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from shadow_operator.analysis import checks
-from shadow_operator.analysis.checks import (
+from shadow_operator.api.v1alpha1.spec import AbsDiff
+from shadow_operator.contract.report import ErrorText
+from shadow_operator.job import checks
+from shadow_operator.job.checks import (
     abs_diff_checks,
     agreement_check,
     difference_interval,
@@ -16,8 +18,6 @@ from shadow_operator.analysis.checks import (
     threshold_problems,
     wilson_interval,
 )
-from shadow_operator.analysis.report import ErrorText
-from shadow_operator.api.v1alpha1.spec import AbsDiff
 
 from .slices_factory import analysis, make_slice
 
@@ -216,7 +216,7 @@ def test_latency_ratio_without_an_interval_can_pass_but_never_fail():
 
 
 def test_latency_ratio_falls_back_to_histogram_bounds():
-    from shadow_operator.analysis.report import HistogramBucket
+    from shadow_operator.contract.report import HistogramBucket
 
     def histogram(counts):
         return [

@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from shadow_operator.analysis import checks
-from shadow_operator.analysis.checks import (
+from shadow_operator.api.v1alpha1 import Check
+from shadow_operator.api.v1alpha1.spec import AbsDiff
+from shadow_operator.contract.report import HistogramBucket
+from shadow_operator.job import checks
+from shadow_operator.job.checks import (
     abs_diff_checks,
     agreement_check,
     error_rate_check,
@@ -17,10 +20,7 @@ from shadow_operator.analysis.checks import (
     feature_missing_checks,
     latency_ratio_check,
 )
-from shadow_operator.analysis.intervals import UNBOUNDED_MS, histogram_quantile_bounds
-from shadow_operator.analysis.report import HistogramBucket
-from shadow_operator.api.v1alpha1 import Check
-from shadow_operator.api.v1alpha1.spec import AbsDiff
+from shadow_operator.job.intervals import UNBOUNDED_MS, histogram_quantile_bounds
 
 from .slices_factory import make_slice, side
 

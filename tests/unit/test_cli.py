@@ -7,9 +7,9 @@ import copy
 import pytest
 import yaml
 
-from shadow_operator.builders import desired_state
 from shadow_operator.cli import build_parser, main
-from shadow_operator.observed import Observed
+from shadow_operator.controller.builders import desired_state
+from shadow_operator.controller.observed import Observed
 
 from .factories import CONTRACT_DOCUMENT, CONTRACT_YAML, make_sd
 

@@ -1,4 +1,4 @@
-"""The record collector (traffic/collector.py) and the shipper (traffic/shipper.py), in-process on loopback."""
+"""The record collector (router/collector.py) and the shipper (router/shipper.py), in-process on loopback."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from shadow_operator.records import SideResult, pair_record
-from shadow_operator.traffic.collector import CollectorMetrics, CollectorServer, RecordStore, Rejected
-from shadow_operator.traffic.metrics import Registry, ShadowMetrics
-from shadow_operator.traffic.shipper import Shipper, source_name
-from shadow_operator.traffic.sink import RecordSink
+from shadow_operator.contract.records import SideResult, pair_record
+from shadow_operator.router.collector import CollectorMetrics, CollectorServer, RecordStore, Rejected
+from shadow_operator.router.metrics import Registry, ShadowMetrics
+from shadow_operator.router.shipper import Shipper, source_name
+from shadow_operator.router.sink import RecordSink
 
 pytestmark = pytest.mark.timeout(60)
 FILE = "records-pod-1-ab12cd-0.jsonl"
@@ -363,7 +363,7 @@ def _free_port() -> int:
 
 def test_the_running_collector_deletes_records_past_both_retention_limits_on_real_files_and_time(tmp_path):
     """`collector.run` as `shadowctl collector` runs it: tiny limits, the real clock, files on disk."""
-    from shadow_operator.traffic.collector import run
+    from shadow_operator.router.collector import run
 
     root = tmp_path / "records"
     port = _free_port()

@@ -1,7 +1,7 @@
 """Creating a ShadowDeployment must not make the operator do more than its author could (issue 11, item 1).
 
 `podTemplate` and `recording.sink.volume` are typed allowlists (refused by the schema and by
-resource.parse, naming the field); what the schema cannot say is refused by validation.py; and an
+resource.parse, naming the field); what the schema cannot say is refused by controller/validation.py; and an
 operator-run primary never goes behind an existing Service that did not opt in.
 """
 
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from shadow_operator import reasons
-from shadow_operator.observed import ALLOW_ADOPTION_ANNOTATION, Observed
-from shadow_operator.resource import SpecInvalid
-from shadow_operator.validation import validate
+from shadow_operator.contract import reasons
+from shadow_operator.contract.resource import SpecInvalid
+from shadow_operator.controller.observed import ALLOW_ADOPTION_ANNOTATION, Observed
+from shadow_operator.controller.validation import validate
 
 from .factories import REFERENCED_PRIMARY, make_deployment, make_sd, make_service
 
@@ -103,7 +103,7 @@ def test_sink_volume_is_a_claim_or_an_empty_dir(volume, field):
     "volume", [{"persistentVolumeClaim": {"claimName": "shadow-records"}}, {"emptyDir": {"sizeLimit": "10Gi"}}]
 )
 def test_allowed_sink_volumes_reach_the_collector(volume):
-    from shadow_operator.builders import desired_state
+    from shadow_operator.controller.builders import desired_state
 
     sd = make_sd({"recording": {"sink": {"volume": volume}}})
     assert validate(sd, Observed()) == []

@@ -1,7 +1,7 @@
 """The comparison job's CronJob on both sides of Kubernetes 1.21: batch/v1 where it is served, batch/v1beta1
 before (the integration cluster is 1.20, so only the older side is exercised there).
 
-kube.py picks the version from API discovery, answered here by a loopback server: cronjobs listed in
+kube/client.py picks the version from API discovery, answered here by a loopback server: cronjobs listed in
 batch/v1 -> batch/v1; batch/v1 unknown (404) or without cronjobs -> batch/v1beta1, with the applied body's
 apiVersion rewritten to match; any other failure -> nothing applied and nothing remembered. The built
 CronJob is checked against the schema of both versions: batch/v1beta1's from Kubernetes 1.20's own OpenAPI
@@ -24,9 +24,9 @@ import jsonschema
 import kubernetes
 import pytest
 
-from shadow_operator.builders import desired_state
-from shadow_operator.kube import Kube, KubeError
-from shadow_operator.observed import Observed
+from shadow_operator.controller.builders import desired_state
+from shadow_operator.controller.observed import Observed
+from shadow_operator.kube.client import Kube, KubeError
 
 from .factories import REFERENCED_PRIMARY, make_sd, make_service
 
@@ -131,7 +131,7 @@ def test_the_schema_check_catches_what_batch_v1_refuses():
     assert _errors("batch/v1beta1", cronjob) == ["apiVersion/kind batch/v1/CronJob, expected batch/v1beta1/CronJob"]
 
 
-# -- the version kube.py applies with -----------------------------------------------------------------
+# -- the version kube/client.py applies with -----------------------------------------------------------------
 
 
 class DiscoveryServer:

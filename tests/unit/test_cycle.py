@@ -1,4 +1,4 @@
-"""Business-cycle coverage from the data: hour buckets of minDuration, gaps named (analysis/cycle.py)."""
+"""Business-cycle coverage from the data: hour buckets of minDuration, gaps named (job/cycle.py)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from shadow_operator import reasons
-from shadow_operator.analysis import cycle
-from shadow_operator.analysis.job import analyze
-from shadow_operator.progress import compute_coverage, timestamp
+from shadow_operator.contract import reasons
+from shadow_operator.contract.timestamps import timestamp
+from shadow_operator.controller.progress import compute_coverage
+from shadow_operator.job import cycle
+from shadow_operator.job.job import analyze
 
 from ..support.week import WEEK_START
 from .factories import make_sd

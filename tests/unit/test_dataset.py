@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from shadow_operator.analysis.dataset import COLUMNS, TABLE, load
-from shadow_operator.analysis.report import CLOCK_SKEW, CORRUPT_RECORD, FOREIGN_RECORD, UNPAIRED_RECORD
-from shadow_operator.records import BASELINE, COMPARED
+from shadow_operator.contract.records import BASELINE, COMPARED
+from shadow_operator.contract.report import CLOCK_SKEW, CORRUPT_RECORD, FOREIGN_RECORD, UNPAIRED_RECORD
+from shadow_operator.job.dataset import COLUMNS, TABLE, load
 
 from .records_factory import NOW, SHADOW, at, counts_by_code, one, pair, side, write
 
@@ -391,7 +391,7 @@ def test_unreadable_files_are_named_and_the_rest_still_loads(tmp_path: Path):
 def test_a_listed_file_that_cannot_be_opened_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str):
     """A file the directory listing returns but open() refuses, as root too (a mode of 0 would
     not stop root): a symlink loop (ELOOP), or a file removed between listing and reading."""
-    from shadow_operator.analysis import dataset as dataset_module
+    from shadow_operator.job import dataset as dataset_module
 
     write(tmp_path / "good.jsonl", [pair("a")])
     bad = tmp_path / "bad.jsonl"
@@ -459,7 +459,7 @@ def test_no_files_give_an_empty_table(tmp_path: Path):
 
 
 def test_a_file_that_vanishes_before_duckdb_reads_it_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    from shadow_operator.analysis import dataset as dataset_module
+    from shadow_operator.job import dataset as dataset_module
 
     write(tmp_path / "a.jsonl", [pair("a"), "{\n"])
     vanishing = write(tmp_path / "b.jsonl", [pair("b")])
@@ -488,7 +488,7 @@ def test_a_file_that_vanishes_before_duckdb_reads_it_is_named(tmp_path: Path, mo
 
 def test_lines_duckdb_drops_without_a_row_are_still_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Some DuckDB versions skip unparseable lines instead of returning NULLs; the byte count catches them."""
-    from shadow_operator.analysis import dataset as dataset_module
+    from shadow_operator.job import dataset as dataset_module
 
     select = dataset_module._select_from_json
     monkeypatch.setattr(

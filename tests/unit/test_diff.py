@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from shadow_operator.builders import desired_state
-from shadow_operator.diff import contains
-from shadow_operator.observed import Observed
+from shadow_operator.controller.builders import desired_state
+from shadow_operator.controller.diff import contains
+from shadow_operator.controller.observed import Observed
 
 from .factories import make_sd
 

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shadow_operator.analysis import dataset as datasets
-from shadow_operator.analysis.job import analyze, coverage_for
-from shadow_operator.analysis.report import CLOCK_SKEW, CORRUPT_RECORD, Report
+from shadow_operator.contract.report import CLOCK_SKEW, CORRUPT_RECORD, Report
+from shadow_operator.job import dataset as datasets
+from shadow_operator.job.job import analyze, coverage_for
 
 from .factories import make_sd
 from .records_factory import NOW, SHADOW, at, counts_by_code, pair, write

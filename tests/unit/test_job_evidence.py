@@ -1,12 +1,12 @@
-"""Which records the comparison job takes as the current candidate's evidence (analysis/job.py)."""
+"""Which records the comparison job takes as the current candidate's evidence (job/job.py)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from shadow_operator.analysis.job import ROLLOUT_SETTLE_SECONDS, analyze, evidence_since
-from shadow_operator.progress import timestamp
+from shadow_operator.contract.timestamps import timestamp
+from shadow_operator.job.job import ROLLOUT_SETTLE_SECONDS, analyze, evidence_since
 
 from .factories import make_sd
 from .records_factory import pair, side, write

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shadow_operator.jsonpath import MISSING, JsonPathError, compile_path, extract
+from shadow_operator.contract.jsonpath import MISSING, JsonPathError, compile_path, extract
 
 
 @pytest.mark.parametrize(

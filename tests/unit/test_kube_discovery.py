@@ -1,4 +1,4 @@
-"""kube.py's API discovery against a tiny local API server: answers are cached, failures are asked again."""
+"""kube/client.py's API discovery against a tiny local API server: answers are cached, failures are asked again."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import kubernetes
 import pytest
 
-from shadow_operator.kube import Kube, KubeError
+from shadow_operator.kube.client import Kube, KubeError
 
 BATCH_V1 = {
     "kind": "APIResourceList",

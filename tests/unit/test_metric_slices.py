@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from shadow_operator import reasons
-from shadow_operator.analysis.metrics import queries_for, slices_from_queries, window_for
-from shadow_operator.analysis.verdict import decide
+from shadow_operator.contract import reasons
+from shadow_operator.job.metrics import queries_for, slices_from_queries, window_for
+from shadow_operator.job.verdict import decide
 
 from .test_verdict import coverage, equivalent_day, full_thresholds
 

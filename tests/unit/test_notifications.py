@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from shadow_operator.admission import required_access
 from shadow_operator.api.v1alpha1 import Check, Coverage, Phase, ShadowDeploymentStatus, Verdict
 from shadow_operator.api.v1alpha1.spec import NotificationTarget
-from shadow_operator.kube import KubeError
-from shadow_operator.notifications import MAX_CHECKS, Notifier, SendError, payload, targets_of, transition
-from shadow_operator.resource import SpecInvalid
+from shadow_operator.contract.resource import SpecInvalid
+from shadow_operator.controller.admission import required_access
+from shadow_operator.controller.notifications import MAX_CHECKS, Notifier, SendError, payload, targets_of, transition
+from shadow_operator.kube.client import KubeError
 
 from .factories import make_sd, sd_body
 
@@ -87,7 +87,7 @@ def test_payload_has_headline_top_failing_checks_coverage_and_slack_text_without
 
 
 def test_an_error_payload_names_the_ready_reason():
-    from shadow_operator.conditions import set_condition
+    from shadow_operator.controller.conditions import set_condition
 
     conditions = set_condition([], "Ready", False, "ServiceNotFound", "Service recommender not found", 1, "t")
     failed = status(Phase.ERROR, conditions=conditions)

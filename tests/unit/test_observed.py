@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shadow_operator.observed import ORIGINAL_ROUTING_ANNOTATION, ObservedDeployment, ObservedService
+from shadow_operator.controller.observed import ORIGINAL_ROUTING_ANNOTATION, ObservedDeployment, ObservedService
 
 from .factories import deployment_json, make_deployment, make_service, service_json
 

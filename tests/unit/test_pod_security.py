@@ -12,10 +12,10 @@ from typing import Any
 
 import pytest
 
-from shadow_operator.builders import desired_state
-from shadow_operator.builders.security import restrict_pod_spec
-from shadow_operator.observed import Observed, ObservedService
-from shadow_operator.resource import SpecInvalid
+from shadow_operator.contract.resource import SpecInvalid
+from shadow_operator.controller.builders import desired_state
+from shadow_operator.controller.builders.security import restrict_pod_spec
+from shadow_operator.controller.observed import Observed, ObservedService
 
 from .factories import REFERENCED_PRIMARY, make_sd, service_json
 

@@ -7,12 +7,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shadow_operator import reasons
 from shadow_operator.api.v1alpha1 import Coverage, Phase, ShadowDeploymentStatus, Verdict
-from shadow_operator.conditions import find_condition, set_condition
-from shadow_operator.progress import Outcome, compute_coverage, compute_status, error_status, phase_for, timestamp
-from shadow_operator.resource import ShadowDeployment
-from shadow_operator.validation import Problem
+from shadow_operator.contract import reasons
+from shadow_operator.contract.resource import ShadowDeployment
+from shadow_operator.contract.timestamps import timestamp
+from shadow_operator.controller.conditions import find_condition, set_condition
+from shadow_operator.controller.progress import (
+    Outcome,
+    compute_coverage,
+    compute_status,
+    error_status,
+    phase_for,
+)
+from shadow_operator.controller.validation import Problem
 
 from .factories import NOW, REFERENCED_PRIMARY, make_deployment, make_sd
 

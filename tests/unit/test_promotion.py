@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from shadow_operator import reasons
-from shadow_operator.admission import required_access
 from shadow_operator.api.v1alpha1 import Phase
-from shadow_operator.builders import all_child_keys, desired_state
-from shadow_operator.conditions import find_condition
-from shadow_operator.observed import Observed
-from shadow_operator.progress import Outcome, compute_status
-from shadow_operator.promote import promote
-from shadow_operator.promotion import (
+from shadow_operator.contract import reasons
+from shadow_operator.controller.admission import required_access
+from shadow_operator.controller.builders import all_child_keys, desired_state
+from shadow_operator.controller.conditions import find_condition
+from shadow_operator.controller.observed import Observed
+from shadow_operator.controller.progress import Outcome, compute_status
+from shadow_operator.controller.promote import promote
+from shadow_operator.controller.promotion import (
     NOTHING,
     PROMOTE_ANNOTATION,
     Decision,

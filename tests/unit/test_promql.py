@@ -7,7 +7,9 @@ from datetime import timedelta
 
 import pytest
 
-from shadow_operator.analysis.metrics import (
+from shadow_operator.api.v1alpha1.spec import PrometheusSpec
+from shadow_operator.contract.report import METRICS_ERROR
+from shadow_operator.job.metrics import (
     MetricsProvider,
     MetricsQueryError,
     MetricsUnavailable,
@@ -23,8 +25,6 @@ from shadow_operator.analysis.metrics import (
     requests_query,
     window_for,
 )
-from shadow_operator.analysis.report import METRICS_ERROR
-from shadow_operator.api.v1alpha1.spec import PrometheusSpec
 
 
 def test_requests_and_rate():

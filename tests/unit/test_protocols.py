@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from shadow_operator.analysis.dataset import TABLE, load
 from shadow_operator.api.base import describe_validation_error
 from shadow_operator.api.v1alpha1.spec import PREDICTION_PATHS, RecordingSpec
-from shadow_operator.records import HTTP_5XX, OK, SideResult, compare
-from shadow_operator.traffic.extract import Extractor, parse_body
+from shadow_operator.contract.records import HTTP_5XX, OK, SideResult, compare
+from shadow_operator.job.dataset import TABLE, load
+from shadow_operator.router.extract import Extractor, parse_body
 
 from .records_factory import NOW, SHADOW, one, side, write
 

@@ -1,4 +1,4 @@
-"""The ClusterRole grants every call the code can make, found by reading kube.py and reconcile.py."""
+"""The ClusterRole grants every call the code can make, found by reading kube/client.py and controller/reconcile.py."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from functools import cache
 
 import pytest
 
-from shadow_operator import kube, reconcile, service_switch
-from shadow_operator.analysis import cli as analysis_cli
-from shadow_operator.builders import all_child_keys, desired_state
-from shadow_operator.kube import ANALYZER_PERMISSIONS, OPT_IN_PERMISSIONS, PERMISSIONS, RESOURCES
-from shadow_operator.observed import Observed
-from shadow_operator.rbac import (
+from shadow_operator.controller import reconcile, service_switch
+from shadow_operator.controller.builders import all_child_keys, desired_state
+from shadow_operator.controller.observed import Observed
+from shadow_operator.job import cli as analysis_cli
+from shadow_operator.kube import client as kube
+from shadow_operator.kube.client import RESOURCES
+from shadow_operator.kube.permissions import ANALYZER_PERMISSIONS, OPT_IN_PERMISSIONS, PERMISSIONS
+from shadow_operator.kube.rbac import (
     CLUSTER_SCOPED,
     ROLE_NAME,
     analyzer_rules,
@@ -97,7 +99,7 @@ def kube_requests() -> dict[str, list[tuple[str, str, str | None]]]:
 
 @cache
 def reconcile_calls() -> dict[str, set[str]]:
-    """Kube method -> kinds reconcile.py (and service_switch.py) call it with (GENERIC when from a child)."""
+    """Kube method -> kinds controller/reconcile.py (and controller/service_switch.py) call it with (GENERIC when from a child)."""
     calls: dict[str, set[str]] = {}
     nodes = [
         *ast.walk(ast.parse(inspect.getsource(reconcile))),
@@ -112,7 +114,7 @@ def reconcile_calls() -> dict[str, set[str]]:
 
 
 def _is_kube_call(node: ast.AST) -> bool:
-    """`kube.json_patch(...)`: a module function handed the client (service_switch.py)."""
+    """`kube.json_patch(...)`: a module function handed the client (controller/service_switch.py)."""
     return (
         isinstance(node, ast.Call)
         and isinstance(node.func, ast.Attribute)
@@ -321,7 +323,7 @@ def test_every_object_gets_its_own_role_and_binding():
 
 
 def _job_calls() -> set[tuple[str, str]]:
-    """(Kube method, kind) of every call the job (`shadowctl analyze --publish`) makes, read from analysis/cli.py."""
+    """(Kube method, kind) of every call the job (`shadowctl analyze --publish`) makes, read from job/cli.py."""
     tree = ast.parse(inspect.getsource(analysis_cli))
     job_functions = {"_analyze", "_publish", "_load_shadow"}
     calls = set()

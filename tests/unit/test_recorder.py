@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from shadow_operator import reasons
-from shadow_operator.builders import desired_state
-from shadow_operator.builders.recorder import primary_capture_gap
-from shadow_operator.observed import Observed, ObservedDeployment
-from shadow_operator.progress import Outcome, compute_status
-from shadow_operator.traffic.config import build_config
-from shadow_operator.validation import validate
+from shadow_operator.contract import reasons
+from shadow_operator.controller.builders import desired_state
+from shadow_operator.controller.builders.recorder import primary_capture_gap
+from shadow_operator.controller.observed import Observed, ObservedDeployment
+from shadow_operator.controller.progress import Outcome, compute_status
+from shadow_operator.controller.validation import validate
+from shadow_operator.router.config import build_config
 
 from .factories import NOW, REFERENCED_PRIMARY, deployment_json, make_deployment, make_sd, make_service
 from .test_builders import IMAGE, _child, _container, _keys

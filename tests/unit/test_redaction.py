@@ -7,9 +7,9 @@ import json
 import time
 
 from shadow_operator.api.v1alpha1.spec import RecordingSpec
-from shadow_operator.records import SideResult
-from shadow_operator.traffic.extract import REDACTED, UNPARSEABLE, Extractor, parse_body
-from shadow_operator.traffic.redaction import MAX_NODES, UNCHECKED, Secrets, redact_paths
+from shadow_operator.contract.records import SideResult
+from shadow_operator.router.extract import REDACTED, UNPARSEABLE, Extractor, parse_body
+from shadow_operator.router.redaction import MAX_NODES, UNCHECKED, Secrets, redact_paths
 
 EMAIL = "alice.secret@example.com"
 SSN = 987654321

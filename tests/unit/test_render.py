@@ -8,9 +8,9 @@ from html.parser import HTMLParser
 
 import pytest
 
-from shadow_operator.analysis.render import FORMATS, render
-from shadow_operator.analysis.report import Report, ReportCoverage, SideStats, SliceStats
 from shadow_operator.api.v1alpha1 import Check, Verdict
+from shadow_operator.contract.report import Report, ReportCoverage, SideStats, SliceStats
+from shadow_operator.job.render import FORMATS, render
 
 from .report_factory import FAILING_SEGMENT, KEY_ERROR, VERDICT_REASON, hour_checks, make_report
 

@@ -7,8 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from shadow_operator.analysis import cli as analysis_cli
-from shadow_operator.analysis.publish import (
+from shadow_operator.api.v1alpha1 import Check
+from shadow_operator.contract.report import REPORT_KEY, ErrorText, Report, trusted_report
+from shadow_operator.controller.builders import desired_state
+from shadow_operator.controller.observed import Observed
+from shadow_operator.job import cli as analysis_cli
+from shadow_operator.job.publish import (
     REPORT_BUDGET_BYTES,
     REPORT_TRUNCATED,
     publish_operations,
@@ -16,10 +20,6 @@ from shadow_operator.analysis.publish import (
     report_owner_problem,
     report_within_budget,
 )
-from shadow_operator.analysis.report import REPORT_KEY, ErrorText, Report
-from shadow_operator.api.v1alpha1 import Check
-from shadow_operator.builders import desired_state
-from shadow_operator.observed import Observed, trusted_report
 
 from .factories import make_sd
 from .report_factory import FAILING_SEGMENT, make_report, segment_slice
@@ -251,7 +251,7 @@ def test_untrusted_report_problem_names_the_fix():
 
 def test_reconcile_ignores_an_untrusted_report_and_says_so_once():
     """Through the Reconciler with a fake API: no verdict in status, one Warning Event per version."""
-    from shadow_operator.reconcile import Reconciler
+    from shadow_operator.controller.reconcile import Reconciler
 
     from .factories import NOW, sd_body
 

@@ -8,12 +8,12 @@ from datetime import timedelta
 
 import pytest
 
-from shadow_operator import reasons
-from shadow_operator.builders import desired_state
-from shadow_operator.conditions import find_condition
-from shadow_operator.observed import Observed
-from shadow_operator.progress import Outcome, compute_status
-from shadow_operator.routing import decide_routing
+from shadow_operator.contract import reasons
+from shadow_operator.controller.builders import desired_state
+from shadow_operator.controller.conditions import find_condition
+from shadow_operator.controller.observed import Observed
+from shadow_operator.controller.progress import Outcome, compute_status
+from shadow_operator.controller.routing import decide_routing
 
 from .factories import NOW, make_deployment, make_sd, make_service
 

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shadow_operator.api.crd import crd_manifest
-from shadow_operator.builders import desired_state
-from shadow_operator.observed import Observed
-from shadow_operator.resource import SpecInvalid, parse
-from shadow_operator.validation import validate
+from shadow_operator.contract.resource import SpecInvalid, parse
+from shadow_operator.controller.builders import desired_state
+from shadow_operator.controller.observed import Observed
+from shadow_operator.controller.validation import validate
 
 from .factories import make_deployment, make_service
 

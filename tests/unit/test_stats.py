@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from shadow_operator.analysis.dataset import load
-from shadow_operator.analysis.report import ErrorText, HistogramBucket
-from shadow_operator.analysis.stats import compute_slices
-from shadow_operator.metric_names import LATENCY_BUCKETS
+from shadow_operator.contract.metric_names import LATENCY_BUCKETS
+from shadow_operator.contract.report import ErrorText, HistogramBucket
+from shadow_operator.job.dataset import load
+from shadow_operator.job.stats import compute_slices
 
 from .records_factory import NOW, SHADOW, at, one, pair, side, write
 

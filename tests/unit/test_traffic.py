@@ -8,14 +8,14 @@ import time
 
 import pytest
 
-from shadow_operator import metric_names as m
 from shadow_operator.api.v1alpha1.spec import RecordingSpec
-from shadow_operator.records import SideResult, pair_record
-from shadow_operator.traffic.config import ConfigError, build_config, parse_listen
-from shadow_operator.traffic.extract import REDACTED, UNPARSEABLE, Extractor, event_time, parse_body
-from shadow_operator.traffic.metrics import ShadowMetrics
-from shadow_operator.traffic.proxy import mirrored
-from shadow_operator.traffic.sink import RecordSink
+from shadow_operator.contract import metric_names as m
+from shadow_operator.contract.records import SideResult, pair_record
+from shadow_operator.router.config import ConfigError, build_config, parse_listen
+from shadow_operator.router.extract import REDACTED, UNPARSEABLE, Extractor, event_time, parse_body
+from shadow_operator.router.metrics import ShadowMetrics
+from shadow_operator.router.proxy import mirrored
+from shadow_operator.router.sink import RecordSink
 
 FILE = {
     "name": "recommender",

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from shadow_operator import reasons
-from shadow_operator.observed import Observed
-from shadow_operator.reconcile import Claim, rivals
-from shadow_operator.validation import Problem, json_paths, validate
+from shadow_operator.contract import reasons
+from shadow_operator.controller.observed import Observed
+from shadow_operator.controller.reconcile import Claim, rivals
+from shadow_operator.controller.validation import Problem, json_paths, validate
 
 from .factories import REFERENCED_PRIMARY, make_deployment, make_sd, make_service
 

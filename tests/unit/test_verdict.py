@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from shadow_operator import reasons
-from shadow_operator.analysis.report import CLOCK_SKEW, CORRUPT_RECORD, UNPAIRED_RECORD
-from shadow_operator.analysis.verdict import decide, failure_reason
-from shadow_operator.progress import MAX_CHECKS_IN_STATUS, verdict_for_status
+from shadow_operator.contract import reasons
+from shadow_operator.contract.report import CLOCK_SKEW, CORRUPT_RECORD, UNPAIRED_RECORD
+from shadow_operator.controller.progress import MAX_CHECKS_IN_STATUS, verdict_for_status
+from shadow_operator.job.verdict import decide, failure_reason
 
 from .slices_factory import DAY, WEEK, Cell, analysis, build_slices, coverage, make_slice, problem
 
@@ -413,7 +413,7 @@ def test_the_headline_names_the_records_slice_over_prometheus_view_of_it():
 def test_a_prometheus_headline_carries_the_records_error_text():
     """Prometheus can be decisive before the records are (the real node's first run): its counters
     know no error text, so the message names what the records' failing answers said."""
-    from shadow_operator.analysis.report import ErrorText
+    from shadow_operator.contract.report import ErrorText
 
     said = [ErrorText(text="KeyError: 'purchase_history'", count=1)]
     slices = [
@@ -435,8 +435,8 @@ def test_a_prometheus_headline_carries_the_records_error_text():
 def test_a_thin_segments_p99_is_shown_not_judged_and_does_not_hold_back_a_pass():
     """960 requests leave 9.6 beyond a p99: its upper bound is one of the slowest few, no interval
     can confirm a pass (v2.1 on a real node: 0.23x to 16x). All traffic's p99 is still judged."""
-    from shadow_operator.analysis.report import Latency, LatencyBounds
-    from shadow_operator.analysis.verdict import TAIL_SAMPLES
+    from shadow_operator.contract.report import Latency, LatencyBounds
+    from shadow_operator.job.verdict import TAIL_SAMPLES
 
     cells = [Cell(NO_HISTORY, h, 40) for h in range(24)] + [Cell(HISTORY, h, 1200) for h in range(24)]
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import random
 
-from shadow_operator import reasons
-from shadow_operator.analysis import verdict as v
-from shadow_operator.analysis.report import CLOCK_SKEW, CORRUPT_RECORD
-from shadow_operator.analysis.verdict import decide, slice_checks
+from shadow_operator.contract import reasons
+from shadow_operator.contract.report import CLOCK_SKEW, CORRUPT_RECORD
+from shadow_operator.job import verdict as v
+from shadow_operator.job.verdict import decide, slice_checks
 
 from .slices_factory import Cell, analysis, build_slices, coverage, make_slice, problem
 

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shadow_operator import reasons
+from shadow_operator.contract import reasons
 
 from .traffic_world import (
     COUNTRY_PATH,

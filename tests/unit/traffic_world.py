@@ -16,11 +16,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from shadow_operator.analysis.dataset import load
-from shadow_operator.analysis.report import ReportCoverage
-from shadow_operator.analysis.stats import compute_slices
-from shadow_operator.analysis.verdict import decide
 from shadow_operator.api.v1alpha1 import AnalysisSpec, Verdict
+from shadow_operator.contract.report import ReportCoverage
+from shadow_operator.job.dataset import load
+from shadow_operator.job.stats import compute_slices
+from shadow_operator.job.verdict import decide
 
 from .records_factory import MIDNIGHT, NOW, SHADOW, pair, side, write
 

@@ -1,13 +1,6 @@
 """shadow.mlops.dev/v1alpha1."""
 
-from .spec import (
-    AnalysisSpec,
-    CandidateSpec,
-    PrimarySpec,
-    RecordingSpec,
-    ShadowDeploymentSpec,
-    TrafficSpec,
-)
+from .spec import AnalysisSpec, CandidateSpec, PrimarySpec, RecordingSpec, ShadowDeploymentSpec, TrafficSpec
 from .status import Check, Condition, Coverage, Mirror, Phase, ShadowDeploymentStatus, Verdict
 
 GROUP = "shadow.mlops.dev"

@@ -8,7 +8,7 @@ everything else (hostPath and every other volume kind, hostNetwork, hostPID, nod
 added capabilities, ...) is an unknown field, which the CRD schema prunes or refuses at apply time
 and the operator refuses (`extra="forbid"`) with a message naming the field. What the schema
 cannot express (reserved PriorityClasses, a model entry setting its image, mounts of undeclared
-volumes) is refused by validation.py. docs/security.md lists the allowlist.
+volumes) is refused by controller/validation.py. docs/security.md lists the allowlist.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ Quantity = Annotated[int | str, Field(json_schema_extra=INT_OR_STRING)]
 ABSOLUTE_PATH = Annotated[str, Field(pattern=r"^/", max_length=4096)]
 RELATIVE_PATH = Annotated[str, Field(pattern=r"^[^/]", max_length=4096)]
 
-# baseline's "safe" sysctls: the only ones a Pod may set (builders/security.py checks built Pods against this list).
+# baseline's "safe" sysctls: the only ones a Pod may set (controller/builders/security.py checks built Pods against this list).
 SAFE_SYSCTL = Literal[
     "kernel.shm_rmid_forced",
     "net.ipv4.ip_local_port_range",

@@ -1,0 +1,1 @@
+"""The operator: kopf handlers, reconcile, observation, validation, builders and status."""

@@ -1,0 +1,1 @@
+"""The Kubernetes API: the client (all I/O), its watch cache and the permissions it needs."""
