@@ -22,7 +22,7 @@ import pytest
 
 from shadow_operator.contract import metric_names as m
 from shadow_operator.contract.records import OUTCOMES, SideResult, pair_record
-from shadow_operator.router.proxy import mirrored
+from shadow_operator.router.mirror import mirrored
 
 from .harness import stop_loop, wait_for
 

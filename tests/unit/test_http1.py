@@ -1,4 +1,4 @@
-"""The router's header hygiene and client limits settings (router/http1.py, router/proxy.py, router/config.py)."""
+"""The router's header hygiene and client limits settings (router/http1.py, router/mirror.py, router/config.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from shadow_operator.api.v1alpha1.spec import TrafficSpec
 from shadow_operator.router.config import ConfigError, build_config
 from shadow_operator.router.http1 import BadRequest, inbound_headers, origin_form
-from shadow_operator.router.proxy import shadow_headers
+from shadow_operator.router.mirror import shadow_headers
 
 ID = b"x-request-id"
 

@@ -14,7 +14,7 @@ from shadow_operator.contract.records import SideResult, pair_record
 from shadow_operator.router.config import ConfigError, build_config, parse_listen
 from shadow_operator.router.extract import REDACTED, UNPARSEABLE, Extractor, event_time, parse_body
 from shadow_operator.router.metrics import ShadowMetrics
-from shadow_operator.router.proxy import mirrored
+from shadow_operator.router.mirror import mirrored
 from shadow_operator.router.sink import RecordSink
 
 FILE = {

@@ -13,7 +13,8 @@ from ..contract.records import RECORDER_ROLES
 from .admin import AdminServer, stop_on_signals
 from .config import ConfigError, RouterConfig, build_config, load_file, parse_listen, parse_seconds
 from .metrics import ShadowMetrics
-from .proxy import ShadowProxy
+from .mirror import ShadowRouter
+from .recorder import Recorder
 from .sink import RecordSink
 
 log = logging.getLogger(__name__)
@@ -264,7 +265,7 @@ async def run(
         worker=(worker.index, worker.count) if worker else None,
         **(shipping or {}),
     )
-    proxy = ShadowProxy(config, metrics, sink, recorder=recorder)
+    proxy = (Recorder if recorder else ShadowRouter)(config, metrics, sink)
     admin = AdminServer(
         metrics.registry, ready=lambda: proxy.server is not None and not proxy.stopping and not draining.is_set()
     )

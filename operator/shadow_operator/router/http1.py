@@ -29,7 +29,7 @@ import httptools
 from .upstream import Headers
 
 if TYPE_CHECKING:
-    from .proxy import ShadowProxy
+    from .server import ProxyServer
 
 log = logging.getLogger(__name__)
 
@@ -219,11 +219,11 @@ class Reaper:
     clock, so a request costs no clock reads; timeouts hold to within one round (at most 1 s).
     """
 
-    def __init__(self, proxy: ShadowProxy) -> None:
+    def __init__(self, proxy: ProxyServer) -> None:
         config = proxy.config
         self.connections = proxy.connections
         self.metrics = proxy.metrics
-        self.pools = [pool for pool in (proxy.primary, proxy.candidate) if pool is not None]
+        self.pools = proxy.pools  # read at each round: the subclass adds its pools after this is made
         self.header_timeout, self.body_timeout, self.idle_timeout = (
             config.header_timeout, config.body_timeout, config.idle_timeout,
         )  # fmt: skip
@@ -246,7 +246,7 @@ class Reaper:
             await asyncio.sleep(self.round)
             self.now = now = loop.time()
             self.metrics.connections.set(value=len(self.connections))
-            for pool in self.pools:
+            for pool in self.pools():
                 pool.prune()
             expired = [conn for conn in self.connections if conn.deadline <= now]
             for conn in expired:
@@ -259,7 +259,7 @@ class Reaper:
 class ClientConnection(asyncio.Protocol):
     """One client connection: parses requests, answers them in order, one at a time."""
 
-    def __init__(self, proxy: ShadowProxy) -> None:
+    def __init__(self, proxy: ProxyServer) -> None:
         self.proxy = proxy
         self.reaper = proxy.reaper
         self.transport: asyncio.Transport | None = None
