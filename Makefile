@@ -12,7 +12,9 @@ LOCAL_KUBECTL := $(K8S_BIN)/kubectl
 CLUSTER_KUBECONFIG := $(CACHE_DIR)/cluster/kubeconfig
 # deploy/undeploy talk to whatever cluster KUBECONFIG names, with the user's own kubectl.
 KUBECTL ?= kubectl
-IMG ?= shadow-operator:0.1.0
+# The one place the version lives is pyproject.toml; the image tag follows it.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml | head -n1)
+IMG ?= shadow-operator:$(VERSION)
 PYTEST_ARGS ?=
 DEMO_ARGS ?=
 PY_SOURCES := operator tests examples benchmarks
@@ -37,8 +39,8 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-manifests: install ## Regenerate the CRD and ClusterRole from the API types
-	$(BIN)/shadowctl manifests
+manifests: install ## Regenerate the CRD, RBAC, webhook and API reference from the API types; set the operator image (IMG=name:tag)
+	$(BIN)/shadowctl manifests --image $(IMG)
 
 lint: install ## ruff format check and lint, and the import contracts (pyproject's [tool.importlinter])
 	$(BIN)/ruff format --check $(PY_SOURCES)

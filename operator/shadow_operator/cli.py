@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -21,6 +22,9 @@ WEBHOOK_PATH = Path("manifests/webhook/validating_webhook.yaml")
 # Where manifests/kustomization.yaml installs the operator (and so its webhook Service).
 INSTALL_NAMESPACE = "shadow-system"
 REFERENCE_PATH = Path("docs/api-reference.md")
+# The operator's image is set in these two (with_image): `make manifests IMG=...`.
+KUSTOMIZATION_PATH = Path("manifests/manager/kustomization.yaml")
+DEPLOYMENT_PATH = Path("manifests/manager/deployment.yaml")
 README_PATH = Path("README.md")
 
 
@@ -43,6 +47,20 @@ def generated_manifests() -> dict[Path, str]:
     }
 
 
+def with_image(kustomization: str, deployment: str, image: str) -> tuple[str, str]:
+    """The operator's kustomization and Deployment set to run `image` (`name:tag`): the kustomize
+    `images:` entry, the container's image and SHADOW_OPERATOR_IMAGE, the image the router and
+    the comparison job run from (kustomize 2.0, in kubectl 1.20, cannot copy one into the other)."""
+    name, _, tag = image.rpartition(":")
+    if not name or "/" in tag:
+        raise ValueError(f"--image {image!r}: give name:tag, e.g. registry.example/shadow-operator:0.1.0")
+    kustomization = re.sub(r"(?m)^(\s*newName:).*$", rf"\1 {name}", kustomization)
+    kustomization = re.sub(r"(?m)^(\s*newTag:).*$", rf"\1 {tag}", kustomization)
+    deployment = re.sub(r"(?m)^(\s*image:).*$", rf"\1 {image}", deployment, count=1)  # the one container
+    deployment = re.sub(r"(?m)^(\s*- name: SHADOW_OPERATOR_IMAGE\n\s*value:).*$", rf"\1 {image}", deployment)
+    return kustomization, deployment
+
+
 def _manifests(args: argparse.Namespace) -> int:
     from .api.reference import with_spec_reference
 
@@ -52,6 +70,17 @@ def _manifests(args: argparse.Namespace) -> int:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
         print(f"wrote {target}")
+    kustomization, deployment = root / KUSTOMIZATION_PATH, root / DEPLOYMENT_PATH
+    if kustomization.exists() and deployment.exists():
+        try:
+            texts = with_image(kustomization.read_text(), deployment.read_text(), args.image)
+        except ValueError as error:
+            print(f"shadowctl: {error}", file=sys.stderr)
+            return 2
+        for target, text in zip((kustomization, deployment), texts, strict=True):
+            if target.read_text() != text:
+                target.write_text(text)
+                print(f"wrote {target} (image {args.image})")
     readme = root / README_PATH
     if readme.exists():
         text = readme.read_text()
@@ -158,6 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
         "manifests", help="write the CRD, ClusterRole and API reference generated from the API types"
     )
     manifests.add_argument("--root", default=".", help="repository root")
+    manifests.add_argument(
+        "--image",
+        default=f"shadow-operator:{__version__}",
+        help="the operator's image (name:tag) for manifests/manager: the Deployment, SHADOW_OPERATOR_IMAGE "
+        "and the kustomize images entry (default: shadow-operator:<version>)",
+    )
     manifests.set_defaults(handler=_manifests)
 
     validate = commands.add_parser("validate", help="check ShadowDeployment YAML files without a cluster")

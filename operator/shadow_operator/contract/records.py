@@ -22,6 +22,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .naming import BASELINE, CANDIDATE, PRIMARY
+
 RECORD_VERSION = 1
 RECORD_SUFFIX = ".jsonl"
 
@@ -32,12 +34,11 @@ HTTP_5XX = "http_5xx"
 TIMEOUT = "timeout"
 CONNECTION_ERROR = "connection_error"
 OUTCOMES = (OK, HTTP_4XX, HTTP_5XX, TIMEOUT, CONNECTION_ERROR)
-ROLES = ("primary", "candidate")
+ROLES = (PRIMARY, CANDIDATE)
 # The noise baseline (spec.analysis.baseline): a copy of the primary fed the candidate's copies. Its
 # recorder writes one-sided records with role "baseline"; the router writes a second pair record per
 # request, `"compared": "baseline"`, whose `candidate` side is the baseline's answer. The job judges
 # the two comparisons apart (dataset.load(against=...)) and the candidate against the baseline's noise.
-BASELINE = "baseline"
 COMPARED = "compared"
 RECORDER_ROLES = (*ROLES, BASELINE)
 # Which candidate answered (its image): the job judges only the current candidate's records,

@@ -25,7 +25,6 @@ FOREIGN_RECORD = "ForeignRecord"  # written for another ShadowDeployment
 CLOCK_SKEW = "ClockSkew"  # timestamp in the future, or the two sides of a pair far apart
 UNPAIRED_RECORD = "UnpairedRecord"  # one-sided record whose other side never arrived
 METRICS_ERROR = "MetricsError"  # Prometheus unreachable, erroring, or returning nothing
-THRESHOLDS_INCONSISTENT = "ThresholdsInconsistent"  # limits that make no sense together
 
 
 class ReportModel(BaseModel):
@@ -87,7 +86,7 @@ class SideStats(ReportModel):
 class SliceStats(ReportModel):
     """Both roles on one slice of traffic: a segment bucket (or `all`), optionally one hour of day."""
 
-    segment: str  # "all" or "<name>=<bucket>"
+    segment: str  # ALL_SEGMENTS or "<name>=<bucket>"
     hour: int | None = None  # 0-23: hour of day (UTC); None: the whole period
     pairs: int
     primary: SideStats
@@ -130,7 +129,7 @@ class Report(ReportModel):
     problems: list[DataProblem] = Field(default_factory=list)
     queries: dict[str, float | None] = Field(default_factory=dict)  # PromQL -> value, as issued
 
-    def slice(self, segment: str = "all", hour: int | None = None) -> SliceStats | None:
+    def slice(self, segment: str = ALL_SEGMENTS, hour: int | None = None) -> SliceStats | None:
         return next((s for s in self.slices if s.segment == segment and s.hour == hour), None)
 
 

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 
 from ..api.v1alpha1 import Check
 from ..api.v1alpha1.spec import AbsDiff
+from ..contract.metric_names import ALL_SEGMENTS
 from ..contract.report import SideStats, SliceStats
 from .intervals import (
     UNBOUNDED_MS,
@@ -41,7 +42,7 @@ AGREEMENT = "agreement"
 ABS_DIFF_MEAN = "absDiffMean"
 ABS_DIFF_P95 = "absDiffP95"
 FEATURE_MISSING_PREFIX = "featureMissing:"
-OVERALL = "all"
+OVERALL = ALL_SEGMENTS
 
 _HOUR_LABEL = re.compile(r"(.+)@([0-9]{1,2})h")
 

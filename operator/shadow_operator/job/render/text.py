@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ...api.v1alpha1 import Check
+from ...contract.metric_names import ALL_SEGMENTS
 from ...contract.report import Report, SideStats, SliceStats
 
 DASH = "\u2014"  # em dash: a value that is not there
 MIDDOT = " \u00b7 "
-ALL = "all"
+ALL = ALL_SEGMENTS
 TOP_ERRORS_SHOWN = 5
 
 
