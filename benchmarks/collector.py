@@ -15,7 +15,6 @@ import argparse
 import http.client
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,13 +22,9 @@ import threading
 import time
 from pathlib import Path
 
+from tests.support.ports import free_port
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def record_size(directory: Path | None) -> tuple[float, int, str]:
@@ -61,7 +56,7 @@ def chunk_of(record_bytes: int, target: int = 1 << 20) -> bytes:
 
 def run(seconds: float, writers: int, record_bytes: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="collector-bench-") as root:
-        port, admin = _free_port(), _free_port()
+        port, admin = free_port(), free_port()
         env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
         process = subprocess.Popen(
             [sys.executable, "-m", "shadow_operator.cli", "collector", "--records", root, "--listen",

@@ -54,6 +54,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.support.ports import free_port
+
 from benchmarks import upstreams
 
 HOST = "127.0.0.1"
@@ -113,12 +115,6 @@ class BenchError(RuntimeError):
 
 def _terminate(signum, frame):
     raise KeyboardInterrupt(f"signal {signum}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port: int, proc: Proc, timeout: float = 15.0) -> None:

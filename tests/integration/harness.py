@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from typing import Any
 import kubernetes
 import yaml
 
+from ..support.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
 ISTIO_CRDS = REPO / "third_party" / "istio" / "networking-crds.yaml"
 CACHE_DIR = Path(os.environ.get("SHADOW_CACHE_DIR", Path.home() / ".cache" / "shadow-operator"))
@@ -30,12 +31,6 @@ KUBECTL = CACHE_DIR / "k8s-1.20.2" / "kubectl"
 OPERATOR_NAMESPACE = "shadow-system"
 OPERATOR_USER = f"system:serviceaccount:{OPERATOR_NAMESPACE}:shadow-operator"
 WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30, interval: float = 0.25, what: str = "condition"):

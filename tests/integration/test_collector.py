@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .test_router import REPO, Router, Upstreams, _candidate, _free_port, _primary
+from .test_router import REPO, Router, Upstreams, _candidate, _primary, free_port
 
 pytestmark = pytest.mark.timeout(120)
 ENV = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
@@ -36,7 +36,7 @@ SHADOW = {
 
 class Collector:
     def __init__(self, records: Path, port: int | None = None) -> None:
-        self.port, self.admin_port = port or _free_port(), _free_port()
+        self.port, self.admin_port = port or free_port(), free_port()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "shadow_operator.cli", "collector", "--records", str(records),
              "--listen", f"127.0.0.1:{self.port}", "--admin-listen", f"127.0.0.1:{self.admin_port}"],
@@ -129,7 +129,7 @@ def test_an_unreachable_collector_is_insufficient_data_naming_the_url(tmp_path):
     shadow_file = tmp_path / "shadow.yaml"
     analysis = {"thresholds": {"maxErrorRate": 0.01}}  # the default minSamples: no threshold warning
     shadow_file.write_text(yaml.safe_dump({**SHADOW, "spec": {**SHADOW["spec"], "analysis": analysis}}))
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     job = subprocess.run(
         [sys.executable, "-m", "shadow_operator.cli", "analyze", "--file", str(shadow_file), "--records-from", url,
          "--format", "json"],

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from .harness import stop_loop
-from .test_router import REPO, Router, _free_port
+from .test_router import REPO, Router, free_port
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -117,7 +117,7 @@ def model():
 def _recorder(url: str, config: Path, records: Path) -> Router:
     """`shadowctl recorder` exactly as the sidecar runs it, driven through test_router.Router."""
     recorder = Router.__new__(Router)
-    recorder.port, recorder.admin_port, recorder.records = _free_port(), _free_port(), records
+    recorder.port, recorder.admin_port, recorder.records = free_port(), free_port(), records
     recorder.process = subprocess.Popen(
         [sys.executable, "-m", "shadow_operator.cli", "recorder", "--upstream", url, "--role", "candidate",
          "--config", str(config), "--records", str(records),

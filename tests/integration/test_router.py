@@ -24,6 +24,7 @@ from shadow_operator.contract import metric_names as m
 from shadow_operator.contract.records import OUTCOMES, SideResult, pair_record
 from shadow_operator.router.mirror import mirrored
 
+from ..support.ports import free_port
 from .harness import stop_loop, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,12 +32,6 @@ BINARY = bytes(range(256)) * 64
 SECRET = "alice@example.com"
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- upstreams -----------------------------------------------------------------------------
@@ -174,7 +169,7 @@ def upstreams():
 
 class Router:
     def __init__(self, args: list[str], records: Path) -> None:
-        self.port, self.admin_port, self.records = _free_port(), _free_port(), records
+        self.port, self.admin_port, self.records = free_port(), free_port(), records
         env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "shadow_operator.cli", "router", *args, "--records", str(records),
@@ -489,7 +484,7 @@ def test_bad_inputs_do_not_hurt_the_router(start):
 
 def test_primary_down_is_a_502_and_recorded(start, upstreams, tmp_path):
     router = Router(
-        ["--primary", f"http://127.0.0.1:{_free_port()}", "--candidate", upstreams.url("candidate")],
+        ["--primary", f"http://127.0.0.1:{free_port()}", "--candidate", upstreams.url("candidate")],
         tmp_path / "down",
     )
     status, _, _ = router.post({"x": 1}, request_id="down")
@@ -523,7 +518,7 @@ def test_fds_stay_flat_with_a_resetting_candidate(start):
 
 def test_recorder_writes_one_sided_records(upstreams, tmp_path):
     router = Router.__new__(Router)
-    router.port, router.admin_port, router.records = _free_port(), _free_port(), tmp_path / "rec"
+    router.port, router.admin_port, router.records = free_port(), free_port(), tmp_path / "rec"
     router.process = subprocess.Popen(
         [sys.executable, "-m", "shadow_operator.cli", "recorder", "--upstream", upstreams.url("candidate"),
          "--role", "candidate", "--shadow", "shop/recommender", "--records", str(router.records),

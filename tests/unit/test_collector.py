@@ -19,6 +19,8 @@ from shadow_operator.router.metrics import Registry, ShadowMetrics
 from shadow_operator.router.shipper import Shipper, source_name
 from shadow_operator.router.sink import RecordSink
 
+from ..support.ports import free_port
+
 pytestmark = pytest.mark.timeout(60)
 FILE = "records-pod-1-ab12cd-0.jsonl"
 
@@ -326,7 +328,7 @@ def test_the_spool_is_bounded_while_the_collector_is_down(tmp_path):
         path.write_bytes(_lines(*range(10)))  # 10 records, 100 bytes
         os.utime(path, (1000 + index, 1000 + index))
     active = spool / "records-a-4.jsonl"
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     shipper, dropped, _ = _shipper(spool, dead, active=lambda: active, spool_bytes=250)
     shipper.ship_once()
     assert sorted(p.name for p in spool.iterdir()) == ["records-a-3.jsonl", "records-a-4.jsonl"]
@@ -355,18 +357,12 @@ def test_source_names_are_what_the_collector_accepts():
     assert source_name("") != ""
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_the_running_collector_deletes_records_past_both_retention_limits_on_real_files_and_time(tmp_path):
     """`collector.run` as `shadowctl collector` runs it: tiny limits, the real clock, files on disk."""
     from shadow_operator.router.collector import run
 
     root = tmp_path / "records"
-    port = _free_port()
+    port = free_port()
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
     args = (str(root), ("127.0.0.1", port), ("127.0.0.1", 0))
