@@ -110,12 +110,7 @@ mutants: install ## Mutation testing of the verdict engine (slow, not in make te
 .PHONY: test-deps
 DEBIAN_TEST_TOOLS := /usr/bin/prometheus:prometheus /usr/bin/lua5.4:lua5.4
 test-deps: ## Install the Debian packages the tests use (prometheus, lua5.4) when missing
-	@missing=$$(for entry in $(DEBIAN_TEST_TOOLS); do [ -x "$${entry%%:*}" ] || echo "$${entry#*:}"; done); \
-	if [ -n "$$missing" ]; then \
-	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  echo "installing $$missing"; \
-	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	@hack/debian-deps.sh $(DEBIAN_TEST_TOOLS)
 
 ##@ Local cluster
 
@@ -156,12 +151,8 @@ demo: install ## The story: v2 beats v1 offline, a shadow week shows why not to 
 
 .PHONY: demo-deps
 demo-deps: ## Install Debian's prometheus for the demo when missing and possible (without it the demo uses records alone)
-	@[ -x /usr/bin/prometheus ] && exit 0; \
-	if [ "$$(id -u)" = 0 ]; then sudo=; elif sudo -n true 2>/dev/null; then sudo=sudo; else \
-	  echo "prometheus missing and no root/sudo to install it: the demo analyses from records alone"; exit 0; fi; \
-	echo "installing prometheus (Debian package)"; \
-	$$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null \
-	  || echo "could not install prometheus: the demo analyses from records alone"
+	@hack/debian-deps.sh --optional /usr/bin/prometheus:prometheus; \
+	[ -x /usr/bin/prometheus ] || echo "without prometheus the demo analyses from records alone"
 
 demo-cluster: install cluster-binaries test-deps images ## The demo's story on a private real node: kubectl get at every phase, describe at the end (~8 min, root)
 	$(BIN)/python -m pytest tests/node/test_real_pods.py::test_the_story_on_real_pods -s -q $(PYTEST_ARGS)
@@ -187,12 +178,7 @@ bench-router: install bench-deps ## Router vs direct and nginx (mirror): through
 
 DEBIAN_BENCH_TOOLS := /usr/sbin/nginx:nginx /usr/bin/wrk:wrk /usr/bin/hey:hey
 bench-deps: ## Install the Debian packages the router benchmark uses (nginx, wrk, hey) when missing
-	@missing=$$(for entry in $(DEBIAN_BENCH_TOOLS); do [ -x "$${entry%%:*}" ] || echo "$${entry#*:}"; done); \
-	if [ -n "$$missing" ]; then \
-	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-	  echo "installing $$missing"; \
-	  $$sudo apt-get update -qq && $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	fi
+	@hack/debian-deps.sh $(DEBIAN_BENCH_TOOLS)
 
 ##@ Housekeeping
 

@@ -39,17 +39,8 @@ die() { log "$*"; exit 1; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 ensure_tools() {
-  local missing=()
-  command -v buildah >/dev/null || missing+=(buildah)
-  command -v debootstrap >/dev/null || missing+=(debootstrap)
-  command -v gcc >/dev/null || missing+=(gcc)
-  [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || ls /usr/lib/*/libc.a >/dev/null 2>&1 || missing+=(libc6-dev)
-  [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-  fi
+  "$ROOT/hack/debian-deps.sh" buildah:buildah debootstrap:debootstrap gcc:gcc :libc6-dev \
+    /usr/share/keyrings/debian-archive-keyring.gpg:debian-archive-keyring
 }
 
 # buildah with a storage of its own under the cache dir: images persist between runs, and the

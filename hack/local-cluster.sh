@@ -89,51 +89,28 @@ have_binaries() {
 }
 
 install_build_deps() {
-  local missing=()
-  command -v go >/dev/null || missing+=(golang-go)
-  command -v rsync >/dev/null || missing+=(rsync)
-  command -v jq >/dev/null || missing+=(jq)
-  command -v dpkg-source >/dev/null || missing+=(dpkg-dev)
-  [ -d /usr/share/gocode/src/github.com/modern-go/reflect2 ] || missing+=(golang-github-modern-go-reflect2-dev)
+  local update=()
   if ! grep -rqs '^Types: .*deb-src' /etc/apt/sources.list.d/ && ! grep -qs '^deb-src' /etc/apt/sources.list; then
     log "enabling Debian source packages (deb-src)"
     sed -e 's/^Types: deb$/Types: deb-src/' /etc/apt/sources.list.d/debian.sources \
       | as_root tee /etc/apt/sources.list.d/shadow-operator-deb-src.sources >/dev/null
-    missing+=(__update__)
+    update=(--update)
   fi
-  if [ ${#missing[@]} -gt 0 ]; then
-    log "installing build dependencies: ${missing[*]/__update__/}"
-    as_root apt-get update -qq
-    local pkgs=("${missing[@]/__update__/}")
-    # shellcheck disable=SC2068
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${pkgs[@]} >/dev/null
-  fi
+  "$HACK_DIR/debian-deps.sh" "${update[@]}" go:golang-go rsync:rsync jq:jq dpkg-source:dpkg-dev \
+    /usr/share/gocode/src/github.com/modern-go/reflect2:golang-github-modern-go-reflect2-dev
 }
 
 install_runtime_deps() {
-  command -v etcd >/dev/null || {
-    log "installing etcd-server"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
-  }
-  [ "$NODE_MODE" = 1 ] || return 0
-  local missing=() entry
-  # command-or-file:debian-package, for everything node mode runs.
-  for entry in containerd:containerd runc:runc ctr:containerd /usr/lib/cni/bridge:containernetworking-plugins \
-      conntrack:conntrack iptables:iptables ip6tables:iptables dnsmasq:dnsmasq-base ip:iproute2 \
-      sysctl:procps flock:util-linux findmnt:util-linux python3:python3 openssl:openssl curl:curl; do
-    local what=${entry%%:*}
-    if [ "${what#/}" != "$what" ]; then [ -e "$what" ] && continue; else command -v "$what" >/dev/null && continue; fi
-    missing+=("${entry#*:}")
-  done
-  # With the nf_tables backend, `down` deletes the iptables tables it created (nft).
-  if iptables -V 2>/dev/null | grep -q nf_tables && ! command -v nft >/dev/null; then missing+=(nftables); fi
-  if [ ${#missing[@]} -gt 0 ]; then
-    mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-    log "installing node dependencies: ${missing[*]}"
-    as_root apt-get update -qq
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  local node=()
+  if [ "$NODE_MODE" = 1 ]; then
+    # command-or-file:debian-package, for everything node mode runs.
+    node=(containerd:containerd runc:runc ctr:containerd /usr/lib/cni/bridge:containernetworking-plugins
+      conntrack:conntrack iptables:iptables ip6tables:iptables dnsmasq:dnsmasq-base ip:iproute2
+      sysctl:procps flock:util-linux findmnt:util-linux python3:python3 openssl:openssl curl:curl)
+    # With the nf_tables backend, `down` deletes the iptables tables it created (nft).
+    if iptables -V 2>/dev/null | grep -q nf_tables; then node+=(nft:nftables); fi
   fi
+  "$HACK_DIR/debian-deps.sh" etcd:etcd-server "${node[@]}"
 }
 
 build() {
