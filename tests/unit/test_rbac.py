@@ -14,10 +14,9 @@ from shadow_operator.controller.observed import Observed
 from shadow_operator.job import cli as analysis_cli
 from shadow_operator.kube import client as kube
 from shadow_operator.kube.client import RESOURCES
-from shadow_operator.kube.permissions import ANALYZER_PERMISSIONS, OPT_IN_PERMISSIONS, PERMISSIONS
+from shadow_operator.kube.permissions import ANALYZER_PERMISSIONS, OPERATOR_ROLE, OPT_IN_PERMISSIONS, PERMISSIONS
 from shadow_operator.kube.rbac import (
     CLUSTER_SCOPED,
-    ROLE_NAME,
     analyzer_rules,
     cluster_role,
     namespaced_permissions,
@@ -241,7 +240,7 @@ def test_cluster_role_is_exactly_the_permissions():
     role = cluster_role()
     assert role["apiVersion"] == "rbac.authorization.k8s.io/v1"
     assert role["kind"] == "ClusterRole"
-    assert role["metadata"]["name"] == ROLE_NAME
+    assert role["metadata"]["name"] == OPERATOR_ROLE
     assert role["rules"] == [
         {"apiGroups": [p.group], "resources": list(p.resources), "verbs": list(p.verbs)}
         | ({"resourceNames": list(p.resource_names)} if p.resource_names else {})

@@ -12,7 +12,6 @@ from ..api.v1alpha1 import PLURAL
 from ..contract.report import report_name
 from .permissions import ANALYZER_PERMISSIONS, OPERATOR_ROLE, PERMISSIONS, Permission
 
-ROLE_NAME = OPERATOR_ROLE
 RBAC_API_VERSION = "rbac.authorization.k8s.io/v1"
 # Cluster-scoped: kopf lists and watches them to notice CRDs and namespaces appearing at run
 # time; the admission webhook asks SubjectAccessReviews and fills in its configuration's CA. A

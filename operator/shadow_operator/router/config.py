@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import ValidationError
+
 from ..api.durations import parse_duration
 from ..api.v1alpha1.spec import RecordingSpec, TrafficSpec
 
@@ -115,8 +117,6 @@ def build_config(
     candidate_image: str | None = None,
 ) -> RouterConfig:
     """Merge router.json (the wire form router_config() writes) with flags; flags override."""
-    from pydantic import ValidationError
-
     data = dict(file_data or {})
     traffic = dict(data.get("traffic") or {})
     recording = dict(data.get("recording") or {})
