@@ -19,19 +19,17 @@ from shadow_demo.stack import SCRAPE_JOB, Prometheus
 from shadow_operator.api.v1alpha1.spec import PrometheusSpec
 from shadow_operator.contract.metric_names import REQUEST_DURATION, REQUESTS_TOTAL
 from shadow_operator.contract.report import METRICS_ERROR
-from shadow_operator.job.metrics import (
-    QUERY_CONCURRENCY,
-    MetricsQueryError,
-    MetricsUnavailable,
-    PrometheusProvider,
-    collect,
+from shadow_operator.job.metrics.collect import QUERY_CONCURRENCY, collect
+from shadow_operator.job.metrics.factory import provider_for
+from shadow_operator.job.metrics.prometheus import PrometheusProvider
+from shadow_operator.job.metrics.promql import (
     error_rate_query,
     latency_quantile_query,
     plan_queries,
-    provider_for,
     request_rate_query,
     requests_query,
 )
+from shadow_operator.job.metrics.provider import MetricsQueryError, MetricsUnavailable
 
 from .harness import free_port, wait_for
 from .prometheus_harness import (

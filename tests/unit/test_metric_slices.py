@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from shadow_operator.contract import reasons
-from shadow_operator.job.metrics import queries_for, slices_from_queries, window_for
+from shadow_operator.job.metrics.collect import slices_from_queries
+from shadow_operator.job.metrics.promql import queries_for, window_for
 from shadow_operator.job.verdict import decide
 
 from .test_verdict import coverage, equivalent_day, full_thresholds

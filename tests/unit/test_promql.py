@@ -9,22 +9,20 @@ import pytest
 
 from shadow_operator.api.v1alpha1.spec import PrometheusSpec
 from shadow_operator.contract.report import METRICS_ERROR
-from shadow_operator.job.metrics import (
-    MetricsProvider,
-    MetricsQueryError,
-    MetricsUnavailable,
-    PrometheusProvider,
-    collect,
+from shadow_operator.job.metrics.collect import collect
+from shadow_operator.job.metrics.factory import provider_for
+from shadow_operator.job.metrics.prometheus import PrometheusProvider
+from shadow_operator.job.metrics.promql import (
     error_rate_query,
     escape_label_value,
     latency_quantile_query,
     plan_queries,
-    provider_for,
     queries_for,
     request_rate_query,
     requests_query,
     window_for,
 )
+from shadow_operator.job.metrics.provider import MetricsProvider, MetricsQueryError, MetricsUnavailable
 
 
 def test_requests_and_rate():

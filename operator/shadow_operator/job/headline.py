@@ -22,8 +22,9 @@ from ..api.v1alpha1 import Check
 from ..contract import reasons
 from ..contract.report import SideStats, SliceStats
 from . import checks as c
+from .metrics.collect import METRICS_SEGMENT_PREFIX
 
-METRICS_PREFIX = "prometheus:"  # metrics.METRICS_SEGMENT_PREFIX: Prometheus's view of a segment
+METRICS_PREFIX = METRICS_SEGMENT_PREFIX  # Prometheus's view of a segment
 _ADDITIVE = (c.ERROR_RATE, c.ERROR_RATE_INCREASE, c.AGREEMENT)  # checks whose complement slice can be counted
 
 # Verdict reasons of failing checks, the most serious first.
