@@ -21,7 +21,7 @@ from shadow_operator.contract.records import BASELINE, COMPARED
 from shadow_operator.contract.resource import parse
 from shadow_operator.job.job import analyze
 
-from .harness import free_port
+from ..support.data_path import Router
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -67,7 +67,7 @@ def _start_model(flip: float) -> tuple[subprocess.Popen, int]:
 
 def _run(workdir: Path, candidate_flip: float) -> Path:
     """Primary and baseline flip 10% of answers; the candidate `candidate_flip`. Returns the records directory."""
-    processes = []
+    processes, routers = [], []
     try:
         (primary, p_port), (baseline, b_port), (candidate, c_port) = (
             _start_model(0.1),
@@ -77,22 +77,20 @@ def _run(workdir: Path, candidate_flip: float) -> Path:
         processes += [primary, baseline, candidate]
         config = workdir / "router.json"
         config.write_text(json.dumps({**aa.CONFIG, "baseline": f"http://127.0.0.1:{b_port}"}))
-        port, admin = free_port(), free_port()
-        router = subprocess.Popen(
-            [sys.executable, "-m", "shadow_operator.cli", "router", "--config", str(config),
-             "--primary", f"http://127.0.0.1:{p_port}", "--candidate", f"http://127.0.0.1:{c_port}",
-             "--records", str(workdir / "records"), "--listen", f"127.0.0.1:{port}",
-             "--admin-listen", f"127.0.0.1:{admin}", "--workers", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        router = Router(
+            ["--config", str(config), "--primary", f"http://127.0.0.1:{p_port}",
+             "--candidate", f"http://127.0.0.1:{c_port}", "--workers", "1"],
+            workdir / "records",
         )  # fmt: skip
-        processes.append(router)
-        line = router.stdout.readline()
-        assert line.startswith("listening"), (line, router.stderr.read() if router.poll() is not None else "")
+        port = router.port
+        routers.append(router)
         statuses = aa.send(port, REQUESTS, 4, timeout=120)
         assert Counter(statuses) == {200: REQUESTS}
     finally:
+        for router in routers:
+            router.stop()  # the router flushes its records on SIGTERM
         for process in reversed(processes):
-            aa.stop(process)  # the router flushes its records on SIGTERM
+            aa.stop(process)
     return workdir / "records"
 
 

@@ -40,6 +40,7 @@ import pytest
 from shadow_operator.contract.resource import parse
 from shadow_operator.job.job import analyze
 
+from ..support.data_path import Router
 from .harness import free_port
 
 pytestmark = pytest.mark.timeout(1200)
@@ -343,35 +344,22 @@ def _run_router(primary: Server, candidate: Server, protocol: str, workdir: Path
             }
         )
     )
-    port, admin = free_port(), free_port()
-    router = subprocess.Popen(
-        [sys.executable, "-m", "shadow_operator.cli", "router", "--config", str(config),
-         "--primary", f"http://127.0.0.1:{primary.port}", "--candidate", f"http://127.0.0.1:{candidate.port}",
-         "--records", str(workdir / "records"), "--listen", f"127.0.0.1:{port}",
-         "--admin-listen", f"127.0.0.1:{admin}", "--workers", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    router = Router(
+        ["--config", str(config), "--primary", f"http://127.0.0.1:{primary.port}",
+         "--candidate", f"http://127.0.0.1:{candidate.port}", "--workers", "1"],
+        workdir / "records",
     )  # fmt: skip
     try:
-        line = router.stdout.readline()
-        assert line.startswith("listening"), (line, router.stderr.read() if router.poll() is not None else "")
-        statuses = _send(port, protocol, REQUESTS)
+        statuses = _send(router.port, protocol, REQUESTS)
         # Clients get the primary's answers: it answers everything, a missing x1 included.
         assert statuses == Counter({200: REQUESTS}), statuses
-        _wait_for_pairs(admin)
+        _wait_for_pairs(router)
     finally:
-        if router.poll() is None:
-            router.send_signal(signal.SIGTERM)  # the router flushes its records on SIGTERM
-            try:
-                router.wait(30)
-            except subprocess.TimeoutExpired:
-                router.kill()
-                router.wait()
-        router.stdout.close()
-        router.stderr.close()
+        router.stop()  # the router flushes its records on SIGTERM
     return workdir / "records"
 
 
-def _wait_for_pairs(admin: int, timeout: float = 180.0) -> None:
+def _wait_for_pairs(router: Router, timeout: float = 180.0) -> None:
     """Until the router has paired every copy it mirrored: the candidate answers after the client got
     the primary's answer. (A copy may be dropped when the router's mirroring is saturated.)"""
 
@@ -382,12 +370,7 @@ def _wait_for_pairs(admin: int, timeout: float = 180.0) -> None:
 
     deadline = time.monotonic() + timeout
     while True:
-        connection = http.client.HTTPConnection("127.0.0.1", admin, timeout=5)
-        try:
-            connection.request("GET", "/metrics")
-            text = connection.getresponse().read().decode()
-        finally:
-            connection.close()
+        text = router.metrics()
         mirrored = metric(text, "shadow_mirror_total", 'result="sampled"')
         pairs = metric(text, "shadow_pairs_total", 'segment="all"')
         if pairs >= mirrored and metric(text, "shadow_mirror_in_flight") == 0:

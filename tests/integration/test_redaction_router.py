@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 from .harness import stop_loop
-from .test_router import REPO, Router, free_port
+from .test_router import Router
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -115,18 +112,8 @@ def model():
 
 
 def _recorder(url: str, config: Path, records: Path) -> Router:
-    """`shadowctl recorder` exactly as the sidecar runs it, driven through test_router.Router."""
-    recorder = Router.__new__(Router)
-    recorder.port, recorder.admin_port, recorder.records = free_port(), free_port(), records
-    recorder.process = subprocess.Popen(
-        [sys.executable, "-m", "shadow_operator.cli", "recorder", "--upstream", url, "--role", "candidate",
-         "--config", str(config), "--records", str(records),
-         "--listen", f"127.0.0.1:{recorder.port}", "--admin-listen", f"127.0.0.1:{recorder.admin_port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO / "operator")},
-    )  # fmt: skip
-    assert recorder.process.stdout.readline().startswith("listening"), recorder.process.stderr.read()
-    return recorder
+    """`shadowctl recorder` exactly as the sidecar runs it."""
+    return Router(["--upstream", url, "--role", "candidate", "--config", str(config)], records, command="recorder")
 
 
 def _chunked(port: int, path: str, body: bytes, request_id: str, pieces: int = 7) -> int:
