@@ -15,20 +15,18 @@ import json
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
 import kopf
-import kubernetes
 import pytest
 
 from shadow_operator.contract import reasons
 from shadow_operator.controller import handlers
 from shadow_operator.controller.observed import ALLOW_ADOPTION_ANNOTATION
 from shadow_operator.controller.reconcile import Reconciler, TransientError
-from shadow_operator.kube.client import Kube
 
+from ..support.json_api import JsonApiServer
 from .factories import NOW, REFERENCED_PRIMARY, deployment_json, sd_body, service_json
 
 SD_PATH = "/apis/shadow.mlops.dev/v1alpha1/namespaces/default/shadowdeployments/recommender"
@@ -49,7 +47,7 @@ class Fault:
     times: int | None = 1
 
 
-class FakeApiServer:
+class FakeApiServer(JsonApiServer):
     """Just enough of the Kubernetes API on 127.0.0.1, with faults injected by request."""
 
     def __init__(self) -> None:
@@ -62,35 +60,9 @@ class FakeApiServer:
         self.before_json_patch: Callable[[str, list], None] | None = None
         self._version = 1000
         self._lock = threading.RLock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                status, body = server.answer(self.command, self.path, self.headers.get("Content-Type") or "", raw)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            do_GET = do_PATCH = do_POST = do_DELETE = _handle
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
+        super().__init__()
 
     # -- the test's side ---------------------------------------------------------------------
-
-    def kube(self) -> Kube:
-        configuration = kubernetes.client.Configuration()
-        configuration.host = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        return Kube(kubernetes.client.ApiClient(configuration))
 
     def fail(self, method: str, path: str, status: int, message: str, **kwargs: Any) -> None:
         self.faults.append(Fault(method, path, status, message, **kwargs))
@@ -103,10 +75,6 @@ class FakeApiServer:
 
     def writes(self) -> list[tuple[str, str, str]]:
         return [r for r in self.requests if r[0] != "GET"]
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
     # -- the API server's side ---------------------------------------------------------------
 

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import kubernetes
 import pytest
 
-from shadow_operator.kube.client import Kube, KubeError
+from shadow_operator.kube.client import KubeError
+
+from ..support.json_api import JsonApiServer
 
 BATCH_V1 = {
     "kind": "APIResourceList",
@@ -20,38 +18,19 @@ BATCH_V1 = {
 OLD_BATCH_V1 = {"kind": "APIResourceList", "groupVersion": "batch/v1", "resources": [{"name": "jobs"}]}
 
 
-class FakeApiServer:
+class FakeApiServer(JsonApiServer):
     """Answers discovery from a script of (status, body), one per request (the last repeats), and CronJob GETs."""
 
     def __init__(self, discovery: list[tuple[int, dict]]) -> None:
         self.discovery = list(discovery)
         self.requests: list[str] = []
-        server = self
+        super().__init__()
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                server.requests.append(self.path)
-                if self.path == "/apis/batch/v1":
-                    status, body = server.discovery.pop(0) if len(server.discovery) > 1 else server.discovery[0]
-                else:
-                    status, body = 200, {"kind": "CronJob", "path": self.path}
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def kube(self) -> Kube:
-        configuration = kubernetes.client.Configuration()
-        configuration.host = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        return Kube(kubernetes.client.ApiClient(configuration))
+    def answer(self, method: str, target: str, content_type: str, raw: bytes) -> tuple[int, dict]:
+        self.requests.append(target)
+        if target == "/apis/batch/v1":
+            return self.discovery.pop(0) if len(self.discovery) > 1 else self.discovery[0]
+        return 200, {"kind": "CronJob", "path": target}
 
     def discoveries(self) -> int:
         return self.requests.count("/apis/batch/v1")
@@ -63,14 +42,12 @@ def api() -> Iterator[callable]:
 
     def start(discovery: list[tuple[int, dict]]) -> FakeApiServer:
         server = FakeApiServer(discovery)
-        server.thread.start()
         servers.append(server)
         return server
 
     yield start
     for server in servers:
-        server.httpd.shutdown()
-        server.httpd.server_close()
+        server.close()
 
 
 UNAVAILABLE = (503, {"kind": "Status", "message": "the server is currently unable to handle the request"})
