@@ -65,14 +65,19 @@ def test_both_cronjob_versions_are_looked_up():
 def test_our_own_write_stands_in_for_the_watch_until_the_watch_shows_it():
     from shadow_operator.controller.reconcile import Reconciler
 
-    reconciler = Reconciler(kube=None, image="shadow-operator:test")
+    reconciler = Reconciler(kube=None, image="shadow-operator:test")  # its writes go through one OwnWrites
     key = ("ConfigMap", "ns", "a")
     before = {"metadata": {"resourceVersion": "1"}, "data": {"x": "old"}}
     written = {"metadata": {"resourceVersion": "2"}, "data": {"x": "new"}}
-    reconciler._remember(key, before, written)
-    assert reconciler._caught_up(key, before) is written  # the watch still shows the old object
+    reconciler.own_writes.remember(key, before, written)
+    assert reconciler.own_writes.caught_up(key, before) is written  # the watch still shows the old object
     caught_up = {"metadata": {"resourceVersion": "2"}, "data": {"x": "new"}}
-    assert reconciler._caught_up(key, caught_up) is caught_up
-    assert reconciler._caught_up(key, before) is before  # forgotten once the watch caught up
-    reconciler._remember(key, caught_up, dict(caught_up))  # an apply that changed nothing is not remembered
-    assert key not in reconciler._unseen
+    assert reconciler.own_writes.caught_up(key, caught_up) is caught_up
+    assert reconciler.own_writes.caught_up(key, before) is before  # forgotten once the watch caught up
+    reconciler.own_writes.remember(key, caught_up, dict(caught_up))  # an apply that changed nothing is not remembered
+    assert key not in reconciler.own_writes
+    reconciler.own_writes.remember(("ConfigMap", "ns", "a-router"), before, written)
+    reconciler.own_writes.remember(("ConfigMap", "other", "a"), before, written)
+    reconciler.own_writes.forget("ns", "a")  # the owner `a` deleted: its children's entries go
+    assert ("ConfigMap", "ns", "a-router") not in reconciler.own_writes
+    assert ("ConfigMap", "other", "a") in reconciler.own_writes

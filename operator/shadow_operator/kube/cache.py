@@ -140,6 +140,43 @@ class WatchCache:
         return True, None
 
 
+class OwnWrites:
+    """The operator's own writes a watch has not shown yet: read through the cache a moment after
+    an apply, a child would look unchanged and be applied again (and a status patched twice).
+
+    `remember` after a write (not after one that changed nothing); `caught_up` answers what was
+    written while the cache still holds the resourceVersion seen before it, and forgets it once the
+    watch moved on (our write, or someone's after it); `forget` drops an object's entries at deletion.
+    """
+
+    def __init__(self) -> None:
+        self._unseen: dict[tuple[str, str, str], tuple[str | None, dict[str, Any]]] = {}
+
+    def __contains__(self, key: tuple[str, str, str]) -> bool:
+        return key in self._unseen
+
+    def remember(self, key: tuple[str, str, str], live: dict[str, Any] | None, written: dict[str, Any]) -> None:
+        before = (live or {}).get("metadata", {}).get("resourceVersion")
+        if written.get("metadata", {}).get("resourceVersion") != before:  # a no-op apply changes nothing
+            self._unseen[key] = (before, written)
+
+    def caught_up(self, key: tuple[str, str, str], live: dict[str, Any] | None) -> dict[str, Any] | None:
+        """`live` as read, or what our own write made of it while the watch has not shown it yet."""
+        unseen = self._unseen.get(key)
+        if unseen is None:
+            return live
+        before, written = unseen
+        if (live or {}).get("metadata", {}).get("resourceVersion") == before:
+            return written
+        self._unseen.pop(key, None)  # the watch shows our write, or someone's after it
+        return live
+
+    def forget(self, namespace: str, name_prefix: str) -> None:
+        """Every entry of objects in `namespace` whose name starts with `name_prefix` (an owner and its children)."""
+        for key in [k for k in self._unseen if k[1] == namespace and k[2].startswith(name_prefix)]:
+            self._unseen.pop(key, None)
+
+
 def index_function(kind: str, group: str = "") -> Callable[..., dict]:
     """The kopf index function of one kind: {(namespace, name): entry}."""
 
