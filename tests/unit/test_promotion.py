@@ -14,7 +14,7 @@ from shadow_operator.controller.builders import all_child_keys, desired_state
 from shadow_operator.controller.conditions import find_condition
 from shadow_operator.controller.observed import Observed
 from shadow_operator.controller.progress import Outcome, compute_status
-from shadow_operator.controller.promote import promote
+from shadow_operator.controller.promote import PromoteError, promote
 from shadow_operator.controller.promotion import (
     NOTHING,
     PROMOTE_ANNOTATION,
@@ -30,6 +30,7 @@ from shadow_operator.controller.promotion import (
     with_promotion,
 )
 
+from ..support.json_api import FakeApiServer
 from .factories import NOW, REFERENCED_PRIMARY, make_sd, make_service, sd_body
 
 CANDIDATE = "registry.example/recsys:2.0.0"
@@ -319,3 +320,87 @@ def test_shadowctl_promote_annotates_waits_and_cleans_up():
     assert first == [{"op": "add", "path": "/metadata/annotations", "value": {PROMOTE_ANNOTATION: CANDIDATE}}]
     assert last[-1] == {"op": "remove", "path": "/metadata/annotations/shadow.mlops.dev~1promote"}
     assert "promoted" in out.getvalue()
+
+
+# -- shadowctl promote against a loopback API (the real client's requests) ----------------------------
+
+SD_PATH = "/apis/shadow.mlops.dev/v1alpha1/namespaces/default/shadowdeployments/recommender"
+
+
+@pytest.fixture
+def api():
+    server = FakeApiServer()
+    yield server
+    server.close()
+
+
+def _annotations(api) -> dict[str, str]:
+    return api.objects[SD_PATH]["metadata"].get("annotations") or {}
+
+
+def test_shadowctl_promote_says_when_there_is_nothing_to_promote(api):
+    out = io.StringIO()
+    with pytest.raises(PromoteError, match="ShadowDeployment default/recommender not found"):
+        promote(api.kube(), "default", "recommender", out, sleep=lambda _: None)
+    api.put(SD_PATH, sd_body(status={**stored(), "phase": "Promoted", "promotion": {"image": CANDIDATE}}))
+    api.objects[SD_PATH]["status"]["promotion"] = decide(make_sd(status=stored()), CANDIDATE, NOW_TEXT).record.to_wire()
+    assert promote(api.kube(), "default", "recommender", out, sleep=lambda _: None) == 0
+    assert f"{CANDIDATE} is already promoted" in out.getvalue()
+    assert api.writes() == []
+
+
+def test_shadowctl_promote_refuses_an_invalid_spec_and_a_status_not_yet_judged_without_writing(api):
+    invalid = sd_body(status=stored())
+    invalid["spec"]["analysis"]["confidence"] = 7
+    api.put(SD_PATH, invalid)
+    out = io.StringIO()
+    assert promote(api.kube(), "default", "recommender", out, sleep=lambda _: None) == 1
+    assert "refused: the spec is invalid: " in out.getvalue() and "confidence" in out.getvalue()
+    api.put(SD_PATH, sd_body(status=stored(generation=1), generation=2))
+    out = io.StringIO()
+    assert promote(api.kube(), "default", "recommender", out, sleep=lambda _: None) == 1
+    assert "status is for generation 1, the spec is at 2" in out.getvalue()
+    assert out.getvalue().rstrip().endswith("(try again in a moment)")
+    assert api.writes() == []
+
+
+def test_shadowctl_promote_reports_the_operators_refusal_and_takes_its_request_back(api):
+    api.put(SD_PATH, sd_body(status=stored()))
+
+    def operator_refuses(_: float) -> None:
+        body = api.objects[SD_PATH]
+        assert _annotations(api) == {PROMOTE_ANNOTATION: CANDIDATE}  # the request, as a pipeline would set it
+        body["status"]["conditions"] = [
+            {"type": reasons.PROMOTED, "status": "False", "reason": "PromotionRefused",
+             "message": f"promotion requested for {CANDIDATE}: the Service changed meanwhile",
+             "lastTransitionTime": NOW_TEXT, "observedGeneration": 1},
+        ]  # fmt: skip
+
+    out = io.StringIO()
+    assert promote(api.kube(), "default", "recommender", out, sleep=operator_refuses) == 1
+    assert "refused by the operator: promotion requested for" in out.getvalue()
+    assert _annotations(api) == {}  # taken back with a `test` of the value it set
+
+
+def test_shadowctl_promote_without_an_answer_leaves_the_request_and_says_how_to_watch(api):
+    body = sd_body(status=stored())
+    body["metadata"]["annotations"] = {"team": "recsys"}
+    api.put(SD_PATH, body)
+    out = io.StringIO()
+    assert promote(api.kube(), "default", "recommender", out, timeout=0, sleep=lambda _: None) == 3
+    assert _annotations(api) == {"team": "recsys", PROMOTE_ANNOTATION: CANDIDATE}  # added beside the others
+    assert "no answer from the operator within 0s; the request stays" in out.getvalue()
+    assert "kubectl get shadowdeployment recommender -n default" in out.getvalue()
+    out = io.StringIO()
+    assert promote(api.kube(), "default", "recommender", out, wait=False) == 0  # asked again: the same request
+    assert _annotations(api)[PROMOTE_ANNOTATION] == CANDIDATE
+
+
+def test_shadowctl_promote_names_the_api_error_it_could_not_get_past(api):
+    api.put(SD_PATH, sd_body(status=stored()))
+    api.fail("PATCH", SD_PATH, 403, "forbidden: cannot patch shadowdeployments", times=None)
+    with pytest.raises(PromoteError, match=r"cannot annotate ShadowDeployment default/recommender: .*forbidden"):
+        promote(api.kube(), "default", "recommender", io.StringIO(), sleep=lambda _: None)
+    api.fail("GET", SD_PATH, 403, "forbidden: cannot get shadowdeployments", times=None)
+    with pytest.raises(PromoteError, match=r"cannot read ShadowDeployment default/recommender: .*forbidden"):
+        promote(api.kube(), "default", "recommender", io.StringIO(), sleep=lambda _: None)
