@@ -7,8 +7,9 @@ so it can be attached to a ticket or opened from a ConfigMap dump years later.
 Numbers read the same in every format: rates as percentages with two decimals, latencies in
 milliseconds with one decimal, a missing value as an em dash.
 
-Layers, each calling only downward: `html` (the page) draws its charts with `svg`, and both
-format numbers and labels with `text`, which also writes the plain-text table and Markdown.
+Layers, each calling only downward: `html` (the page) draws its charts with `svg`; `text` (the
+table and the summary) and `markdown` are the plain-text formats; all of them format numbers and
+labels, and order checks and segments, with `fields`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from collections.abc import Callable
 
 from ...contract.report import Report
 from .html import render_html
-from .text import render_markdown, render_summary, render_table
+from .markdown import render_markdown
+from .text import render_summary, render_table
 
 FORMATS = ("table", "summary", "json", "markdown", "html")
 

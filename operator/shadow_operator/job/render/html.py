@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from ...contract.report import Report, SideStats, SliceStats
-from .svg import error_rate_svg, esc, hourly_svg, latency_svg
-from .text import (
-    CHECK_HEADERS,
+from .fields import (
     DASH,
     MIDDOT,
     TOP_ERRORS_SHOWN,
@@ -24,6 +22,8 @@ from .text import (
     segments_in_order,
     time_covered,
 )
+from .svg import error_rate_svg, esc, hourly_svg, latency_svg
+from .text import CHECK_HEADERS
 
 # --- page ------------------------------------------------------------------------------------
 

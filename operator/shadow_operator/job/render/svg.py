@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from ...api.v1alpha1 import Check
 from ...contract.report import HistogramBucket, SliceStats
-from .text import base_segment, error_rate, fmt_ms, fmt_number, fmt_rate
+from .fields import base_segment, error_rate, fmt_ms, fmt_number, fmt_rate
 
 INF_MS = 1e300  # histogram bounds at or above this are the +Inf bucket (written as 1e308)
 
