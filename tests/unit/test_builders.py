@@ -117,7 +117,10 @@ def test_virtual_service_routes_everything_to_the_primary_recorder_and_mirrors_t
     vs = _child(desired_state(make_sd(), Observed(), IMAGE), "VirtualService", "recommender")
     assert vs["apiVersion"] == "networking.istio.io/v1beta1"
     assert vs["spec"]["hosts"] == ["recommender.default.svc.cluster.local"]
-    (route,) = vs["spec"]["http"]
+    # The mirrored methods (POST and GET by default) take the route with the mirror, the rest the last one.
+    route, rest = vs["spec"]["http"]
+    assert route["match"] == [{"method": {"exact": "POST"}}, {"method": {"exact": "GET"}}]
+    assert rest == {"name": "primary", "route": route["route"]}
     # Through `<name>-primary`, whose target is the recorder sidecar in front of the primary.
     assert route["route"] == [
         {
@@ -577,8 +580,8 @@ def test_a_baseline_is_the_primarys_image_and_settings_under_its_own_labels_and_
 def test_istio_mirrors_each_copy_to_the_candidate_and_the_recorded_baseline():
     sd = make_sd(BASELINE_SPEC)
     children = {(c["kind"], c["metadata"]["name"]): c for c in desired_state(sd, Observed(), IMAGE).children}
-    [route] = children[("VirtualService", "recommender")]["spec"]["http"]
-    assert "mirror" not in route
+    route, rest = children[("VirtualService", "recommender")]["spec"]["http"]
+    assert "mirror" not in route and "mirrors" not in rest
     hosts = [m["destination"]["host"] for m in route["mirrors"]]
     assert hosts == [
         "recommender-candidate.default.svc.cluster.local",

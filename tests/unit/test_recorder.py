@@ -151,7 +151,7 @@ def test_primary_the_operator_runs_is_reached_through_its_recorder():
     candidate = _child(state, "Service", "recommender-candidate")
     assert candidate["spec"]["selector"] == CANDIDATE_LABELS
     assert candidate["spec"]["ports"][0]["targetPort"] == 8480
-    (route,) = _child(state, "VirtualService", "recommender")["spec"]["http"]
+    route, _ = _child(state, "VirtualService", "recommender")["spec"]["http"]
     assert route["route"][0]["destination"]["host"] == "recommender-primary.default.svc.cluster.local"
     assert route["mirror"]["host"] == "recommender-candidate.default.svc.cluster.local"
 
@@ -159,7 +159,7 @@ def test_primary_the_operator_runs_is_reached_through_its_recorder():
 def test_a_user_service_in_front_of_the_managed_primary_is_still_routed_through_the_recorder():
     state = _state({}, Observed(service=make_service()))
     assert ("Service", "recommender") not in _keys(state)
-    (route,) = _child(state, "VirtualService", "recommender")["spec"]["http"]
+    route, _ = _child(state, "VirtualService", "recommender")["spec"]["http"]
     assert route["route"][0]["destination"]["host"] == "recommender-primary.default.svc.cluster.local"
 
 
@@ -168,7 +168,7 @@ def test_referenced_primary_keeps_the_live_route_on_the_client_service():
     keys = _keys(state)
     assert ("Service", "recommender-primary") not in keys
     assert [name for kind, name in keys if kind == "Deployment"] == ["recommender-candidate", "recommender-collector"]
-    (route,) = _child(state, "VirtualService", "recommender")["spec"]["http"]
+    route, _ = _child(state, "VirtualService", "recommender")["spec"]["http"]
     assert route["route"][0]["destination"]["host"] == "recommender.default.svc.cluster.local"
     # The candidate is still the operator's: it is recorded, and its recorder needs the config.
     assert "recorder" in [c["name"] for c in _pod(_child(state, "Deployment", "recommender-candidate"))["containers"]]

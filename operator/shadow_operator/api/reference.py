@@ -34,7 +34,11 @@ def _rows(node: dict[str, Any], path: str, required: bool, collapse: tuple[str, 
         f"`{path}`",
         _type_of(node),
         "yes" if required else "",
-        "" if default is None else f"`{default}`",
+        ""
+        if default is None
+        else f"`[{', '.join(map(str, default))}]`"
+        if isinstance(default, list)
+        else f"`{default}`",
         _constraints(node),
         " ".join(str(node.get("description", "")).split()).replace("|", "\\|")
         + (" Its fields: [docs/api-reference.md](docs/api-reference.md)." if folded else ""),

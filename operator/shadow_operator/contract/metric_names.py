@@ -7,7 +7,8 @@ request counts once in `all` and once in each dimension). Unknown buckets fold i
 
 REQUESTS_TOTAL = "shadow_requests_total"  # {role, segment, outcome}
 REQUEST_DURATION = "shadow_request_duration_seconds"  # histogram {role, segment}
-# {result: sampled|not_sampled|dropped|timeout|skipped_large_body|circuit_open}
+# {result: sampled|not_matched|not_sampled|dropped|timeout|skipped_large_body|circuit_open}
+# (not_matched: left out by traffic.mirrorMethods or traffic.match, router/mirror_policy.py)
 MIRROR_TOTAL = "shadow_mirror_total"
 PAIRS_TOTAL = "shadow_pairs_total"  # {segment, agree: true|false|none}
 PAIR_ABS_DIFF = "shadow_pair_abs_diff"  # histogram {segment}

@@ -595,11 +595,13 @@ def _join_one_sided(
         ).fetchone()
         primary_only = con.execute(f"SELECT count(*) FROM _records WHERE {lonely} AND role = '{p}'").fetchone()[0]
         other = p if role == c else c
-        # Istio mirrors mirrorPercent of the requests the primary's recorder sees: the rest are
-        # primary answers without a candidate answer by design, not lost records.
+        # Istio mirrors mirrorPercent of the requests the primary's recorder sees, of the methods and
+        # paths traffic.mirrorMethods and traffic.match select: the rest are primary answers without
+        # a candidate answer by design, not lost records.
         split = (
-            f"{primary_only} {p} answers without a {c} answer (expected for requests not mirrored when "
-            f"mirrorPercent is below 100) and {unpaired - primary_only} {c} answers without a {p} answer"
+            f"{primary_only} {p} answers without a {c} answer (expected for requests not mirrored: "
+            f"outside mirrorPercent, mirrorMethods or match) and {unpaired - primary_only} {c} answers "
+            f"without a {p} answer"
         )
         problems.append(
             DataProblem(

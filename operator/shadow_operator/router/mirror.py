@@ -31,6 +31,7 @@ from .config import RouterConfig
 from .extract import UNPARSEABLE, Secrets, parse_body
 from .http1 import Request
 from .metrics import ShadowMetrics
+from .mirror_policy import compile_mirror_policy
 from .server import ProxyServer
 from .sink import RecordSink
 from .upstream import Exchange, Headers, UpstreamError, UpstreamPool, UpstreamResponse
@@ -114,6 +115,7 @@ class ShadowRouter(ProxyServer):
             else None
         )
         self.percent = config.traffic.mirror_percent
+        self.wanted = compile_mirror_policy(config)  # traffic.mirrorMethods and traffic.match
         self.in_flight = 0
         self.breaker = CircuitBreaker()
         self.strip = frozenset(name.lower().encode() for name in config.traffic.strip_headers)
@@ -125,7 +127,9 @@ class ShadowRouter(ProxyServer):
         """A pair when this request is copied; otherwise why not, counted."""
         if self.candidate is None:
             return None
-        if not mirrored(request_id, self.percent):
+        if not self.wanted(req.method, req.target, req.headers):
+            self.metrics.mirror.inc("not_matched")
+        elif not mirrored(request_id, self.percent):
             self.metrics.mirror.inc("not_sampled")
         elif req.streamed or len(req.body) > self.config.traffic.max_body_bytes:
             self.metrics.mirror.inc("skipped_large_body")

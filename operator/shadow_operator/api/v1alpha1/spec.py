@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
+from pydantic import BeforeValidator, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from ..base import DNS_LABEL, ApiModel, Duration, JsonPath, Port
 from .podtemplate import EnvVar, PodTemplate, ResourceRequirements, SinkVolume
@@ -85,6 +86,115 @@ class CandidateSpec(_ModelWorkload):
     image: str = Field(min_length=1, description="Container image of the candidate model.")
 
 
+HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+DEFAULT_MIRROR_METHODS: tuple[HttpMethod, ...] = ("POST", "GET")
+# Header names a rule cannot select on: what the router removes before it sees a request
+# (hop-by-hop headers, the inbound x-shadow-* ones), Host (Istio routes by it: the
+# VirtualService's hosts), and the keys Istio ignores in a header match.
+UNMATCHABLE_HEADERS = frozenset(
+    {"host", "uri", "scheme", "method", "authority", "connection", "keep-alive", "proxy-connection",
+     "transfer-encoding", "te", "trailer", "upgrade", "content-length", "expect"}
+)  # fmt: skip
+HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_~-]+$"  # RFC 9110 token without ` and | (they would break the reference's table)
+URI_PATH = r"^/[^?#\s]*$"
+
+
+def _uri_path(value: Any) -> Any:
+    """The pattern's own message names no fix; this one does (the schema keeps the pattern)."""
+    if isinstance(value, str) and not re.match(URI_PATH, value):
+        raise ValueError(
+            f"{value!r}: give a path starting with / and without ?, # or spaces (the query string is never "
+            "matched), e.g. /predict"
+        )
+    return value
+
+
+UriPath = Annotated[
+    str, BeforeValidator(_uri_path), Field(pattern=URI_PATH, max_length=1024, json_schema_extra={"pattern": URI_PATH})
+]
+
+
+class UriMatch(ApiModel):
+    """The request path, matched as Istio's HTTPMatchRequest.uri: exact or prefix, case-sensitive."""
+
+    model_config = {"json_schema_extra": {"oneOf": [{"required": ["exact"]}, {"required": ["prefix"]}]}}
+
+    exact: UriPath | None = Field(
+        default=None,
+        description="The path must be exactly this (the query string is not part of it), e.g. /v2/models/m/infer. "
+        "Set either exact or prefix.",
+    )
+    prefix: UriPath | None = Field(
+        default=None,
+        description="The path must start with this, character by character: /predict matches /predict, "
+        "/predict/batch and /predictions (end it with / to match one directory only). Set either exact or prefix.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> UriMatch:
+        if (self.exact is None) == (self.prefix is None):
+            raise ValueError("set exactly one of uri.exact (one path) or uri.prefix (a path and all below it)")
+        return self
+
+
+class HeaderMatch(ApiModel):
+    """A request header: present, or present with exactly this value."""
+
+    name: str = Field(
+        pattern=HEADER_NAME,
+        max_length=256,
+        description="Header name, case-insensitive (Istio mode writes it lower case). Not Host, hop-by-hop "
+        "headers or x-shadow-*: the router never sees those.",
+    )
+    exact: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="The header's value must be exactly this (case-sensitive; a header sent several times is "
+        "matched on its values joined with commas, as Envoy does). Unset: the header only has to be present.",
+    )
+
+    @model_validator(mode="after")
+    def _matchable(self) -> HeaderMatch:
+        lowered = self.name.lower()
+        if lowered in UNMATCHABLE_HEADERS or lowered.startswith("x-shadow-"):
+            raise ValueError(
+                f"header {self.name!r} cannot select requests (the router removes it before matching, or Istio "
+                "ignores it in a match); match on another header, or on uri"
+            )
+        return self
+
+
+class MatchRule(ApiModel):
+    """Requests matching every condition given (path, method, headers) are mirrored."""
+
+    model_config = {"json_schema_extra": {"minProperties": 1}}
+
+    uri: UriMatch | None = Field(default=None, description="The request path. Unset: any path.")
+    methods: list[HttpMethod] | None = Field(
+        default=None,
+        min_length=1,
+        description="The request method is one of these; each must be in mirrorMethods. Unset: any of mirrorMethods.",
+    )
+    headers: list[HeaderMatch] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description="Every one of these headers matches. Unset: any headers.",
+    )
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> MatchRule:
+        if self.uri is None and not self.methods and not self.headers:
+            raise ValueError(
+                "an empty rule matches every request: give uri, methods or headers, or remove "
+                "traffic.match to mirror every request (of mirrorMethods)"
+            )
+        names = [header.name.lower() for header in self.headers or []]
+        if repeated := sorted({name for name in names if names.count(name) > 1}):
+            raise ValueError(f"headers: each header once per rule, repeated: {repeated}")
+        return self
+
+
 class TrafficSpec(ApiModel):
     """How live traffic is copied to the candidate."""
 
@@ -96,6 +206,22 @@ class TrafficSpec(ApiModel):
     )
     mirror_percent: float = Field(
         default=100, ge=0, le=100, description="Percent of live requests copied to the candidate, 0 to 100."
+    )
+    mirror_methods: list[HttpMethod] = Field(
+        default_factory=lambda: list(DEFAULT_MIRROR_METHODS),
+        min_length=1,
+        json_schema_extra={"default": list(DEFAULT_MIRROR_METHODS)},
+        description="Only requests with these methods are copied to the candidate (as Diffy does): a PUT, PATCH "
+        "or DELETE usually changes state, and the candidate's copy would change it a second time. List them "
+        "here to mirror them too. To mirror nothing, set mirrorPercent to 0.",
+    )
+    match: list[MatchRule] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Which requests are copied to the candidate: a request is mirrored when it matches any rule "
+        "(and its method is in mirrorMethods, and it falls in mirrorPercent). Empty: every request of "
+        "mirrorMethods. The same rules in both modes: the builtin router applies them itself, Istio mode turns "
+        "each into a VirtualService route with match blocks (one per method) and the mirror.",
     )
     candidate_timeout: Duration = Field(
         default="2s",
@@ -160,6 +286,17 @@ class TrafficSpec(ApiModel):
         "before it is moved back to the primary (condition RouterAvailable, one Event). The Service moves to "
         "the router only once a router Pod is available.",
     )
+
+    @model_validator(mode="after")
+    def _rule_methods_are_mirrored(self) -> TrafficSpec:
+        """A rule's method outside mirrorMethods could never be mirrored: say so rather than ignore it."""
+        for i, rule in enumerate(self.match):
+            if missing := [method for method in rule.methods or [] if method not in self.mirror_methods]:
+                raise ValueError(
+                    f"match[{i}].methods: {', '.join(missing)} not in mirrorMethods {list(self.mirror_methods)}, "
+                    f"so this rule would never mirror it; add it to traffic.mirrorMethods or remove it from the rule"
+                )
+        return self
 
 
 class Segment(ApiModel):

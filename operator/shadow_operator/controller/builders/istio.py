@@ -12,6 +12,7 @@ operator does not run, or `<name>-primary` (the primary's recorder) for one it r
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from ...api.durations import parse_duration
@@ -46,39 +47,73 @@ def destination_rule(sd: ShadowDeployment) -> dict[str, Any]:
 
 
 def virtual_service(sd: ShadowDeployment, primary_host: str) -> dict[str, Any]:
+    """Every route sends 100% to the primary; the mirror rides only on the routes of what is copied.
+
+    One route per traffic.match rule (one route for mirrorMethods alone when there are no rules),
+    each with a match block per method it mirrors and the mirror; a last route without mirror
+    takes everything else. Istio takes the first route that matches, and every route goes to the
+    same primary, so which one a request takes decides only whether it is copied.
+    """
     service = sd.spec.service
-    route: dict[str, Any] = {
-        "name": "primary",
-        "route": [
-            {
-                "destination": {"host": primary_host, "port": {"number": service.port}},
-                "weight": 100,
-            }
-        ],
-    }
-    if sd.spec.traffic.mirror_percent > 0:
-        candidate = {
-            "host": service_host(child_name(sd, CANDIDATE), sd.namespace),
-            "subset": CANDIDATE,
-            "port": {"number": service.port},
-        }
-        percentage = {"value": float(sd.spec.traffic.mirror_percent)}
-        if sd.spec.analysis.baseline is not None and sd.spec.primary.deployment_ref is None:
-            # `mirrors` (Istio 1.18+): the same request copied to the candidate and to the baseline.
-            baseline = {"host": service_host(child_name(sd, BASELINE), sd.namespace), "port": {"number": service.port}}
-            route["mirrors"] = [
-                {"destination": candidate, "percentage": percentage},
-                {"destination": baseline, "percentage": percentage},
-            ]
-        else:
-            route["mirror"] = candidate
-            route["mirrorPercentage"] = percentage
+    destination = [{"destination": {"host": primary_host, "port": {"number": service.port}}, "weight": 100}]
+    if sd.spec.traffic.mirror_percent <= 0:
+        routes = [{"name": "primary", "route": destination}]
+    else:
+        mirror = _mirror(sd)
+        routes = [
+            {"name": name, "match": blocks, "route": copy.deepcopy(destination), **copy.deepcopy(mirror)}
+            for name, blocks in match_blocks(sd)
+        ]
+        routes.append({"name": "primary", "route": destination})
     return {
         "apiVersion": ISTIO_API_VERSION,
         "kind": "VirtualService",
         "metadata": metadata(sd, "mirror", name=sd.name),
         "spec": {
             "hosts": [service_host(service.name, sd.namespace)],
-            "http": [route],
+            "http": routes,
         },
     }
+
+
+def match_blocks(sd: ShadowDeployment) -> list[tuple[str, list[dict[str, Any]]]]:
+    """(route name, HTTPMatchRequest blocks) per rule: the rule's conditions, once per method.
+
+    Blocks of one route are ORed, conditions of one block ANDed, as the builtin router
+    (router/mirror_policy.py) applies the same rules.
+    """
+    traffic = sd.spec.traffic
+    mirror_methods = list(dict.fromkeys(traffic.mirror_methods))
+    if not traffic.match:
+        return [("mirror", [{"method": {"exact": method}} for method in mirror_methods])]
+    routes = []
+    for i, rule in enumerate(traffic.match):
+        condition: dict[str, Any] = {}
+        if rule.uri is not None:
+            condition["uri"] = {"exact": rule.uri.exact} if rule.uri.exact is not None else {"prefix": rule.uri.prefix}
+        if rule.headers:
+            # Istio wants header keys lower case; an empty StringMatch checks presence only.
+            condition["headers"] = {
+                header.name.lower(): ({"exact": header.exact} if header.exact is not None else {})
+                for header in rule.headers
+            }
+        methods = list(dict.fromkeys(rule.methods)) if rule.methods else mirror_methods
+        routes.append((f"mirror-{i}", [{**copy.deepcopy(condition), "method": {"exact": m}} for m in methods]))
+    return routes
+
+
+def _mirror(sd: ShadowDeployment) -> dict[str, Any]:
+    """The route's mirror fields: the candidate at mirrorPercent, and the baseline beside it when set."""
+    port = {"number": sd.spec.service.port}
+    candidate = {"host": service_host(child_name(sd, CANDIDATE), sd.namespace), "subset": CANDIDATE, "port": port}
+    percentage = {"value": float(sd.spec.traffic.mirror_percent)}
+    if sd.spec.analysis.baseline is not None and sd.spec.primary.deployment_ref is None:
+        # `mirrors` (Istio 1.18+): the same request copied to the candidate and to the baseline.
+        baseline = {"host": service_host(child_name(sd, BASELINE), sd.namespace), "port": port}
+        return {
+            "mirrors": [
+                {"destination": candidate, "percentage": percentage},
+                {"destination": baseline, "percentage": percentage},
+            ]
+        }
+    return {"mirror": candidate, "mirrorPercentage": percentage}

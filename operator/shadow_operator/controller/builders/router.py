@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ...api.v1alpha1.spec import DEFAULT_MIRROR_METHODS
 from ...contract.naming import (
     BASELINE,
     CANDIDATE,
@@ -66,7 +67,7 @@ def router_config(sd: ShadowDeployment) -> dict[str, Any]:
         "collector": collector_url(sd),
         # What the router does with each request; how many routers run and when the Service leaves
         # them are the operator's business, and must not roll the router Pods when edited.
-        "traffic": {k: v for k, v in sd.spec.traffic.to_wire().items() if k not in _OPERATOR_ONLY_TRAFFIC},
+        "traffic": _router_traffic(sd),
         "recording": recording,
     }
     if sd.spec.analysis.baseline is not None and sd.spec.primary.deployment_ref is None:
@@ -74,6 +75,20 @@ def router_config(sd: ShadowDeployment) -> dict[str, Any]:
         # when set, so that routers without one keep their config (and config-hash) unchanged.
         config["baseline"] = f"http://{service_host(child_name(sd, BASELINE), sd.namespace)}:{port}"
     return config
+
+
+def _router_traffic(sd: ShadowDeployment) -> dict[str, Any]:
+    """The traffic settings the router applies (the match rules included: router/mirror_policy.py).
+
+    `match` and `mirrorMethods` are left out at their defaults, which the router applies the same
+    way, so that routers configured before the fields existed keep their config (and config-hash).
+    """
+    traffic = {k: v for k, v in sd.spec.traffic.to_wire().items() if k not in _OPERATOR_ONLY_TRAFFIC}
+    if not traffic.get("match"):
+        traffic.pop("match", None)
+    if traffic.get("mirrorMethods") == list(DEFAULT_MIRROR_METHODS):
+        del traffic["mirrorMethods"]
+    return traffic
 
 
 def spool_volume(sd: ShadowDeployment, name: str) -> dict[str, Any]:
