@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from shadow_demo.stack import SCRAPE_JOB, Prometheus
-from shadow_operator.api.v1alpha1.spec import PrometheusSpec
+from shadow_operator.api.v1alpha1.analysis import PrometheusSpec
 from shadow_operator.contract.metric_names import REQUEST_DURATION, REQUESTS_TOTAL
 from shadow_operator.contract.report import METRICS_ERROR
 from shadow_operator.job.metrics.collect import QUERY_CONCURRENCY, collect

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shadow_operator.api.v1alpha1.spec import AbsDiff
+from shadow_operator.api.v1alpha1.analysis import AbsDiff
 from shadow_operator.job import checks as c
 from shadow_operator.job.verdict import decide, slice_checks
 

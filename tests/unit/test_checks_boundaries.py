@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from shadow_operator.api.v1alpha1 import Check
-from shadow_operator.api.v1alpha1.spec import AbsDiff
+from shadow_operator.api.v1alpha1.analysis import AbsDiff
 from shadow_operator.contract.report import HistogramBucket
 from shadow_operator.job import checks
 from shadow_operator.job.checks import (

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from shadow_operator.api.v1alpha1 import Check, Coverage, Phase, ShadowDeploymentStatus, Verdict
-from shadow_operator.api.v1alpha1.spec import NotificationTarget
+from shadow_operator.api.v1alpha1.promotion import NotificationTarget
 from shadow_operator.contract.resource import SpecInvalid
 from shadow_operator.controller.admission import required_access
 from shadow_operator.controller.notifications import MAX_CHECKS, Notifier, SendError, payload, targets_of, transition

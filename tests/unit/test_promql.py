@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from shadow_operator.api.v1alpha1.spec import PrometheusSpec
+from shadow_operator.api.v1alpha1.analysis import PrometheusSpec
 from shadow_operator.contract.report import METRICS_ERROR
 from shadow_operator.job.metrics.collect import collect
 from shadow_operator.job.metrics.factory import provider_for

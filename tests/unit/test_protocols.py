@@ -15,7 +15,7 @@ import pytest
 from pydantic import ValidationError
 
 from shadow_operator.api.base import describe_validation_error
-from shadow_operator.api.v1alpha1.spec import PREDICTION_PATHS, RecordingSpec
+from shadow_operator.api.v1alpha1.recording import PREDICTION_PATHS, RecordingSpec
 from shadow_operator.contract.records import HTTP_5XX, OK, SideResult, compare
 from shadow_operator.job.dataset import TABLE, load
 from shadow_operator.router.extract import Extractor, parse_body

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-from shadow_operator.api.v1alpha1.spec import RecordingSpec
+from shadow_operator.api.v1alpha1.recording import RecordingSpec
 from shadow_operator.contract.records import SideResult
 from shadow_operator.router.extract import REDACTED, UNPARSEABLE, Extractor, parse_body
 from shadow_operator.router.redaction import MAX_NODES, UNCHECKED, Secrets, redact_paths

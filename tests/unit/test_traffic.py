@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from shadow_operator.api.v1alpha1.spec import RecordingSpec
+from shadow_operator.api.v1alpha1.recording import RecordingSpec
 from shadow_operator.contract import metric_names as m
 from shadow_operator.contract.records import SideResult, pair_record
 from shadow_operator.router.config import ConfigError, build_config, parse_listen

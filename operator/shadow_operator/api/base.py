@@ -34,6 +34,7 @@ JsonPath = Annotated[str, Field(pattern=r"^\$", min_length=1, max_length=512)]
 
 DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 Port = Annotated[int, Field(ge=1, le=65535)]
+Fraction = Annotated[float, Field(ge=0, le=1)]
 
 # Keys of open-ended objects, passed through to Kubernetes as they are.
 PRESERVE_UNKNOWN = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}

@@ -29,7 +29,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from .. import __version__
 from ..api.v1alpha1 import Phase, ShadowDeploymentStatus
-from ..api.v1alpha1.spec import NotificationTarget
+from ..api.v1alpha1.promotion import NotificationTarget
 from ..contract import reasons
 from .conditions import find_condition
 

@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 
 from ..api.v1alpha1 import Check
-from ..api.v1alpha1.spec import AbsDiff
+from ..api.v1alpha1.analysis import AbsDiff
 from ..contract.metric_names import ALL_SEGMENTS
 from ..contract.report import SideStats, SliceStats
 from .intervals import (

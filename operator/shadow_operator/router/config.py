@@ -11,7 +11,8 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from ..api.durations import parse_duration
-from ..api.v1alpha1.spec import RecordingSpec, TrafficSpec
+from ..api.v1alpha1.recording import RecordingSpec
+from ..api.v1alpha1.traffic import TrafficSpec
 
 
 class ConfigError(ValueError):

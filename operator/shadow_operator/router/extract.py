@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..api.v1alpha1.spec import PREDICTION_PATHS, RecordingSpec, Segment
+from ..api.v1alpha1.recording import PREDICTION_PATHS, RecordingSpec, Segment
 from ..contract.jsonpath import MISSING, Step, compile_path, extract
 from ..contract.records import MISSING_SEGMENT, OTHER_SEGMENT, SideResult
 from .redaction import REDACTED, UNCHECKED, Secrets, redact_paths

@@ -1,7 +1,11 @@
 """shadow.mlops.dev/v1alpha1."""
 
-from .spec import AnalysisSpec, CandidateSpec, PrimarySpec, RecordingSpec, ShadowDeploymentSpec, TrafficSpec
+from .analysis import AnalysisSpec
+from .recording import RecordingSpec
+from .spec import ShadowDeploymentSpec
 from .status import Check, Condition, Coverage, Mirror, Phase, ShadowDeploymentStatus, Verdict
+from .traffic import TrafficSpec
+from .workloads import CandidateSpec, PrimarySpec
 
 GROUP = "shadow.mlops.dev"
 VERSION = "v1alpha1"

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from ..base import PRESERVE_UNKNOWN, ApiModel
-from .spec import CandidateSpec
+from .workloads import CandidateSpec
 
 
 class Phase(StrEnum):

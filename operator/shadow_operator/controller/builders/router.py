@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ...api.v1alpha1.spec import DEFAULT_MIRROR_METHODS
+from ...api.v1alpha1.traffic import DEFAULT_MIRROR_METHODS
 from ...contract.naming import (
     BASELINE,
     CANDIDATE,

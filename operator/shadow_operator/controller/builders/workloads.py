@@ -6,7 +6,7 @@ import copy
 from typing import Any
 
 from ...api.v1alpha1.podtemplate import MODEL_CONTAINER, PodTemplate
-from ...api.v1alpha1.spec import CandidateSpec, PrimarySpec
+from ...api.v1alpha1.workloads import CandidateSpec, PrimarySpec
 from ...contract.naming import BASELINE, CANDIDATE, PRIMARY, child_name, metadata, role_labels
 from ...contract.resource import ShadowDeployment
 from ..observed import ObservedService
