@@ -6,7 +6,7 @@ import pytest
 
 from shadow_operator.api.v1alpha1.traffic import TrafficSpec
 from shadow_operator.router.config import ConfigError, build_config
-from shadow_operator.router.http1 import BadRequest, inbound_headers, origin_form
+from shadow_operator.router.messages import BadRequest, inbound_headers, origin_form
 from shadow_operator.router.mirror import shadow_headers
 
 ID = b"x-request-id"

@@ -2,7 +2,7 @@
 
 config: RouterConfig from router.json and flags. extract: segments, features, prediction and
 error text from bodies (pure); redaction: secrets scrubbed from them. http1: the client
-connection protocol. proxy: the asyncio server (router and recorder modes). upstream:
+connection protocol; messages: its header and target rules (pure); reaper: its deadlines. proxy: the asyncio server (router and recorder modes). upstream:
 keep-alive HTTP/1.1 client pool; breaker: the candidate's circuit breaker. sink: rotating JSON
 Lines writer; shipper: sends its files to the collector. metrics: Prometheus text registry;
 admin: /metrics, /healthz, /readyz. workers: `--workers N` processes. cli: the subcommands.

@@ -5,13 +5,13 @@ What a hostile client can do is bounded here:
 - time: a request's headers must arrive within the header timeout (from the connection's
   opening or the request's first byte), its body within the body timeout after the headers, and
   a keep-alive connection may wait for its next request for the idle timeout; one `Reaper` task
-  checks every connection's deadline a few times per timeout (no timer per request);
+  (reaper.py) checks every connection's deadline a few times per timeout (no timer per request);
 - memory: bodies up to maxBodyBytes are buffered while the bodies being received in all
   connections together stay under BUFFER_BUDGET; any other body is a `BodyStream`, written to
   the primary as it arrives, reading paused while STREAM_HIGH_WATER bytes wait; bodies past
   bodyLimitBytes are refused (413); headers past MAX_HEADER_BYTES too (431);
 - connections: past maxConnections a new one is answered 503 and closed;
-- meaning: inbound x-shadow-* headers are removed (only the router marks its copies), a
+- meaning (the rules are messages.py): inbound x-shadow-* headers are removed (only the router marks its copies), a
   `Connection` header cannot remove Host or the request-id header, absolute-form targets become
   origin-form with the authority as Host, and duplicate Host, HTTP/0.9 (and any version but
   1.0 and 1.1), CONNECT and targets of no known form are refused (400).
@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from .messages import BadRequest, inbound_headers, origin_form, simple_response
 from .upstream import Headers
 
 if TYPE_CHECKING:
@@ -33,11 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HOP_BY_HOP = frozenset({
-    b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer", b"upgrade",
-    b"content-length", b"expect",
-})  # fmt: skip
-SHADOW_PREFIX = b"x-shadow-"  # the router's own marking: never taken from a client
 MAX_HEADER_BYTES = 64 * 1024
 # Bytes of partly received bodies buffered in all connections together; a body that would pass it
 # is streamed to the primary instead (not mirrored), so slow clients cannot make the router hold
@@ -48,93 +44,14 @@ MAX_PIPELINED = 8  # complete requests queued on one connection before reading p
 _VERSIONS = frozenset({"1.1", "1.0"})
 _INF = float("inf")
 
-_REASONS = {400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large",
-            431: b"Request Header Fields Too Large", 501: b"Not Implemented", 502: b"Bad Gateway",
-            503: b"Service Unavailable", 504: b"Gateway Timeout"}  # fmt: skip
 
 # What a timer found when it closed a connection (the reason label of the closed-connections counter)
 HEADER_TIMEOUT, BODY_TIMEOUT, IDLE_TIMEOUT, OVER_LIMIT = "header_timeout", "body_timeout", "idle_timeout", "limit"
 _HEADER, _BODY, _IDLE, _BUSY = HEADER_TIMEOUT, BODY_TIMEOUT, IDLE_TIMEOUT, "busy"
 
 
-class BadRequest(ValueError):
-    """A request the router refuses; `status` is the answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
 class BodyAborted(Exception):
     """A streamed body did not arrive: the client left, was too slow or sent too much."""
-
-
-def simple_response(status: int, body: bytes, keep_alive: bool) -> bytes:
-    return (
-        b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n%s\r\n"
-        % (status, _REASONS.get(status, b"Error"), len(body), b"" if keep_alive else b"connection: close\r\n")
-    ) + body
-
-
-def inbound_headers(headers: Headers, id_header: bytes) -> tuple[Headers, bytes | None, bytes | None, int, bool, bool]:
-    """One pass over a request's headers: what is forwarded, and what the router needs from them.
-
-    Returns the forwarded headers (hop-by-hop, x-shadow-* and what `Connection` names removed,
-    Host and the request-id header always kept), the request id, the Host value, the declared
-    Content-Length (-1 when none), whether the body is chunked and whether the client expects
-    100-continue. Raises BadRequest for
-    a duplicate Host header. `id_header` is lower case.
-    """
-    forwarded: Headers = []
-    request_id = host = connection = None
-    length, chunked, expect = -1, False, False
-    for name, value in headers:
-        lowered = name.lower()
-        if lowered in HOP_BY_HOP:
-            if lowered == b"connection":
-                connection = value if connection is None else connection + b"," + value
-            elif lowered == b"content-length":
-                length = int(value)  # llhttp has checked it is one plain number
-            elif lowered == b"transfer-encoding":
-                chunked = True
-            elif lowered == b"expect":
-                expect = value.lower() == b"100-continue"
-            continue
-        if lowered.startswith(SHADOW_PREFIX):
-            continue
-        if lowered == b"host":
-            if host is not None:
-                raise BadRequest(400, "duplicate Host header")
-            host = value
-        elif lowered == id_header and request_id is None:
-            request_id = value
-        forwarded.append((name, value))
-    if connection is not None:
-        named = {token.strip().lower() for token in connection.split(b",")}
-        named -= {b"close", b"keep-alive", b"host", id_header, b""}
-        if named:
-            forwarded = [(n, v) for n, v in forwarded if n.lower() not in named]
-    return forwarded, request_id, host, length, chunked, expect
-
-
-def origin_form(target: bytes) -> tuple[bytes, bytes]:
-    """An absolute-form target (`http://host:8080/p?q`) as origin-form and its authority: (b"/p?q", b"host:8080")."""
-    scheme, sep, rest = target.partition(b"://")
-    if not sep or not scheme.isalpha() or scheme.lower() not in (b"http", b"https"):
-        raise BadRequest(400, "request target is neither origin-form nor absolute-form")
-    end = len(rest)
-    for stop in (b"/", b"?", b"#"):
-        at = rest.find(stop)
-        if 0 <= at < end:
-            end = at
-    authority, path = rest[:end], rest[end:]
-    authority = authority.rpartition(b"@")[2]  # userinfo is not part of Host
-    if not authority:
-        raise BadRequest(400, "absolute-form target without a host")
-    path = path.partition(b"#")[0]
-    if not path.startswith(b"/"):
-        path = b"/" + path
-    return path, authority
 
 
 @dataclass(slots=True)
@@ -209,51 +126,6 @@ class BodyStream:
         self.size = 0
         self.conn.flow()
         return data
-
-
-class Reaper:
-    """Closes the connections whose deadline passed, checking a few times per shortest timeout,
-    and the upstream connections idle for longer than their pool keeps them.
-
-    Connections set their deadlines from `now`, which this task advances on each round: a coarse
-    clock, so a request costs no clock reads; timeouts hold to within one round (at most 1 s).
-    """
-
-    def __init__(self, proxy: ProxyServer) -> None:
-        config = proxy.config
-        self.connections = proxy.connections
-        self.metrics = proxy.metrics
-        self.pools = proxy.pools  # read at each round: the subclass adds its pools after this is made
-        self.header_timeout, self.body_timeout, self.idle_timeout = (
-            config.header_timeout, config.body_timeout, config.idle_timeout,
-        )  # fmt: skip
-        self.round = min(1.0, max(0.05, min(self.header_timeout, self.body_timeout, self.idle_timeout) / 4))
-        self.now = 0.0
-        self.task: asyncio.Task | None = None
-
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self.now = loop.time()
-        self.task = loop.create_task(self._run())
-
-    def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(self.round)
-            self.now = now = loop.time()
-            self.metrics.connections.set(value=len(self.connections))
-            for pool in self.pools():
-                pool.prune()
-            expired = [conn for conn in self.connections if conn.deadline <= now]
-            for conn in expired:
-                try:
-                    conn.expire()
-                except Exception:
-                    log.exception("error while closing a timed-out connection")
 
 
 class ClientConnection(asyncio.Protocol):

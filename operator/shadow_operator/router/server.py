@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from ..contract.records import CONNECTION_ERROR, TIMEOUT, SideResult, outcome_for_status
 from .config import RouterConfig
 from .extract import UNPARSEABLE, Extracted, Extractor, Secrets, parse_body
-from .http1 import HOP_BY_HOP, BodyAborted, ClientConnection, Reaper, Request, simple_response
+from .http1 import BodyAborted, ClientConnection, Request
+from .messages import HOP_BY_HOP, simple_response
 from .metrics import ShadowMetrics
+from .reaper import Reaper
 from .sink import RecordSink
 from .upstream import Exchange, Headers, UpstreamError, UpstreamPool, UpstreamResponse
 
