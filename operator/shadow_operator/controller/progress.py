@@ -12,9 +12,11 @@ from datetime import datetime, timedelta
 from ..api.durations import format_duration, parse_duration
 from ..api.v1alpha1 import Coverage, Mirror, Phase, ShadowDeploymentStatus, Verdict
 from ..contract import reasons
+from ..contract.coverage import coverage as cycle_coverage
+from ..contract.coverage import time_coverage_percent
 from ..contract.report import Report, check_priority
 from ..contract.resource import ShadowDeployment
-from ..contract.timestamps import parse_timestamp, time_coverage_percent, timestamp
+from ..contract.timestamps import parse_timestamp, timestamp
 from .conditions import set_condition
 from .observed import ObservedDeployment
 from .routing import RoutingDecision
@@ -193,23 +195,22 @@ def compute_coverage(
     sd: ShadowDeployment, since: str, now: datetime, samples: int, hours: tuple[int, int] | None = None
 ) -> Coverage:
     """The lowest of time covered, samples seen and hours of the cycle seen, as the comparison job
-    counts them (analysis.job); `hours`: (seen, in the cycle) from the job's report.
+    counts them (contract/coverage.py); `hours`: (seen, in the cycle) from the job's report.
 
     Time alone read "50% of 2m" while no record had reached the job and its report said 0%.
     """
     required = parse_duration(sd.spec.analysis.min_duration)
-    time_percent = cycle_percent(sd, since, now)
+    elapsed = max(now - parse_timestamp(since), timedelta(0)).total_seconds()
     min_samples = sd.spec.analysis.min_samples
-    sample_percent = min(100, samples * 100 // max(1, min_samples))
-    hour_percent = hours[0] * 100 // hours[1] if hours else 100
-    percent = min(time_percent, sample_percent, hour_percent)
+    covered = cycle_coverage(elapsed, required.total_seconds(), samples, min_samples, hours)
+    percent = covered.lowest
     summary = f"{percent}% of {sd.spec.analysis.min_duration}"
-    if hours and hour_percent < min(time_percent, sample_percent):
+    if hours and covered.hours < min(covered.time, covered.samples):
         summary += f" ({hours[0]} of {hours[1]} hours seen)"
-    elif sample_percent < time_percent:
+    elif covered.samples < covered.time:
         summary += f" ({samples} of {min_samples} samples)"
     return Coverage(
-        elapsed=format_duration(required * time_percent / 100),
+        elapsed=format_duration(required * covered.time / 100),
         required=sd.spec.analysis.min_duration,
         samples=samples,
         required_samples=min_samples,

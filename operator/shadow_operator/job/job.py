@@ -18,7 +18,8 @@ from ..contract.metric_names import ALL_SEGMENTS
 from ..contract.records import BASELINE
 from ..contract.report import METRICS_ERROR, DataProblem, Report, ReportCoverage, SliceStats
 from ..contract.resource import ShadowDeployment
-from ..contract.timestamps import parse_timestamp, time_coverage_percent, timestamp
+from ..contract.coverage import coverage
+from ..contract.timestamps import parse_timestamp, timestamp
 from . import cycle, metrics, stats
 from . import dataset as datasets
 from .verdict import decide
@@ -67,15 +68,9 @@ def coverage_for(
     elapsed = max(0.0, (now.timestamp() - start) if start is not None else 0.0)
     if not math.isfinite(elapsed):
         elapsed = 0.0
-    percents = [
-        # A cycle already covered is 100%, without multiplying a huge elapsed time into an overflow.
-        100 if elapsed >= required else time_coverage_percent(elapsed, required),
-        min(100, samples * 100 // max(1, sd.spec.analysis.min_samples)),
-    ]
     hours = cycle.cycle_hours(required)
     seen = {bucket for bucket in hours_seen or () if 0 <= bucket < hours}
-    if hours:
-        percents.append(len(seen) * 100 // hours)
+    covered = coverage(elapsed, required, samples, sd.spec.analysis.min_samples, (len(seen), hours) if hours else None)
     return ReportCoverage(
         first_ts=first_ts,
         last_ts=last_ts,
@@ -86,7 +81,7 @@ def coverage_for(
         cycle_hours=hours,
         hours_seen=len(seen),
         gaps=cycle.gaps(seen, hours) if hours else [],
-        percent=min(percents),
+        percent=covered.lowest,
     )
 
 
