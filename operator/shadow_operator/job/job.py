@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ..api.durations import parse_duration
+from ..contract.coverage import coverage
 from ..contract.metric_names import ALL_SEGMENTS
 from ..contract.records import BASELINE
 from ..contract.report import METRICS_ERROR, DataProblem, Report, ReportCoverage, SliceStats
 from ..contract.resource import ShadowDeployment
-from ..contract.coverage import coverage
 from ..contract.timestamps import parse_timestamp, timestamp
 from . import cycle, metrics, stats
 from . import dataset as datasets
