@@ -10,7 +10,7 @@ Three sklearn models are trained at test time on a synthetic two-feature task (c
 
 Each server runs the three (one process each, one model named `model`); `shadowctl router` mirrors
 a stream of requests in the server's own protocol (single instances and batches of 3, 5% with x1
-null) to primary and candidate and writes pair records; analysis.job.analyze judges them with
+null) to primary and candidate and writes pair records; job.job.analyze judges them with
 recording.protocol set and no predictionPath. The wrong candidate must fail on agreement in the
 segment x0=>=1 and on its error rate, with the server's own error text in the check's message; the
 fixed one must not fail.

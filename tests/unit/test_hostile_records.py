@@ -2,7 +2,7 @@
 
 Deep nesting (beyond Python's recursion limit), timestamps that are not times (NaN, infinite,
 negative, huge, strings), and `received`, `segments`, `features` of the wrong type or absurd
-size: `analysis.job.analyze` returns a Report, and every line is either a pair or counted.
+size: `job.job.analyze` returns a Report, and every line is either a pair or counted.
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ def compare(primary: SideResult, candidate: SideResult, regression: bool) -> tup
     `$.predictions`) are compared element by element, and the request is judged by its worst
     element: it agrees only when both have the same length and every element is equal, and its
     abs_diff is the largest elementwise difference (none when the lengths differ, a list is empty or
-    an element is not a number). The job's SQL (analysis.dataset._compare_sql) computes the same
+    an element is not a number). The job's SQL (job.dataset._compare_sql) computes the same
     for one-sided records.
     """
     if primary.outcome != OK or candidate.outcome != OK or primary.prediction is None or candidate.prediction is None:

@@ -123,7 +123,7 @@ class Observed:
     primary_ref: ObservedDeployment | None = None
     # Older ShadowDeployments that name the same Service, oldest first.
     rival_claims: tuple[str, ...] = ()
-    # The comparison job's latest published report (analysis.report.Report), if any and trusted.
+    # The comparison job's latest published report (contract.report.Report), if any and trusted.
     report: Report | None = None
     # Why the report ConfigMap was ignored (trusted_report), and its resourceVersion then.
     report_problem: str | None = None
