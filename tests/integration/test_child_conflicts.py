@@ -101,10 +101,10 @@ class ShadowDeploymentInMemory(Kube):
         self.body = body
         self.events: list[tuple[str, str]] = []
 
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    def get(self, kind: str, namespace: str, name: str, cached: bool = True) -> dict[str, Any] | None:
         if kind == "ShadowDeployment":
             return copy.deepcopy(self.body)
-        return super().get(kind, namespace, name)
+        return super().get(kind, namespace, name, cached=cached)
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.body["status"] = {k: v for k, v in {**(self.body.get("status") or {}), **status}.items() if v is not None}

@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 from shadow_operator.controller.observed import ORIGINAL_ROUTING_ANNOTATION, ObservedDeployment, ObservedService
-from shadow_operator.kube.cache import WatchCache, compact, entry, index_id
+from shadow_operator.kube.cache import CACHED, WatchCache, compact, entry
 
 from .factories import deployment_json, service_json
-
-
-class _Index(dict):
-    """kopf.Index's shape: key -> a store of values."""
-
-
-def _bound(**stores) -> WatchCache:
-    cache = WatchCache()
-    cache.bind({index_id(kind): _Index(store) for kind, store in stores.items()})
-    return cache
 
 
 def test_a_foreign_service_and_deployment_keep_what_observation_reads_and_drop_the_rest():
@@ -43,23 +35,82 @@ def test_ours_are_kept_whole_and_anyone_elses_other_kinds_by_name_and_owners_onl
     assert entry("ConfigMap", theirs) == {"apiVersion": None, "kind": "ConfigMap", "metadata": theirs["metadata"]}
 
 
-def test_a_bound_cache_answers_absent_for_what_no_watch_has_seen_and_unbound_kinds_go_to_the_api():
-    cache = _bound(ConfigMap={("ns", "a"): ["body"]})
-    assert cache.lookup("ConfigMap", "ns", "a") == (True, "body")
+def test_a_listed_kind_answers_absent_for_what_no_watch_has_seen_and_unlisted_kinds_go_to_the_api():
+    cache = WatchCache()
+    assert cache.lookup("ConfigMap", "ns", "a") == (False, None)  # not listed yet: a GET's turn
+    cache.replace("ConfigMap", [{"metadata": {"namespace": "ns", "name": "a"}, "data": {}}])
+    assert cache.lookup("ConfigMap", "ns", "a")[1]["metadata"]["name"] == "a"
     assert cache.lookup("ConfigMap", "ns", "missing") == (True, None)
     assert cache.lookup("Event", "ns", "a") == (False, None)
-    assert WatchCache().lookup("ConfigMap", "ns", "a") == (False, None)
+    assert cache.synced() == {"ConfigMap"}
 
 
-def test_both_cronjob_versions_are_looked_up():
+def test_watch_events_add_change_and_remove_objects_and_a_listing_replaces_them():
     cache = WatchCache()
-    cache.bind(
-        {
-            index_id("CronJob", "batch/v1"): _Index(),
-            index_id("CronJob", "batch/v1beta1"): _Index({("ns", "j"): ["old"]}),
-        }
-    )
-    assert cache.lookup("CronJob", "ns", "j") == (True, "old")
+    cache.replace("Service", [])
+    service = service_json("recsys")
+    cache.apply("Service", "ADDED", service)
+    assert cache.lookup("Service", "default", "recsys")[1]["kind"] == "Service"
+    changed = service_json("recsys", selector={"app": "v2"})
+    cache.apply("Service", "MODIFIED", changed)
+    assert cache.lookup("Service", "default", "recsys")[1]["spec"]["selector"] == {"app": "v2"}
+    cache.apply("Service", "DELETED", changed)
+    assert cache.lookup("Service", "default", "recsys") == (True, None)
+    cache.apply("Service", "ADDED", service)
+    cache.replace("Service", [])  # a relisting after 410 Gone: what it does not hold is gone
+    assert cache.lookup("Service", "default", "recsys") == (True, None)
+
+
+def test_only_kinds_anyone_may_own_are_watched_whole():
+    """A label-selected watch cannot see someone else's object holding a child's name: the
+    reconcile asks the API server before creating one of those kinds (ChildNameConflict)."""
+    whole = {cached.kind for cached in CACHED if not cached.mine_only}
+    assert whole == {"ShadowDeployment", "Deployment", "Service"}
+    assert WatchCache.mine_only("ConfigMap") and not WatchCache.mine_only("Service")
+
+
+class _FakeKube:
+    """list_all and watch_all as the API server answers them: one listing, then the events once."""
+
+    def __init__(self, items, events):
+        self.items, self.events, self.lists, self.watches = items, events, 0, []
+
+    def list_all(self, kind, selector):
+        if kind != "ConfigMap":
+            raise type("NotServed", (Exception,), {"status": 404})()
+        self.lists += 1
+        if self.lists > 1:  # listed again after the 410: the server now holds what the events added
+            return self.items + [event["object"] for event in self.events if event["type"] == "ADDED"], "20"
+        return self.items, "10"
+
+    def watch_all(self, kind, version, selector):
+        assert kind == "ConfigMap"
+        self.watches.append((version, selector))
+        if len(self.watches) == 1:
+            yield from self.events
+            time.sleep(1.1)  # then the server ends the watch (its timeoutSeconds): resumed, not relisted
+        else:
+            yield {"type": "ERROR", "object": {"code": 410, "message": "too old resource version"}}
+
+
+def test_a_kind_is_listed_by_the_operators_label_then_watched_from_the_listing_version():
+    events = [
+        {"type": "ADDED", "object": {"metadata": {"namespace": "ns", "name": "b", "resourceVersion": "11"}}},
+        {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
+    ]
+    kube = _FakeKube([{"kind": "ConfigMap", "metadata": {"namespace": "ns", "name": "a"}}], events)
+    cache = WatchCache()
+    cache.start(kube)
+    deadline = time.monotonic() + 10
+    while (len(kube.watches) < 2 or cache.lookup("ConfigMap", "ns", "b")[1] is None) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    cache.stop()
+    assert cache.lookup("ConfigMap", "ns", "a")[0] and cache.lookup("ConfigMap", "ns", "b")[1] is not None
+    assert kube.watches[:2] == [
+        ("10", "app.kubernetes.io/managed-by=shadow-operator"),  # from the listing's version
+        ("12", "app.kubernetes.io/managed-by=shadow-operator"),  # resumed after the bookmark
+    ]
+    assert cache.lookup("VirtualService", "ns", "a") == (True, None)  # Istio not served: absent
 
 
 def test_our_own_write_stands_in_for_the_watch_until_the_watch_shows_it():

@@ -112,7 +112,7 @@ class FakeKube:
         self.configmap = configmap
         self.patches: list[list[dict]] = []
 
-    def get(self, kind, namespace, name):
+    def get(self, kind, namespace, name, cached=True):
         assert (kind, namespace, name) == ("ConfigMap", "default", "recommender-report")
         return self.configmap
 
@@ -263,7 +263,7 @@ def test_reconcile_ignores_an_untrusted_report_and_says_so_once():
     sd = sd_body()
     sd["metadata"]["uid"] = UID
 
-    def get(kind, namespace, name):
+    def get(kind, namespace, name, cached=True):
         if kind == "ShadowDeployment":
             return sd
         if (kind, name) == ("ConfigMap", "recommender-report"):

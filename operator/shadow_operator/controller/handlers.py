@@ -12,7 +12,7 @@ import kopf
 from ..api.v1alpha1 import GROUP, KIND, PLURAL, VERSION
 from ..contract.naming import MANAGED_BY
 from ..contract.resource import SpecInvalid, parse
-from ..kube.cache import CACHED, WatchCache, index_function, index_id
+from ..kube.cache import WatchCache
 from ..kube.client import Kube, KubeError
 from ..kube.permissions import WEBHOOK_CONFIGURATION
 from . import webhook
@@ -42,6 +42,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.networking.request_timeout = 60
     kube = Kube.from_environment()
     kube.cache = memo.cache = WatchCache()
+    memo.cache.start(kube)  # its own list+watch threads (kube/cache.py: why not kopf indexes)
     memo.reconciler = Reconciler(kube, SETTINGS.image)
     memo.rechecks = Rechecks()
     if SETTINGS.webhook:
@@ -120,13 +121,6 @@ class Rechecks:
             timer.start()
 
 
-# One watch per kind a reconcile reads, as a kopf index (kube/cache.py): filled from a full listing before
-# any handler runs, so reads are answered without a request.
-for _kind, _group, _plural in CACHED:
-    _selector = (*_group.split("/"), _plural) if "/" in _group else (_group, _plural)
-    kopf.index(*_selector, id=index_id(_kind, _group))(index_function(_kind, _group))
-
-
 def _reconcile(body: kopf.Body, memo: kopf.Memo, service_claims: kopf.Index, namespace: str, name: str) -> None:
     service = (body.get("spec", {}).get("service") or {}).get("name")
     claims = list(service_claims.get((namespace, service), []))
@@ -153,7 +147,6 @@ def _reconcile_by_name(memo: kopf.Memo, service_claims: kopf.Index, namespace: s
 def reconcile_on_change(
     body: kopf.Body, memo: kopf.Memo, service_claims: kopf.Index, namespace: str, name: str, **kwargs: Any
 ) -> None:
-    memo.cache.bind(kwargs)
     _reconcile(body, memo, service_claims, namespace, name)
 
 
@@ -161,7 +154,6 @@ def reconcile_on_change(
 def reconcile_on_timer(
     body: kopf.Body, memo: kopf.Memo, service_claims: kopf.Index, namespace: str, name: str, **kwargs: Any
 ) -> None:
-    memo.cache.bind(kwargs)
     _reconcile(body, memo, service_claims, namespace, name)
 
 
@@ -172,13 +164,17 @@ def child_deployment_changed(body: kopf.Body, memo: kopf.Memo, service_claims: k
     Without this, phase and routing followed Pods only at the next periodic resync (60 s by default).
     Events only: nothing is stored on the Deployment, and a pass that finds nothing new writes nothing.
     """
-    memo.cache.bind(kwargs)
     owner = next(
         (ref for ref in body.get("metadata", {}).get("ownerReferences") or [] if ref.get("kind") == KIND), None
     )
     if owner is None:
         return
     _reconcile_by_name(memo, service_claims, body["metadata"]["namespace"], owner["name"])
+
+
+@kopf.on.cleanup()
+def stop_watching(memo: kopf.Memo, **_: Any) -> None:
+    memo.cache.stop()
 
 
 @kopf.on.delete(*RESOURCE, id="restore-routing")

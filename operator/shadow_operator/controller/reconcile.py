@@ -21,7 +21,7 @@ from ..contract.naming import CANDIDATE, PRIMARY, ROUTER, child_name, role_label
 from ..contract.report import UNTRUSTED_REPORT, report_name, trusted_report
 from ..contract.resource import ShadowDeployment, SpecInvalid, identity_of, parse, parse_status
 from ..contract.timestamps import parse_timestamp, timestamp
-from ..kube.cache import OwnWrites
+from ..kube.cache import OwnWrites, WatchCache
 from ..kube.client import Kube, KubeError, TransientError
 from . import promotion
 from .builders import DesiredState, ServiceSwitch, all_child_keys, desired_state
@@ -274,6 +274,9 @@ class Reconciler:
         metadata = child["metadata"]
         key = (child["kind"], metadata["namespace"], metadata["name"])
         live = self.own_writes.caught_up(key, self.kube.get(*key))
+        if live is None and WatchCache.mine_only(key[0]):
+            # The watch of this kind sees the operator's objects only: ask whether the name is taken.
+            live = self.kube.get(*key, cached=False)
         if live is not None:
             owners = {ref.get("uid") for ref in live["metadata"].get("ownerReferences") or []}
             if sd.identity.uid not in owners:

@@ -1,58 +1,72 @@
 """What the watches have seen: reads of children and of the Services they shadow, without a GET.
 
-kopf keeps one watch per cached kind (controller/handlers.py registers an index for each), and fills these
-indexes before any handler runs, so a reconcile reads the same state a GET would, and an idle
-operator makes no requests but its watches (issue 13: 9 GETs per object per resync before, ~900
-reads/s at 1,000 objects and a 60 s resync). What a watch cannot have seen yet (a write of our own
-a moment ago) is at worst read stale once: the apply that follows changes nothing on the server,
-and the next event brings the cache up to date.
+One thread per cached kind lists it cluster-wide and then watches it (kube/client.py list_all,
+watch_all), so a reconcile reads the state a GET would and an idle operator makes no requests but
+its watches (issue 13: 9 GETs per object per resync before, ~900 reads/s at 1,000 objects and a
+60 s resync). Until a kind's first listing is in, its reads are GETs. What a watch cannot have
+seen yet (a write of our own a moment ago) is OwnWrites' to answer.
 
-Bodies of the operator's own children are kept whole (they are compared field by field before an
-apply). Services and Deployments of other owners (the Service a ShadowDeployment names, a
-referenced primary) are kept compact: only what controller/observed.py reads, and annotation values cut, so
-a cluster's many unrelated Deployments cost little memory.
+Kinds only the operator creates are watched by its label (MANAGED_BY_LABEL): the API server sends
+nothing else, so a cluster's many unrelated ConfigMaps, Roles or CronJobs cost neither memory nor
+start-up time. A name such a watch has not seen is then ours to create, unless someone else's
+object holds it: the reconcile asks the API server before creating (ChildNameConflict). Services
+and Deployments are watched whole (the Service a ShadowDeployment names and a referenced primary
+are anyone's), other owners' kept compact: only what controller/observed.py reads, annotation
+values cut. Not kopf indexes: kopf (1.45) holds its handlers until every listed object of an
+indexed kind has been indexed, with bookkeeping that grows with the square of the objects listed:
+an operator started beside 1,000 ShadowDeployments (16,000 children) had not run one reconcile
+after 900 s (make bench-operator OBJECTS=1000, issue 13).
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from ..contract.naming import MANAGED_BY
+
+log = logging.getLogger(__name__)
+
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-# (kind, group, plural): the kinds a reconcile reads, each watched cluster-wide. Where Istio's CRDs
-# are absent kopf starts no watch for them (and does not wait for one): their index stays empty,
-# which reads as "absent", as a GET's 404 did.
-CACHED: tuple[tuple[str, str, str], ...] = (
-    ("ShadowDeployment", "shadow.mlops.dev", "shadowdeployments"),
-    ("Deployment", "apps", "deployments"),
-    ("Service", "", "services"),
-    ("ConfigMap", "", "configmaps"),
-    # batch/v1 from Kubernetes 1.21, v1beta1 before: both registered, kopf watches the one served
-    # (a kind/group alone resolves to the group's preferred version, where 1.20 has no CronJob).
-    ("CronJob", "batch/v1", "cronjobs"),
-    ("CronJob", "batch/v1beta1", "cronjobs"),
-    ("ServiceAccount", "", "serviceaccounts"),
-    ("Role", "rbac.authorization.k8s.io", "roles"),
-    ("RoleBinding", "rbac.authorization.k8s.io", "rolebindings"),
-    ("NetworkPolicy", "networking.k8s.io", "networkpolicies"),
-    ("VirtualService", "networking.istio.io", "virtualservices"),
-    ("DestinationRule", "networking.istio.io", "destinationrules"),
+
+
+@dataclass(frozen=True)
+class Cached:
+    kind: str
+    mine_only: bool  # watched by the operator's label: a name missing from it may be someone else's
+
+
+# The kinds a reconcile reads. CronJob: the version the server serves (batch/v1 from 1.21, v1beta1
+# before; kube/client.py chooses). Where Istio's CRDs are absent the listing answers 404: the kind
+# reads as absent, as a GET's 404 did, and is listed again a minute later.
+CACHED: tuple[Cached, ...] = (
+    Cached("ShadowDeployment", mine_only=False),
+    Cached("Deployment", mine_only=False),
+    Cached("Service", mine_only=False),
+    Cached("ConfigMap", mine_only=True),
+    Cached("CronJob", mine_only=True),
+    Cached("ServiceAccount", mine_only=True),
+    Cached("Role", mine_only=True),
+    Cached("RoleBinding", mine_only=True),
+    Cached("NetworkPolicy", mine_only=True),
+    Cached("VirtualService", mine_only=True),
+    Cached("DestinationRule", mine_only=True),
 )
 # Kinds whose objects of other owners are read too (spec.service.name, spec.primary.deploymentRef).
 FOREIGN_KINDS = frozenset({"Service", "Deployment"})
 _ANNOTATION_VALUE_LIMIT = 256  # last-applied-configuration and the like: the key is what matters
 OUR_ANNOTATIONS = "shadow.mlops.dev/"  # kept whole: the Service's original routing, the adoption opt-in
-
-
-def index_id(kind: str, group: str = "") -> str:
-    version = group.partition("/")[2]
-    return f"cached-{kind.lower()}s" + (f"-{version}" if version else "")
+_RELIST_DELAY = (1.0, 60.0)  # seconds after a failed listing, doubling up to the second
+_ABSENT_KIND_DELAY = 60.0  # an API the server does not serve (Istio's) is asked about again after this
 
 
 def is_ours(body: Mapping[str, Any]) -> bool:
-    return ((body.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY_LABEL) == "shadow-operator"
+    return ((body.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY_LABEL) == MANAGED_BY
 
 
 def entry(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -108,36 +122,104 @@ def compact(body: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class WatchCache:
-    """Lookups in kopf's indexes, bound once from the first handler's keyword arguments.
+    """The watched kinds' objects, each by (namespace, name).
 
-    `lookup` answers (True, body or None) for a cached kind once bound: None then means the
-    object does not exist (the index was filled from a full listing before any handler ran), and a
-    foreign object of another kind reads as its name and owners only (enough for ChildNameConflict).
-    Unbound or another kind: (False, None), a GET's turn.
+    `lookup` answers (True, body or None) for a kind whose first listing is in: None means no such
+    object (of ours, for a `mine_only` kind). Before that, or for a kind not cached: (False, None),
+    a GET's turn.
     """
 
     def __init__(self) -> None:
-        self._indexes: dict[str, list[Any]] = {}
+        self._objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}  # kind -> objects, once listed
         self._guard = threading.Lock()
-
-    def bind(self, kwargs: Mapping[str, Any]) -> None:
-        if self._indexes:
-            return
-        found: dict[str, list[Any]] = {}
-        for kind, group, _ in CACHED:
-            if index_id(kind, group) in kwargs:
-                found.setdefault(kind, []).append(kwargs[index_id(kind, group)])
-        with self._guard:
-            self._indexes = self._indexes or found
+        self._stop = threading.Event()
 
     def lookup(self, kind: str, namespace: str, name: str) -> tuple[bool, dict[str, Any] | None]:
-        indexes = self._indexes.get(kind)
-        if not indexes:
+        objects = self._objects.get(kind)
+        if objects is None:
             return False, None
-        for index in indexes:
-            for value in index.get((namespace, name)) or ():
-                return True, value
-        return True, None
+        return True, objects.get((namespace, name))
+
+    @staticmethod
+    def mine_only(kind: str) -> bool:
+        """Whether an absent name may still be someone else's object (the watch sees ours only)."""
+        return any(cached.kind == kind and cached.mine_only for cached in CACHED)
+
+    def synced(self) -> set[str]:
+        """The kinds whose first listing is in."""
+        return set(self._objects)
+
+    def start(self, kube: Any) -> None:
+        """A daemon thread per cached kind, listing then watching until stop()."""
+        for cached in CACHED:
+            threading.Thread(target=self._follow, args=(kube, cached), name=f"watch-{cached.kind}", daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    # -- one kind ---------------------------------------------------------------
+
+    def _follow(self, kube: Any, cached: Cached) -> None:
+        selector = f"{MANAGED_BY_LABEL}={MANAGED_BY}" if cached.mine_only else None
+        delay = _RELIST_DELAY[0]
+        while not self._stop.is_set():
+            try:
+                items, version = kube.list_all(cached.kind, selector)
+            except Exception as error:
+                if getattr(error, "status", None) == 404:  # the API is not served (Istio's CRDs absent)
+                    self.replace(cached.kind, [])
+                    self._stop.wait(_ABSENT_KIND_DELAY)
+                    continue
+                log.warning("listing %s failed, again in %.0fs: %s", cached.kind, delay, error)
+                self._stop.wait(delay)
+                delay = min(delay * 2, _RELIST_DELAY[1])
+                continue
+            delay = _RELIST_DELAY[0]
+            self.replace(cached.kind, items)
+            self._watch(kube, cached.kind, selector, version)
+
+    def _watch(self, kube: Any, kind: str, selector: str | None, version: str) -> None:
+        """Apply the watch's events until it needs a new listing (410 Gone, an error) or stop()."""
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                for event in kube.watch_all(kind, version, selector):
+                    if self._stop.is_set():
+                        return
+                    kind_of_event, body = event.get("type"), event.get("object") or {}
+                    if kind_of_event == "ERROR":  # 410 Gone: the version is too old to resume from
+                        log.info("watch of %s ended (%s): listing again", kind, body.get("message"))
+                        return
+                    version = (body.get("metadata") or {}).get("resourceVersion") or version
+                    if kind_of_event != "BOOKMARK":
+                        self.apply(kind, kind_of_event, body)
+            except Exception as error:
+                log.warning("watch of %s failed: %s; listing again", kind, error)
+                self._stop.wait(1.0)
+                return
+            if time.monotonic() - started < 1.0:  # a watch that ends at once: list again rather than spin
+                return
+
+    def replace(self, kind: str, items: list[dict[str, Any]]) -> None:
+        """A listing: the kind's objects are these, and its reads are answered from now on."""
+        fresh = {}
+        for body in items:
+            metadata = body.get("metadata") or {}
+            fresh[(metadata.get("namespace", ""), metadata.get("name", ""))] = entry(kind, body)
+        with self._guard:
+            self._objects[kind] = fresh
+
+    def apply(self, kind: str, event: str, body: dict[str, Any]) -> None:
+        """One watch event: ADDED, MODIFIED or DELETED."""
+        metadata = body.get("metadata") or {}
+        key = (metadata.get("namespace", ""), metadata.get("name", ""))
+        body.setdefault("kind", kind)
+        with self._guard:
+            objects = self._objects.setdefault(kind, {})
+            if event == "DELETED":
+                objects.pop(key, None)
+            else:
+                objects[key] = entry(kind, body)
 
 
 class OwnWrites:
@@ -175,13 +257,3 @@ class OwnWrites:
         """Every entry of objects in `namespace` whose name starts with `name_prefix` (an owner and its children)."""
         for key in [k for k in self._unseen if k[1] == namespace and k[2].startswith(name_prefix)]:
             self._unseen.pop(key, None)
-
-
-def index_function(kind: str, group: str = "") -> Callable[..., dict]:
-    """The kopf index function of one kind: {(namespace, name): entry}."""
-
-    def keep(body: Mapping[str, Any], namespace: str, name: str, **_: Any) -> dict:
-        return {(namespace, name): entry(kind, body)}
-
-    keep.__name__ = index_id(kind, group).replace("-", "_")
-    return keep

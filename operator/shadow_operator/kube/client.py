@@ -14,7 +14,7 @@ import json
 import logging
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +36,11 @@ class Resource:
     version: str
     plural: str
     namespaced: bool = True
+
+    def all_namespaces_path(self) -> str:
+        """Every object of the kind, cluster-wide (a list or a watch)."""
+        root = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        return f"{root}/{self.plural}"
 
     def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
         """The object's path; `namespace` is ignored for a cluster-scoped resource."""
@@ -191,6 +196,48 @@ class Kube:
             if error.status == 404:
                 return None
             raise
+
+    def list_all(self, kind: str, label_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
+        """Every object of `kind` in every namespace (optionally by label), and the list's resourceVersion."""
+        query = {"labelSelector": label_selector} if label_selector else None
+        listed = self._request("GET", self._resource(kind).all_namespaces_path(), query=query)
+        items = [{"kind": kind, **item} for item in listed.get("items") or []]  # a list's items name no kind
+        return items, (listed.get("metadata") or {}).get("resourceVersion", "")
+
+    def watch_all(
+        self, kind: str, resource_version: str, label_selector: str | None = None, timeout_seconds: int = 240
+    ) -> Iterator[dict[str, Any]]:
+        """The watch events of `kind` in every namespace after `resource_version`, until the server
+        ends the watch (`timeout_seconds`) or an ERROR event (e.g. 410 Gone) says to list again."""
+        query = {"watch": "true", "resourceVersion": resource_version, "allowWatchBookmarks": "true",
+                 "timeoutSeconds": str(timeout_seconds)}  # fmt: skip
+        if label_selector:
+            query["labelSelector"] = label_selector
+        _, url, headers, _, _ = self._client.param_serialize(
+            method="GET",
+            resource_path=self._resource(kind).all_namespaces_path(),
+            query_params=list(query.items()),
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+        )
+        try:
+            # Read timeout past the server's own: a quiet watch sends nothing until it ends.
+            response = self._client.call_api("GET", url, header_params=headers, _request_timeout=(5, timeout_seconds + 60))
+        except ApiException as exc:
+            raise _error(exc) from None
+        raw = response.response
+        try:
+            if response.status >= 400:
+                raise _error(ApiException(http_resp=response))
+            pending = b""
+            for chunk in raw.stream(64 * 1024, decode_content=True):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield json.loads(line)
+        finally:
+            raw.release_conn()
 
     def secret_value(self, namespace: str, name: str, key: str) -> str:
         """One key of a Secret, decoded (notifications' urlFrom). Needs an opt-in grant: see OPT_IN_PERMISSIONS."""
