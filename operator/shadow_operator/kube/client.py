@@ -222,7 +222,9 @@ class Kube:
         )
         try:
             # Read timeout past the server's own: a quiet watch sends nothing until it ends.
-            response = self._client.call_api("GET", url, header_params=headers, _request_timeout=(5, timeout_seconds + 60))
+            response = self._client.call_api(
+                "GET", url, header_params=headers, _request_timeout=(5, timeout_seconds + 60)
+            )
         except ApiException as exc:
             raise _error(exc) from None
         raw = response.response
