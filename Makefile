@@ -161,20 +161,20 @@ e2e: test-e2e ## The demo's story through the operator on a private local contro
 
 ##@ Benchmarks
 
-bench-operator: install cluster-binaries ## Converge 200 ShadowDeployments; time, memory and API writes
-	$(BIN)/python -m benchmarks.operator_convergence
+bench-operator: install cluster-binaries ## Converge 200 (OBJECTS=1000) ShadowDeployments beside kubectl; time, memory, API requests converging and idle
+	$(BIN)/python -m benchmarks.operator_convergence --count $(or $(OBJECTS),200) $(BENCH_ARGS)
 
 bench-analyze: install ## Analyse 100k/1M/3M generated pair records; time and memory beside DuckDB
 	$(BIN)/python -m benchmarks.analyze
 
 bench-aa: install ## A/A through the router (candidate = primary): latency ratios and intervals, with and without a busy core
-	$(BIN)/python -m benchmarks.aa
+	$(BIN)/python -m benchmarks.aa $(BENCH_ARGS)
 
 bench-verdict: install ## Verdict: false-Failed rate of equivalent candidates (target 0) and power against injected faults
-	$(BIN)/python -m benchmarks.verdict
+	$(BIN)/python -m benchmarks.verdict $(BENCH_ARGS)
 
 bench-router: install bench-deps ## Router vs direct and nginx (mirror): throughput and primary latency with fast/slow/failing/resetting/hanging candidates
-	$(BIN)/python -m benchmarks.router
+	$(BIN)/python -m benchmarks.router $(BENCH_ARGS)
 
 DEBIAN_BENCH_TOOLS := /usr/sbin/nginx:nginx /usr/bin/wrk:wrk /usr/bin/hey:hey
 bench-deps: ## Install the Debian packages the router benchmark uses (nginx, wrk, hey) when missing

@@ -11,13 +11,17 @@ measured"). One run:
     duration (and killed when the run ends);
   - `--requests` requests from `--concurrency` keep-alive client connections;
   - the router stopped (its records flushed), then the job's own pipeline on the records:
-    analysis.dataset.load -> analysis.stats.compute_slices -> analysis.checks.latency_ratio_check
+    job.dataset.load -> job.stats.compute_slices -> job.checks.latency_ratio_check
     at p50, p95 and p99 on every slice of the whole period.
 
     python -m benchmarks.aa [--requests 4000] [--concurrency 4] [--runs 3]
 
-Prints the p50/p95/p99 rows of all traffic and the p50 row of each segment, for one model server
-playing both roles and for two, each quiet and with a busy core. AA_OPERATOR=<dir> measures the
+Prints one table (benchmarks/table.py): the p50/p95/p99 rows of all traffic and the p50 row of each
+segment, the candidate's latency beside the primary's (the reference) and their ratio, for one model
+server playing both roles and for two, each quiet and with a busy core. With one server a row meets
+its target when the ratio's interval contains 1.0 and the latency check does not fail; the rows of
+two servers have no target (the second process can be scheduled later on a small machine: the
+model's latency there, measured correctly, not the router's bias; docs/verdict.md). AA_OPERATOR=<dir> measures the
 router of another checkout's operator/ directory (e.g. before a change).
 
 tests/integration/test_router_aa.py runs the same thing under contention and asserts the
@@ -39,6 +43,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import table
 from .router import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -333,15 +338,22 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--runs", type=int, default=3)
+    table.add_arguments(parser)
     args = parser.parse_args()
     if args.command == "serve":
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_serve(args.port))
         return
-    print(f"A/A through the router: {args.requests} requests x {args.concurrency} connections, {os.cpu_count()} cores")
-    print(f"{'servers':<8} {'contention':<11} {'run':>3} {'slice':<16} {'pct':<4} {'primary':>9} {'candidate':>9} "
-          f"{'ratio':>6} {'interval':>14} verdict")  # fmt: skip
+    t = table.Table(
+        f"A/A through the router: {args.requests} requests x {args.concurrency} connections, "
+        f"candidate = primary, 95% intervals",
+        reference="primary",
+    )
     for shared, contention in ((True, False), (True, True), (False, False), (False, True)):
+        t.section(
+            f"{'one model server in both roles' if shared else 'two model servers'}, "
+            f"{'one core kept busy' if contention else 'quiet'}"
+        )
         for run in range(args.runs):
             with tempfile.TemporaryDirectory(prefix="bench-aa-") as tmp:
                 result = run_aa(Path(tmp), args.requests, args.concurrency, contention, shared=shared)
@@ -349,11 +361,19 @@ def main() -> None:
                 if r.slice != "all" and r.percentile != "p50":
                     continue
                 verdict = {True: "pass", False: "FAIL", None: "inconclusive"}[r.passed]
-                print(
-                    f"{'one' if shared else 'two':<8} {'busy core' if contention else 'quiet':<11} {run + 1:>3} {r.slice:<16} {r.percentile:<4} "
-                    f"{_fmt(r.primary_ms, ' ms'):>9} {_fmt(r.candidate_ms, ' ms'):>9} {_fmt(r.ratio):>6} "
-                    f"{_fmt(r.low) + '-' + _fmt(r.high):>14} {verdict}"
+                t.row(
+                    f"run {run + 1}, {r.slice} {r.percentile}: candidate latency",
+                    r.candidate_ms,
+                    "ms",
+                    ref=r.primary_ms,
+                    digits=3,
+                    # The A/A target is the shared server's: with two model processes the one off the client's
+                    # critical path may be scheduled later, which is the model's latency, not the router's bias.
+                    target="interval ∋ 1" if shared else "",
+                    met=r.contains_one() and r.passed is not False if shared and r.ratio is not None else None,
+                    note=f"interval {_fmt(r.low)}-{_fmt(r.high)}, check {verdict}",
                 )
+    t.print()
 
 
 if __name__ == "__main__":

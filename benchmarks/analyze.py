@@ -393,14 +393,39 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="numbers of pair records")
     parser.add_argument("--repeat", type=int, default=REPEAT, help="measurements of each side per size")
-    parser.add_argument("--child", choices=("ours", "duckdb", "verify"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--week-records",
+        type=int,
+        default=10_000_000,
+        help="incremental analysis: pair records over a week, delivered in 10-minute increments (0: skip)",
+    )
+    parser.add_argument(
+        "--week-increments", type=int, default=1008, help="runs the week is delivered in (1008: every 10 minutes)"
+    )
+    parser.add_argument(
+        "--full-records", type=int, default=1_000_000, help="full recomputation beside DuckDB at this size (0: skip)"
+    )
+    parser.add_argument("--skip-sizes", action="store_true", help="only the incremental part")
+    parser.add_argument("--child", choices=("ours", "duckdb", "verify", "aggregates", "parts"), help=argparse.SUPPRESS)
     parser.add_argument("path", nargs="?", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        child = {"ours": child_ours, "duckdb": child_duckdb, "verify": child_verify}[args.child]
+        from . import analyze_incremental as incremental
+
+        child = {
+            "ours": child_ours,
+            "duckdb": child_duckdb,
+            "verify": child_verify,
+            "aggregates": incremental.child_aggregates,
+            "parts": incremental.child_parts,
+        }[args.child]
         print(json.dumps({**child(args.path), "rss_mib": peak_rss_mib()}))
         return 0
 
+    if args.skip_sizes:
+        from . import analyze_incremental as incremental
+
+        return incremental.main(args.week_records, args.full_records, args.repeat, args.week_increments)
     sizes = sorted(args.sizes)
     checked = measure("verify", records_file(sizes[0]))
     print(
@@ -437,7 +462,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("  ".join(f"{c:>11}" for c in cells))
     print(verdict(rows))
-    return 0
+    from . import analyze_incremental as incremental
+
+    return incremental.main(args.week_records, args.full_records, args.repeat, args.week_increments)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
     python -m benchmarks.collector [--records DIR] [--seconds 10] [--writers 10]
 
+Prints one table (benchmarks/table.py): the record size, the ingest rate, and the records/s ingested
+beside what 10,000 mirrored requests/s need at sampleRate 1.0 (target ≥ 1x) and 0.1.
+
 Starts a real `shadowctl collector` process, and `--writers` threads that each play a router's
 shipper: POST /v1/records/<source>/<file>?offset=N with 1 MiB chunks of whole records (what a
 shipper sends after 2 s at ~1,700 records/s), as fast as the collector acknowledges them. Record
@@ -23,6 +26,8 @@ import time
 from pathlib import Path
 
 from tests.support.ports import free_port
+
+from benchmarks import table
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -110,17 +115,29 @@ def main() -> None:
     parser.add_argument("--records", type=Path, help="record files to measure the record size on (the demo's workdir)")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--writers", type=int, default=10)
+    table.add_arguments(parser)
     args = parser.parse_args()
     size, count, source = record_size(args.records)
-    print(f"record size: {size:.0f} bytes on average ({count} records, {source})")
     result = run(args.seconds, args.writers, round(size))
-    print(json.dumps(result))
-    for rate in (10_000, 1_000):
+    t = table.Table(
+        f"Record collector ingest: {args.writers} shippers posting {result['chunk_bytes'] / 2**20:.0f} MiB chunks "
+        f"for {result['seconds']:g} s, loopback, page cache",
+        reference="needed",
+    )
+    t.row("record size", size, "B", digits=0, note=source if count == 1 else f"mean of {count:,} records ({source})")
+    t.row("ingest", result["mib_per_s"], "MiB/s")
+    t.row("ingest requests", result["requests_per_s"], "requests/s")
+    for rate, where in ((10_000, "sampleRate 1.0"), (1_000, "sampleRate 0.1")):
         per_s = rate * size
-        print(
-            f"{rate:>6} records/s: {per_s / 1e6:.2f} MB/s, {per_s * 86400 / 1e9:.1f} GB/day, "
-            f"{per_s * 7 * 86400 / 1e9:.0f} GB/week; the collector ingests {result['records_per_s'] / rate:.1f}x that"
+        t.row(
+            f"records ingested, vs {rate:,} records/s ({where} at 10,000 req/s)",
+            result["records_per_s"],
+            "records/s",
+            ref=rate,
+            target="≥ 1x" if rate == 10_000 else "",
+            note=f"{per_s / 1e6:.2f} MB/s, {per_s * 86400 / 1e9:.1f} GB/day, {per_s * 7 * 86400 / 1e9:.0f} GB/week",
         )
+    t.print()
 
 
 if __name__ == "__main__":

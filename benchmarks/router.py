@@ -24,9 +24,12 @@ Load, all POST /predict with a small JSON body, keep-alive:
                   hey -c 10 -q 50 (-q is per worker): hey's workers tick together, so this is
                     bursts of 10 requests every 20 ms; shown for information (0.1 ms resolution)
 
-Each row is warmed up (1-2 s of the same load) before it is measured. Ratios are against the
-direct row and the nginx-without-mirror row of the same load. Under the table: whether the
-targets are met.
+Each row is warmed up (1-2 s of the same load) before it is measured. One table
+(benchmarks/table.py), one line per measurement: the router's value beside the same measurement
+of its reference in the same run (nginx with the same mirroring and process count, the direct
+connection, or for the isolation targets the router's own fast-candidate row), the ratio, the
+target and whether it is met. Under it: nginx's own behaviour with slow candidates, for contrast,
+and what the router did with the copies.
 
   --seconds S   seconds per row (default 10; --seconds 2 for a quick look)
   --soak N      instead of the table: drive the router with the resetting candidate (--soak-candidate) for N s
@@ -56,7 +59,7 @@ from pathlib import Path
 
 from tests.support.ports import free_port
 
-from benchmarks import upstreams
+from benchmarks import table, upstreams
 
 HOST = "127.0.0.1"
 PATH = "/predict"
@@ -87,8 +90,8 @@ RPS_WITHIN = 0.9  # throughput with a bad candidate >= 0.9x of it with a fast on
 ADDED_P50_ONE_CONN_MS = 1.0
 ADDED_P50_OPEN_MS = 1.0
 ADDED_P99_OPEN_MS = 3.0
-RPS_VS_NGINX = 0.25
-# --workers N beside nginx `worker_processes N` (the scaling rows): issue "Performance at production scale".
+# Issue 13 ("Performance at production scale"), in the closed-loop rows (one process each) and the scaling rows
+# (--workers N beside nginx `worker_processes N`).
 SCALING_WORKERS = (1, 2)
 RPS_VS_NGINX_SAME_WORKERS = 0.8  # router without mirroring >= 0.8x nginx without, same process count
 RPS_VS_NGINX_MIRROR = 1.0  # router mirroring every request >= 1.0x nginx's own `mirror`, same process count
@@ -671,90 +674,6 @@ def build_rows(args: argparse.Namespace, with_router: bool) -> list[tuple[str, s
 # ---- output ---------------------------------------------------------------------------------
 
 
-def _ratio(a: float | None, b: float | None) -> str:
-    if a is None or b is None or b == 0:
-        return "-"
-    r = a / b
-    return f"{r:.0f}x" if r >= 100 else f"{r:.1f}x" if r >= 10 else f"{r:.2f}x"
-
-
-def render(sections) -> str:
-    head = (
-        f"{'row':<32}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}"
-        f"  {'req/s':>6}{'p50':>7}{'p99':>7}  {'req/s':>6}{'p50':>7}{'p99':>7}"
-    )
-    group = f"{'':<32}{'':>10}{'':>9}{'':>9}{'':>8}  {'vs direct':^20}  {'vs nginx, no mirror':^20}"
-    out = [group, head]
-    for title, key, _, rows in sections:
-        if key == "scaling":
-            continue
-        out.append(f"-- {title}")
-        direct = next((r.result for r in rows if r.kind == "direct"), None)
-        nginx = next((r.result for r in rows if r.name == "nginx, no mirror"), None)
-        for row in rows:
-            res = row.result
-            if res is None:
-                out.append(f"{row.name:<32}{row.note or 'not measured':>10}")
-                continue
-            ratios = []
-            for ref in (direct, nginx):
-                ratios.append(
-                    f"  {_ratio(res.rps, ref and ref.rps):>6}{_ratio(res.p50_ms, ref and ref.p50_ms):>7}"
-                    f"{_ratio(res.p99_ms, ref and ref.p99_ms):>7}"
-                )
-            out.append(
-                f"{row.name:<32}{res.rps:>10.0f}{res.p50_ms:>9.2f}{res.p99_ms:>9.2f}{res.errors:>8}" + "".join(ratios)
-            )
-    return "\n".join(out)
-
-
-def render_scaling(sections) -> str:
-    """The scaling rows: each router row against the nginx row with as many processes and the same
-    mirroring (no mirror against no mirror, every request mirrored against nginx's `mirror`)."""
-    out = []
-    for title, key, _, rows in sections:
-        if key != "scaling":
-            continue
-        by_name = {row.name: row for row in rows}
-        out += [
-            f"-- {title}",
-            f"{'row':<36}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}  {'req/s vs nginx':>15}",
-        ]
-        for row in rows:
-            res = row.result
-            if res is None:
-                out.append(f"{row.name:<36}{row.note or 'not measured':>10}")
-                continue
-            ref = by_name.get(row.extra.get("ref", ""))
-            ratio = _ratio(res.rps, ref.result.rps if ref and ref.result else None) if ref else ""
-            out.append(
-                f"{row.name:<36}{res.rps:>10.0f}{res.p50_ms:>9.2f}{res.p99_ms:>9.2f}{res.errors:>8}  {ratio:>15}"
-            )
-    return "\n".join(out)
-
-
-def evaluate_scaling(sections) -> list[str]:
-    lines = []
-    for _, key, _, rows in sections:
-        if key != "scaling":
-            continue
-        by_name = {row.name: row.result for row in rows}
-        for n in SCALING_WORKERS:
-            for name, ref, target in (
-                (f"x{n} router, no mirror", f"x{n} nginx, no mirror", RPS_VS_NGINX_SAME_WORKERS),
-                (f"x{n} router, fast candidate", f"x{n} nginx mirror, fast candidate", RPS_VS_NGINX_MIRROR),
-            ):
-                res, base = by_name.get(name), by_name.get(ref)
-                if res is None or base is None or not base.rps:
-                    lines.append(f"{name}: req/s >= {target}x of {ref}: not evaluated")
-                    continue
-                ratio = res.rps / base.rps
-                errors = f", {res.errors} errors" if res.errors else ""
-                verdict = "met" if ratio >= target and not res.errors else "NOT MET"
-                lines.append(f"{name}: req/s {ratio:.2f}x of {ref} (>= {target}x){errors}: {verdict}")
-    return lines
-
-
 def mirror_lines(sections) -> list[str]:
     """What the router did with the copies, per mirroring row (its /metrics, over the measured seconds)."""
     lines = []
@@ -770,74 +689,99 @@ def mirror_lines(sections) -> list[str]:
     )
 
 
-def evaluate(sections) -> list[str]:
-    lines = []
+_UNITS = {"rps": ("req/s", "req/s"), "p50_ms": ("p50", "ms"), "p99_ms": ("p99", "ms")}
 
-    def verdict(ok: bool | None) -> str:
-        return "not evaluated" if ok is None else ("met" if ok else "NOT MET")
 
-    def find(load: str, name: str) -> Result | None:
-        for _, key, _, rows in sections:
-            if key == load:
-                for row in rows:
-                    if row.name == name:
-                        return row.result
-        return None
+def report(sections) -> table.Table:
+    """Every measurement of the run as one table (benchmarks/table.py): the router's value, beside it the same
+    measurement of its reference (nginx with the same mirroring and process count, a direct connection, or the
+    router's own fast-candidate row for the isolation targets), the ratio, the target and whether it is met."""
+    t = table.Table(
+        "Router (shadowctl router) beside nginx and a direct connection, all in one run", "nginx, no mirror"
+    )
+    results = {(key, row.name): row.result for _, key, _, rows in sections for row in rows}
 
-    # a bad candidate must not reach the primary path
-    fast = find("closed", "router, fast candidate")
-    for c in DEGRADED:
-        res = find("closed", f"router, {c} candidate")
-        if fast is None or res is None:
-            lines.append(
-                f"router, {c} candidate: p99 <= {P99_WITHIN}x and req/s >= {RPS_WITHIN}x of fast: not evaluated"
-            )
-            continue
-        p99, rps = res.p99_ms / fast.p99_ms, res.rps / fast.rps
-        ok = p99 <= P99_WITHIN and rps >= RPS_WITHIN and res.errors == 0
-        errors = f", {res.errors} errors" if res.errors else ""
-        lines.append(
-            f"router, {c} candidate: p99 {p99:.2f}x (<= {P99_WITHIN}x), req/s {rps:.2f}x (>= {RPS_WITHIN}x) "
-            f"of fast{errors}: {verdict(ok)}"
+    def add(measure: str, load: str, name: str, what: str, ref: str | None, target: str = "", met=None, note=""):
+        ours, base = results.get((load, name)), results.get((load, ref)) if ref else None
+        if ours is None:
+            return None
+        label, unit = _UNITS[what]
+        notes = [note] if note else []
+        if ours.errors:
+            notes.append(f"{ours.errors} errors ({ours.detail})")
+            met = False if target else met
+        return t.row(
+            f"{measure}: {label}",
+            getattr(ours, what),
+            unit,
+            ref=getattr(base, what) if base else None,
+            ref_name=ref or "",
+            target=target,
+            met=met,
+            note="; ".join(notes),
         )
-    nfast = find("closed", "nginx mirror, fast candidate")
-    for c in NGINX_MIRROR_CANDIDATES:
-        if c == "fast":
-            continue
-        res = find("closed", f"nginx mirror, {c} candidate")
-        if nfast is None or res is None:
-            continue
-        p99, rps = res.p99_ms / nfast.p99_ms, res.rps / nfast.rps
-        held = p99 <= P99_WITHIN and rps >= RPS_WITHIN
-        lines.append(
-            f"nginx mirror, {c} candidate (for contrast): p99 {p99:.1f}x, req/s {rps:.3f}x of its fast-candidate row, "
-            f"p50 {res.p50_ms:.1f} ms: {'holds' if held else 'does not hold'}"
+
+    def added(load: str, name: str, what: str, limit: float, info: bool = False):
+        ours, base = results.get((load, name)), results.get((load, "direct"))
+        if ours is None or base is None:
+            return None
+        diff = getattr(ours, what) - getattr(base, what)
+        target = f"added < {limit:g} ms" + (" (info)" if info else "")
+        return add(
+            name.removeprefix("router, "), load, name, what, "direct", target, diff < limit, f"added {diff:.2f} ms"
         )
-    # per-request overhead
-    d1, r1 = find("one", "direct"), find("one", "router, no mirror")
-    ok = None if d1 is None or r1 is None else (r1.p50_ms - d1.p50_ms) < ADDED_P50_ONE_CONN_MS
-    added = "" if ok is None else f" {r1.p50_ms - d1.p50_ms:.3f} ms"
-    lines.append(f"router added p50 over direct, one connection:{added} (< {ADDED_P50_ONE_CONN_MS} ms): {verdict(ok)}")
-    for load, how in (("open", "evenly spaced"), ("hey", f"hey, bursts of {OPEN_WORKERS}; for information")):
-        do = find(load, "direct")
-        for name in ("router, fast candidate", "router, 200 ms candidate"):
-            ro = find(load, name)
-            label = f"{name}, {OPEN_RATE} req/s {how}: added"
-            if do is None or ro is None:
-                lines.append(f"{label} p50 < {ADDED_P50_OPEN_MS} ms, p99 < {ADDED_P99_OPEN_MS} ms: not evaluated")
-                continue
-            a50, a99 = ro.p50_ms - do.p50_ms, ro.p99_ms - do.p99_ms
-            ok = a50 < ADDED_P50_OPEN_MS and a99 < ADDED_P99_OPEN_MS and ro.errors == 0
-            lines.append(
-                f"{label} p50 {a50:.2f} ms (< {ADDED_P50_OPEN_MS}), p99 {a99:.2f} ms (< {ADDED_P99_OPEN_MS}): {verdict(ok)}"
-            )
-    ng = find("closed", "nginx, no mirror")
-    for name in ("router, no mirror", "router, fast candidate"):
-        res = find("closed", name)
-        ok = None if ng is None or res is None else res.rps / ng.rps >= RPS_VS_NGINX
-        ratio = "" if ok is None else f" {res.rps / ng.rps:.2f}x"
-        lines.append(f"{name}: throughput{ratio} of nginx, no mirror (>= {RPS_VS_NGINX}x): {verdict(ok)}")
-    return lines
+
+    for title, key, _, _rows in sections:
+        t.section(title)
+        if key == "closed":
+            add("no mirror", key, "router, no mirror", "rps", "nginx, no mirror", f"≥ {RPS_VS_NGINX_SAME_WORKERS}x")
+            add("no mirror", key, "router, no mirror", "p50_ms", "nginx, no mirror")
+            add("no mirror", key, "router, no mirror", "p99_ms", "nginx, no mirror")
+            add("no mirror", key, "router, no mirror", "rps", "direct")
+            for c in ROUTER_CANDIDATES:
+                nginx = f"nginx mirror, {c} candidate" if c in NGINX_MIRROR_CANDIDATES else None
+                target = f"≥ {RPS_VS_NGINX_MIRROR}x" if c == "fast" else ""
+                add(f"{c} candidate, all mirrored", key, f"router, {c} candidate", "rps", nginx, target)
+                add(f"{c} candidate, all mirrored", key, f"router, {c} candidate", "p99_ms", nginx)
+                if c == "fast":
+                    add("fast candidate, all mirrored", key, "router, fast candidate", "rps", "nginx, no mirror")
+            t.section(f"{title}: a bad candidate beside the fast one (isolation)")
+            for c in DEGRADED:
+                name = f"router, {c} candidate"
+                add(f"{c} candidate", key, name, "p99_ms", "router, fast candidate", f"≤ {P99_WITHIN}x")
+                add(f"{c} candidate", key, name, "rps", "router, fast candidate", f"≥ {RPS_WITHIN}x")
+            nfast = results.get((key, "nginx mirror, fast candidate"))
+            for c in NGINX_MIRROR_CANDIDATES[1:]:
+                res = results.get((key, f"nginx mirror, {c} candidate"))
+                if nfast and res:
+                    held = res.p99_ms / nfast.p99_ms <= P99_WITHIN and res.rps / nfast.rps >= RPS_WITHIN
+                    t.note(
+                        f"nginx mirror, {c} candidate (for contrast): p99 {res.p99_ms / nfast.p99_ms:.1f}x, "
+                        f"req/s {res.rps / nfast.rps:.3f}x of its fast-candidate row, p50 {res.p50_ms:.1f} ms: "
+                        f"{'holds' if held else 'does not hold'}"
+                    )
+        elif key == "one":
+            added(key, "router, no mirror", "p50_ms", ADDED_P50_ONE_CONN_MS)
+            add("no mirror", key, "router, no mirror", "p99_ms", "direct")
+            add("no mirror", key, "router, no mirror", "rps", "direct")
+            add("no mirror", key, "router, no mirror", "p50_ms", "nginx, no mirror")
+        elif key in ("open", "hey"):
+            for name in ("router, fast candidate", "router, 200 ms candidate"):
+                added(key, name, "p50_ms", ADDED_P50_OPEN_MS, info=key == "hey")
+                added(key, name, "p99_ms", ADDED_P99_OPEN_MS, info=key == "hey")
+                add(name.removeprefix("router, "), key, name, "p50_ms", "nginx, no mirror")
+        elif key == "scaling":
+            for n in SCALING_WORKERS:
+                for mirrored, ref, target in (
+                    ("no mirror", f"x{n} nginx, no mirror", RPS_VS_NGINX_SAME_WORKERS),
+                    ("fast candidate", f"x{n} nginx mirror, fast candidate", RPS_VS_NGINX_MIRROR),
+                ):
+                    name = f"x{n} router, {mirrored}"
+                    add(f"x{n} {mirrored}", key, name, "rps", ref, f"≥ {target}x")
+                    add(f"x{n} {mirrored}", key, name, "p99_ms", ref)
+    for line in mirror_lines(sections):
+        t.note(line)
+    return t
 
 
 # ---- soak -------------------------------------------------------------------------------------
@@ -979,6 +923,7 @@ def main(argv: list[str] | None = None) -> int:
         "--scaling", action="store_true", help="only the scaling rows: --workers 1 and 2 beside nginx with as many"
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (configs, logs, records)")
+    table.add_arguments(parser)
     args = parser.parse_args(argv)
 
     missing = [tool for tool in ("nginx", "wrk", "hey") if not shutil.which(tool)]
@@ -1005,12 +950,11 @@ def main(argv: list[str] | None = None) -> int:
         needed = {row.candidate for _, _, _, rows in sections for row in rows if row.candidate and not row.note}
         needed.add("fast")  # the router's candidate URL when it does not mirror
         bench.start_upstreams(tuple(c for c in CANDIDATES if c in needed))
-        cores = os.cpu_count()
-        print(
-            f"cores: {cores}, POST {PATH} ({len(BODY)} B JSON), keep-alive; primary: nginx return 200, 1 worker; "
-            f"router: --candidate-timeout {CANDIDATE_TIMEOUT} --max-in-flight {MAX_IN_FLIGHT}",
-            flush=True,
+        setup = (
+            f"POST {PATH} ({len(BODY)} B JSON), keep-alive; primary: nginx return 200, 1 worker; "
+            f"router: --candidate-timeout {CANDIDATE_TIMEOUT} --max-in-flight {MAX_IN_FLIGHT}"
         )
+        print(setup, file=sys.stderr, flush=True)
         if not with_router:
             print(f"router: not available ({why})", flush=True)
         for _title, load, seconds, rows in sections:
@@ -1025,19 +969,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  {row.name}: {e}", file=sys.stderr, flush=True)
                 if row.result and row.result.detail:
                     print(f"    {row.name}: {row.result.detail}", file=sys.stderr, flush=True)
-        print()
-        if any(key != "scaling" for _, key, _, _ in sections):
-            print(render(sections))
-            print()
-        print(render_scaling(sections))
-        print()
-        for line in mirror_lines(sections):
-            print(line)
-        print()
-        for line in evaluate(sections) if any(key != "scaling" for _, key, _, _ in sections) else []:
-            print(line)
-        for line in evaluate_scaling(sections):
-            print(line)
+        t = report(sections)
+        t.notes.insert(0, setup)
+        t.print()
         return 0
     except KeyboardInterrupt:
         print("\ninterrupted; stopping everything", file=sys.stderr)

@@ -16,6 +16,8 @@ record files (tests/unit/traffic_world.py):
                 a p50 limit of 1.2x) and a disagreement (10% against minAgreement 95%),
                 with the full default thresholds and 24 hour windows (about 230 checks, so
                 Bonferroni judges each at about 99.98%); and the smallest size reaching 95%.
+
+Prints one table (benchmarks/table.py); there is no outside reference, so the reference column is empty.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from tests.unit.traffic_world import (
     judge,
     records,
 )
+
+from benchmarks import table
 
 SIZES = (1000, 2000, 4000, 8000, 16000)
 FAULTS = {
@@ -113,37 +117,38 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=20, help="runs per fault and size (default 20)")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="total pairs per run")
     parser.add_argument("--seed", type=int, default=1)
+    table.add_arguments(parser)
     args = parser.parse_args()
 
     start = time.monotonic()
+    t = table.Table("Verdict: equivalent candidates are never Failed; faults are caught", reference="reference")
+    t.section("equivalent candidate (answers as the primary, latency from the same distribution)")
     results = equivalent_runs(args.equivalent, args.seed)
-    rate = results["Failed"] / args.equivalent
-    print(f"Equivalent candidate, {args.equivalent} random specs and traffic:")
-    print(
-        f"  false Failed {results['Failed']} ({rate:.1%}; target 0)   Passed {results['Passed']}   "
-        f"Inconclusive {results['Inconclusive']}"
+    t.row(
+        f"false Failed, {args.equivalent} random specs and traffic",
+        results["Failed"],
+        target="= 0",
+        note=f"{results['Failed'] / args.equivalent:.1%}; Passed {results['Passed']}, Inconclusive {results['Inconclusive']}",
     )
-    print()
     easy = passable_runs(args.passable, args.seed)
-    print(f"Equivalent candidate, default thresholds, 30000 pairs, {args.passable} runs:")
-    print(f"  false Failed {easy['Failed']}   Passed {easy['Passed']}   Inconclusive {easy['Inconclusive']}")
-    print()
-    print(f"Detection power: share of {args.runs} runs Failed (fault in history=<1, ~25% of pairs)")
-    header = f"  {'fault':<28}" + "".join(f"{size:>9}" for size in args.sizes) + "   95% power at"
-    print(header)
+    t.row(
+        f"false Failed, default thresholds, 30000 pairs, {args.passable} runs",
+        easy["Failed"],
+        target="= 0",
+        note=f"Passed {easy['Passed']}, Inconclusive {easy['Inconclusive']}",
+    )
+    t.section(f"detection power: share of {args.runs} runs Failed, fault in history=<1 (~25% of pairs)")
     for name, fault in FAULTS.items():
         shares = []
-        named = []
         for size in args.sizes:
             share, named_share = power(fault, size, args.runs, args.seed)
             shares.append(share)
-            named.append(named_share)
+            named = "-" if math.isnan(named_share) else f"{named_share:.0%}"
+            t.row(f"{name}, {size:,} pairs", share * 100, "%", digits=0, note=f"headline names history=<1: {named}")
         reached = next((size for size, share in zip(args.sizes, shares, strict=True) if share >= 0.95), None)
-        row = f"  {name:<28}" + "".join(f"{share:>9.0%}" for share in shares)
-        print(row + f"   {reached if reached else '> ' + str(args.sizes[-1])}")
-        headline = [f"{x:.0%}" if not math.isnan(x) else "-" for x in named]
-        print(f"  {'  headline names history=<1':<28}" + "".join(f"{x:>9}" for x in headline))
-    print(f"\n({time.monotonic() - start:.0f} s)")
+        t.row(f"{name}: 95% power at", reached if reached else f"> {args.sizes[-1]:,}", "pairs")
+    t.note(f"{time.monotonic() - start:.0f} s")
+    t.print()
     return 1 if results["Failed"] or easy["Failed"] else 0
 
 

@@ -50,6 +50,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
         default=4 << 30,
         help="refuse a --records-from download larger than this (default 4 GiB)",
     )
+    analyze.add_argument(
+        "--state",
+        type=Path,
+        metavar="FILE",
+        help="incremental analysis: fold only the records that arrived since the previous run into the "
+        "aggregates kept in FILE (created, and rebuilt from every record when the candidate or the recording "
+        "spec changes); without it every record is read (docs/verdict.md, Incremental analysis)",
+    )
     analyze.add_argument("--prometheus", help="Prometheus URL, overriding spec.analysis.prometheus.url")
     analyze.add_argument("--publish", action="store_true", help="write the report ConfigMap for the operator")
     _output_arguments(analyze)
@@ -117,6 +125,9 @@ def _analyze(args: argparse.Namespace) -> int:
     from .job import analyze
     from .remote import download_records
 
+    if args.state is not None and args.records_from:
+        # The download is one new temporary file per run: its cursor would never match, every record counted again.
+        raise CommandError("--state reads record files that grow in place (--records); it cannot follow --records-from")
     kube = _kube() if (args.name or args.publish) else None
     sd = _load_shadow(args, kube)
     with contextlib.ExitStack() as stack:
@@ -134,7 +145,9 @@ def _analyze(args: argparse.Namespace) -> int:
             problems += [problem] if problem else []
         else:
             records = args.records or [Path(sd.spec.recording.sink.path)]
-        report = analyze(sd, records, now=datetime.now(UTC), prometheus_url=args.prometheus, problems=problems)
+        report = analyze(
+            sd, records, now=datetime.now(UTC), prometheus_url=args.prometheus, problems=problems, state=args.state
+        )
     if args.publish:
         _publish(kube, sd, report)
     _emit(report, args)

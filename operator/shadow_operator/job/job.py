@@ -8,7 +8,9 @@ back and reflects verdict and samples into the ShadowDeployment's status.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import tempfile
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,13 +18,15 @@ from pathlib import Path
 from ..api.durations import parse_duration
 from ..contract.coverage import coverage
 from ..contract.metric_names import ALL_SEGMENTS
-from ..contract.records import BASELINE
-from ..contract.report import METRICS_ERROR, DataProblem, Report, ReportCoverage, SliceStats
+from ..contract.records import BASELINE, RECORD_SUFFIX
+from ..contract.report import METRICS_ERROR, UNPAIRED_RECORD, DataProblem, Report, ReportCoverage, SliceStats
 from ..contract.resource import ShadowDeployment
 from ..contract.timestamps import parse_timestamp, timestamp
-from . import cycle, metrics, stats
+from . import aggregates, cycle, increments, metrics, stats
 from . import dataset as datasets
 from .verdict import decide
+
+log = logging.getLogger(__name__)
 
 # Records that arrived within this long after status.shadowingSince are not judged either: the
 # timestamp is cut to the second, and kube-proxy applies endpoint changes at most once a second
@@ -85,19 +89,113 @@ def coverage_for(
     )
 
 
+def fold_increment(
+    sd: ShadowDeployment, record_paths: list[Path], now: datetime, state_path: Path
+) -> tuple[aggregates.Aggregates, aggregates.Aggregates | None]:
+    """Fold the records that arrived since the previous run into the state at `state_path`; the merged aggregates.
+
+    The state is rebuilt from every record when it is missing, unreadable, of another
+    fingerprint (candidate image, evidence start, recording spec) or when a folded file was
+    replaced (increments.py). While the candidate rolls out nothing is evidence: no record is
+    read and the state is left alone (the next run's evidence start differs: it is rebuilt).
+    """
+    spec = sd.spec
+    regression = spec.recording.prediction_type == "regression"
+    shadow = f"{sd.namespace}/{sd.name}"
+    with_baseline = spec.analysis.baseline is not None
+    since = evidence_since(sd, now)
+    if sd.status.candidate is not None and since == now.timestamp():
+        return aggregates.Aggregates(), aggregates.Aggregates() if with_baseline else None
+    segment_names = [segment.name for segment in spec.recording.segments]
+    features = list(spec.recording.features)
+    hours = cycle.cycle_hours(parse_duration(spec.analysis.min_duration).total_seconds())
+    expected = increments.fingerprint(
+        shadow=shadow,
+        candidate=spec.candidate.image,
+        since=since,
+        prediction_type=spec.recording.prediction_type,
+        segments=[segment.model_dump(mode="json") for segment in spec.recording.segments],
+        features=features,
+        cycle_hours=hours,
+        baseline=with_baseline,
+    )
+    files = increments.record_files(record_paths)
+    with increments.locked(state_path):
+        state, why = increments.read(state_path, expected)
+        if state is not None and (why := increments.replaced(files, state.cursors)):
+            state = None
+        if state is None:
+            log.info("analysis state %s rebuilt from every record: %s", state_path, why)
+            state = increments.State(expected, baseline=aggregates.Aggregates() if with_baseline else None)
+        with tempfile.TemporaryDirectory(prefix="shadow-increment-") as scratch:
+            increment = Path(scratch) / f"increment{RECORD_SUFFIX}"
+            cursors, copied = increments.collect(files, state.cursors, increment)
+            comparisons = [("candidate", state.aggregates, features, spec.candidate.image)]
+            if state.baseline is not None:
+                comparisons.append((BASELINE, state.baseline, [], None))
+            for against, target, read_features, image in comparisons:
+                waiting = state.pending.get(against, [])
+                if not copied and not waiting:
+                    continue
+                pending = Path(scratch) / f"pending-{against}{RECORD_SUFFIX}"
+                increments.write_pending(waiting, pending)
+                with datasets.load(
+                    [pending, increment], shadow, now=now.timestamp(), regression=regression,
+                    candidate_image=image, since=since, against=against,
+                ) as loaded:  # fmt: skip
+                    folded = aggregates.fold(loaded, segment_names, read_features, regression, hours)
+                    # One-sided records whose other side has not arrived wait one more run; then they count.
+                    carried, expired = {}, 0
+                    if any(problem.code == UNPAIRED_RECORD for problem in loaded.problems):
+                        carried = increments.unpaired(
+                            loaded.con, loaded.table, increments.one_sided(increment, shadow, against, image, since)
+                        )
+                        expired = len(
+                            increments.unpaired(
+                                loaded.con, loaded.table, increments.one_sided(pending, shadow, against, image, since)
+                            )
+                        )
+                folded.problems.pop(UNPAIRED_RECORD, None)
+                for problem in increments.unpaired_problem(expired):
+                    folded.problems[problem.code] = [problem.count, problem.message, 1]
+                target.merge(folded)
+                state.pending[against] = list(carried.values())
+        state.cursors = cursors
+        increments.write(state_path, state)
+    return state.aggregates, state.baseline
+
+
 def analyze(
     sd: ShadowDeployment,
     record_paths: Iterable[Path],
     now: datetime | None = None,
     prometheus_url: str | None = None,
     problems: list[DataProblem] | None = None,
+    state: Path | None = None,
 ) -> Report:
-    """`problems`: what went wrong before the records were read (e.g. the collector unreachable), listed first."""
+    """`problems`: what went wrong before the records were read (e.g. the collector unreachable), listed first.
+
+    `state`: fold only the records that arrived since the previous run into the aggregates kept
+    in this file (increments.py), and judge the merged aggregates; without it, every record is
+    read and the slices computed exactly (stats.compute_slices).
+    """
     now = now or datetime.now(UTC)
     spec = sd.spec
     regression = spec.recording.prediction_type == "regression"
     shadow = f"{sd.namespace}/{sd.name}"
     record_paths = list(record_paths)  # read twice with a noise baseline
+    segment_names = [segment.name for segment in spec.recording.segments]
+    hours = cycle.cycle_hours(parse_duration(spec.analysis.min_duration).total_seconds())
+    if state is not None:
+        folded, baseline_folded = fold_increment(sd, record_paths, now, state)
+        features = list(spec.recording.features)
+        slices = folded.slice_stats(segment_names, features, regression)
+        problems = [*(problems or []), *folded.data_problems()]
+        first_ts, last_ts, hours_seen = folded.first_ts, folded.last_ts, folded.hours_seen
+        baseline_slices = (
+            baseline_folded.slice_stats(segment_names, [], regression) if baseline_folded is not None else None
+        )
+        return _judge(sd, now, prometheus_url, slices, baseline_slices, problems, first_ts, last_ts, hours_seen)
     with datasets.load(
         record_paths,
         shadow,
@@ -106,11 +204,9 @@ def analyze(
         candidate_image=spec.candidate.image,
         since=evidence_since(sd, now),
     ) as loaded:
-        segment_names = [segment.name for segment in spec.recording.segments]
         slices = stats.compute_slices(loaded, segment_names, list(spec.recording.features), regression)
         problems = [*(problems or []), *loaded.problems]
         first_ts, last_ts = loaded.time_range()
-        hours = cycle.cycle_hours(parse_duration(spec.analysis.min_duration).total_seconds())
         hours_seen = loaded.hours_seen(hours) if hours else set()
     baseline_slices = None
     if spec.analysis.baseline is not None:
@@ -120,6 +216,23 @@ def analyze(
             against=BASELINE,
         ) as noise:  # fmt: skip
             baseline_slices = stats.compute_slices(noise, segment_names, [], regression)
+    return _judge(sd, now, prometheus_url, slices, baseline_slices, problems, first_ts, last_ts, hours_seen)
+
+
+def _judge(
+    sd: ShadowDeployment,
+    now: datetime,
+    prometheus_url: str | None,
+    slices: list[SliceStats],
+    baseline_slices: list[SliceStats] | None,
+    problems: list[DataProblem],
+    first_ts: float | None,
+    last_ts: float | None,
+    hours_seen: set[int],
+) -> Report:
+    """Coverage, Prometheus's slices and the verdict on the slices, however they were computed."""
+    spec = sd.spec
+    shadow = f"{sd.namespace}/{sd.name}"
     overall = next((s for s in slices if s.segment == ALL_SEGMENTS and s.hour is None), None)
     coverage = coverage_for(sd, first_ts, last_ts, overall.pairs if overall else 0, now, hours_seen)
 
