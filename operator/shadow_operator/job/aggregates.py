@@ -32,7 +32,17 @@ from ..contract.records import OK, OUTCOMES, ROLES
 from ..contract.report import DataProblem, ErrorText, HistogramBucket, Latency, LatencyBounds, SideStats, SliceStats
 from . import sketch as sk
 from .dataset import Dataset
-from .stats import BOUNDS_MS, QUANTILES, TOP_ERRORS, _base, _count_aggregates, _fetch, _grouping_sets, _slice_key
+from .stats import (
+    BOUNDS_MS,
+    QUANTILES,
+    TOP_ERRORS,
+    _base,
+    _count_aggregates,
+    _fetch,
+    _grouping_sets,
+    _slice_key,
+    in_report_order,
+)
 
 TEXTS_KEPT = 100  # distinct error texts kept per slice and role (the report shows the top 5)
 DIFF = "diff"  # the sketch of |prediction difference| (regression)
@@ -192,14 +202,7 @@ class Aggregates:
             for (segment, hour), aggregate in self.slices.items()
             if aggregate.pairs
         ]
-        order = {name: i for i, name in enumerate(segment_names)}
-
-        def sort_key(s: SliceStats) -> tuple:
-            name, _, bucket = s.segment.partition("=")
-            rank = -1 if s.segment == ALL_SEGMENTS else order.get(name, len(order))
-            return (s.hour is not None, s.hour or 0, rank, bucket)
-
-        return sorted(slices, key=sort_key)
+        return in_report_order(slices, segment_names)
 
 
 def fold(

@@ -88,6 +88,11 @@ def compute_slices(
                 else {},
             )
         )
+    return in_report_order(slices, segment_names)
+
+
+def in_report_order(slices: list[SliceStats], segment_names: list[str]) -> list[SliceStats]:
+    """Whole period before hours, then by hour; in each, `all` first, then segments as configured."""
     order = {name: i for i, name in enumerate(segment_names)}
 
     def sort_key(s: SliceStats) -> tuple:
