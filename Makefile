@@ -149,6 +149,10 @@ demo: install ## The story: v2 beats v1 offline, a shadow week shows why not to 
 	@$(MAKE) --no-print-directory demo-deps || true
 	PYTHONPATH=examples $(BIN)/python -m shadow_demo $(DEMO_ARGS)
 
+.PHONY: demo-servers
+demo-servers: install ## The story with real model servers: MLServer, KServe v1/V2, MLflow (SERVER=mlserver|kserve-v1|kserve-v2|mlflow; ~3 min)
+	PYTHONPATH=examples $(BIN)/python -m shadow_demo.servers_demo --server $(or $(SERVER),all) $(DEMO_ARGS)
+
 .PHONY: demo-deps
 demo-deps: ## Install Debian's prometheus for the demo when missing and possible (without it the demo uses records alone)
 	@hack/debian-deps.sh --optional /usr/bin/prometheus:prometheus; \
