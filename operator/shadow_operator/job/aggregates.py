@@ -36,12 +36,12 @@ from .stats import (
     BOUNDS_MS,
     QUANTILES,
     TOP_ERRORS,
-    _base,
     _count_aggregates,
     _fetch,
     _grouping_sets,
     _slice_key,
     in_report_order,
+    slice_query,
 )
 
 TEXTS_KEPT = 100  # distinct error texts kept per slice and role (the report shows the top 5)
@@ -209,13 +209,7 @@ def fold(
     dataset: Dataset, segment_names: list[str], feature_paths: list[str], regression: bool, cycle_hours: int = 0
 ) -> Aggregates:
     """The aggregates of one loaded Dataset (one increment of records): three GROUPING SETS queries."""
-    segment_names = list(dict.fromkeys(segment_names))
-    feature_paths = list(dict.fromkeys(feature_paths))
-    con = dataset.con
-    segs = [f"seg_{i}" for i in range(len(segment_names))]
-    base = _base(dataset.table, segment_names)
-    grouping = ", ".join(f"GROUPING({c}) AS g_{c}" for c in ("hour", *segs))
-    keys = ", ".join(("hour", *segs))
+    segment_names, feature_paths, con, segs, base, grouping, keys = slice_query(dataset, segment_names, feature_paths)
     slice_columns = ", ".join((*(f"g_{c}" for c in ("hour", *segs)), keys))
     result = Aggregates()
 

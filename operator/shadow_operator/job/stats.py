@@ -30,17 +30,22 @@ QUANTILES = (0.5, 0.95, 0.99)
 SliceKey = tuple[str, int | None]  # (segment label, hour)
 
 
+def slice_query(dataset: Dataset, segment_names: list[str], feature_paths: list[str]) -> tuple:
+    """What every per-slice query starts from: the names without repeats, the connection, the
+    segment columns, the base table with them, and the GROUPING/keys clauses over hour and segments."""
+    segment_names = list(dict.fromkeys(segment_names))
+    feature_paths = list(dict.fromkeys(feature_paths))
+    segs = [f"seg_{i}" for i in range(len(segment_names))]
+    grouping = ", ".join(f"GROUPING({c}) AS g_{c}" for c in ("hour", *segs))
+    keys = ", ".join(("hour", *segs))
+    return segment_names, feature_paths, dataset.con, segs, _base(dataset.table, segment_names), grouping, keys
+
+
 def compute_slices(
     dataset: Dataset, segment_names: list[str], feature_paths: list[str], regression: bool
 ) -> list[SliceStats]:
     """Stats of every slice present in the data: `all` first, then segments in the order given; whole period first."""
-    segment_names = list(dict.fromkeys(segment_names))
-    feature_paths = list(dict.fromkeys(feature_paths))
-    con = dataset.con
-    segs = [f"seg_{i}" for i in range(len(segment_names))]
-    base = _base(dataset.table, segment_names)
-    grouping = ", ".join(f"GROUPING({c}) AS g_{c}" for c in ("hour", *segs))
-    keys = ", ".join(("hour", *segs))
+    segment_names, feature_paths, con, segs, base, grouping, keys = slice_query(dataset, segment_names, feature_paths)
     sets = _grouping_sets(segs)
 
     def by_slice(rows: list[dict[str, Any]]) -> dict[SliceKey, dict[str, Any]]:
