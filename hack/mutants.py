@@ -55,16 +55,38 @@ def stage(reuse: bool) -> None:
     if STAGE.exists() and not reuse:
         shutil.rmtree(STAGE)
     if (STAGE / "mutants").exists():
-        # a retest: refresh the tests (new ones may kill mutants), keep mutmut's mutants and results
+        # a retest: refresh the tests (new ones may kill mutants) and the [tool.mutmut] config, keep
+        # mutmut's mutants and results (mutmut itself drops the results a config change invalidates:
+        # a new test selection all of them, a new timeout the timeouts)
         for sub in ("tests", "mutants/tests"):
             shutil.rmtree(STAGE / sub, ignore_errors=True)
             shutil.copytree(ROOT / "tests", STAGE / sub, ignore=IGNORE)
+        shutil.copy2(ROOT / "pyproject.toml", STAGE / "pyproject.toml")
+        _sync(ROOT / "operator" / PACKAGE, STAGE / "src" / PACKAGE)
         return
     STAGE.mkdir(parents=True, exist_ok=True)
     (STAGE / ".gitignore").write_text("*\n")
     shutil.copytree(ROOT / "operator" / PACKAGE, STAGE / "src" / PACKAGE, ignore=IGNORE)
     shutil.copytree(ROOT / "tests", STAGE / "tests", ignore=IGNORE)
     shutil.copy2(ROOT / "pyproject.toml", STAGE / "pyproject.toml")
+
+
+def _sync(source: Path, target: Path) -> None:
+    """Make target's files those of source, rewriting (with a new mtime) only the ones that differ.
+
+    mutmut regenerates the mutants of a mutated file whose source is newer than its mutants, and
+    keeps the results of the functions whose text did not change; the other files it copies anew
+    each run. So a retest runs against the checkout's code as it is now.
+    """
+    wanted = {p.relative_to(source) for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    for path in sorted(wanted):
+        old, new = target / path, source / path
+        if not old.exists() or old.read_bytes() != new.read_bytes():
+            old.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(new, old)
+    for path in target.rglob("*"):
+        if path.is_file() and "__pycache__" not in path.parts and path.relative_to(target) not in wanted:
+            path.unlink()
 
 
 def run_mutmut(names: list[str], max_children: int, log: Path) -> int:

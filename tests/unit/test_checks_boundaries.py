@@ -372,3 +372,130 @@ def test_a_point_estimate_on_too_few_requests_says_so():
         message="candidate p95 latency 90 ms is 1.00x the primary's 90 ms against latencyRatio.p95 1.2x: only 99 "
         "requests, fewer than the 100 needed to judge (99 candidate and 99 primary requests)",
     )
+
+
+# --- judged against the noise baseline: absolute differences ----------------------------------
+
+
+def test_each_absolute_difference_is_judged_beyond_the_baselines_own():
+    candidate = make_slice(pairs=500, abs_diff_mean=1.5, abs_diff_p95=3.4)
+    noise = make_slice(pairs=500, abs_diff_mean=1.0, abs_diff_p95=3.0)
+    mean, p95 = abs_diff_checks(candidate, AbsDiff(mean=0.5, p95=0.5), 100, noise)
+    assert mean == Check(
+        name="absDiffMean",
+        segment="all",
+        primary=1.0,
+        candidate=1.5,
+        threshold=0.5,
+        samples=500,
+        passed=True,
+        message="mean absolute difference minus the noise baseline's 1: 0.5 over 500 comparable pairs against "
+        "maxAbsDiff.mean 0.5: within the limit",
+    )
+    # the p95 against the baseline's p95 (3.0), not its mean: 0.4 beyond it
+    assert (p95.primary, p95.passed) == (3.0, True), p95.message
+    assert p95.message.startswith("95th percentile of the absolute difference minus the noise baseline's 3: 0.4 over")
+
+
+def test_a_baseline_with_exactly_min_samples_comparable_pairs_is_judged_against():
+    candidate = make_slice(pairs=500, abs_diff_mean=1.5)
+    [at_minimum] = abs_diff_checks(candidate, AbsDiff(mean=0.5), 100, make_slice(pairs=100, abs_diff_mean=1.0))
+    assert at_minimum.passed is True, at_minimum.message
+    [short] = abs_diff_checks(candidate, AbsDiff(mean=0.5), 100, make_slice(pairs=99, abs_diff_mean=1.0))
+    assert short.passed is None
+
+
+def test_a_thin_baseline_leaves_both_absolute_differences_unjudged_and_says_so():
+    candidate = make_slice(pairs=500, abs_diff_mean=1.5, abs_diff_p95=3.4)
+    thin = make_slice(pairs=99, abs_diff_mean=1.0, abs_diff_p95=3.0)
+    found = abs_diff_checks(candidate, AbsDiff(mean=0.5, p95=0.5), 100, thin)
+    assert [(k.name, k.passed, k.primary) for k in found] == [("absDiffMean", None, None), ("absDiffP95", None, None)]
+    assert [k.message for k in found] == [
+        "mean absolute difference: the noise baseline has too few comparable pairs on this slice to judge against",
+        "95th percentile of the absolute difference: the noise baseline has too few comparable pairs on this slice "
+        "to judge against",
+    ]
+    unmeasured = make_slice(pairs=500, abs_diff_mean=1.0)  # no p95 in the baseline
+    _, p95 = abs_diff_checks(candidate, AbsDiff(mean=0.5, p95=0.5), 100, unmeasured)
+    assert p95.passed is None and "too few comparable pairs" in p95.message
+
+
+def test_an_unmeasured_absolute_difference_against_a_baseline_is_not_judged():
+    candidate = make_slice(pairs=500, comparable=500)  # no abs_diff_mean
+    [check] = abs_diff_checks(candidate, AbsDiff(mean=0.5), 100, make_slice(pairs=500, abs_diff_mean=1.0))
+    assert (check.passed, check.candidate, check.primary) == (None, None, 1.0)
+    assert check.message == (
+        "mean absolute difference minus the noise baseline's 1:: no comparable pairs (both sides answering with a "
+        "prediction) among 500"
+    )
+
+
+# --- judged against the noise baseline: disagreement beyond two primaries' ---------------------
+
+
+def test_excess_disagreement_reports_both_agreements_and_the_difference():
+    candidate = make_slice(pairs=1000, agreement=0.9)  # 100 disagreeing
+    noise = make_slice(pairs=500, agreement=0.96)  # 20 disagreeing
+    check = checks.excess_disagreement_check(candidate, noise, 0.95, 0.95, 100)
+    assert (check.name, check.segment, check.candidate, check.primary, check.threshold, check.samples) == (
+        "agreement", "all", 0.9, pytest.approx(0.96), 0.95, 1000,
+    )  # fmt: skip
+    assert check.message.startswith(
+        "the models agree on 90% of comparable pairs (900 of 1000); two primaries agree on 96% (480 of 500, the "
+        "noise baseline); the candidate's disagreement beyond that is 6% (95% interval "
+    ), check.message
+    assert check.message.endswith(
+        "against 1 - minAgreement 5%: the interval straddles the limit, so more samples are needed"
+    )
+
+
+def test_excess_disagreement_counts_no_agreement_as_every_pair_disagreeing():
+    candidate = make_slice(pairs=200, agreement=0.0)
+    noise = make_slice(pairs=200, agreement=0.0)
+    check = checks.excess_disagreement_check(candidate, noise, 0.95, 0.95, 100)
+    assert "(0 of 200); two primaries agree on 0% (0 of 200, the noise baseline)" in check.message
+    # both wholly disagreeing: nothing beyond the baseline's, a pass on 200 pairs each
+    assert "disagreement beyond that is 0% (95% interval -1.88% to 1.88%)" in check.message and check.passed is True
+
+
+def test_excess_disagreement_without_comparable_pairs_is_not_judged():
+    noise = make_slice(pairs=500, agreement=0.96)
+    for stats in (make_slice(pairs=100, agreement=None), make_slice(pairs=100, agreement=0.9, comparable=0)):
+        check = checks.excess_disagreement_check(stats, noise, 0.95, 0.95, 100)
+        assert check == Check(
+            name="agreement",
+            segment="all",
+            candidate=stats.agreement,
+            threshold=0.95,
+            samples=stats.comparable,
+            passed=None,
+            message="agreement: no comparable pairs (both sides answering with a prediction) among 100",
+        )
+
+
+def test_excess_disagreement_on_a_single_comparable_pair_on_each_side_is_judged():
+    one = make_slice(pairs=1, agreement=1.0)
+    check = checks.excess_disagreement_check(one, make_slice(pairs=1, agreement=1.0), 0.95, 0.95, 1)
+    assert check.message.startswith("the models agree on 100% of comparable pairs (1 of 1); two primaries agree")
+    assert check.passed is None  # one pair each way cannot confirm a 5% limit
+
+
+def test_excess_disagreement_without_baseline_pairs_names_the_candidates_agreement():
+    candidate = make_slice(pairs=400, agreement=0.9)
+    for noise in (None, make_slice(pairs=0, agreement=None, comparable=0)):
+        check = checks.excess_disagreement_check(candidate, noise, 0.95, 0.95, 100)
+        assert (check.passed, check.primary, check.candidate, check.samples) == (None, None, 0.9, 400)
+        assert check.message == (
+            "the models agree on 90% of 400 comparable pairs; the noise baseline has no comparable pairs on this "
+            "slice yet, so the candidate's disagreement cannot be told from the primary's own: not judged"
+        )
+
+
+def test_excess_disagreement_on_too_few_pairs_names_the_smaller_side():
+    candidate = make_slice(pairs=400, agreement=0.9)
+    check = checks.excess_disagreement_check(candidate, make_slice(pairs=40, agreement=0.9), 0.95, 0.95, 100)
+    assert check.passed is None
+    assert check.message.endswith(
+        "only 40 comparable pairs, fewer than the 100 needed to judge (a pass needs 100; failing needs only a "
+        "decisive interval)"
+    ), check.message

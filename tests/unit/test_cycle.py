@@ -89,3 +89,37 @@ def test_status_coverage_counts_the_hours_the_report_saw():
     assert (coverage.percent, coverage.hours_seen, coverage.required_hours) == (89, 150, 168)
     assert coverage.summary == "89% of 168h (150 of 168 hours seen)"
     assert compute_coverage(sd, since, NOW, 100_000).percent == 100
+
+
+# --- exact boundaries (mutation testing, docs/mutants.md) ---
+
+
+@pytest.mark.parametrize(("seconds", "hours"), [(HOUR, 0), (2 * HOUR, 2), (3 * HOUR, 3), (169 * HOUR, 169)])
+def test_one_hour_is_too_short_to_bucket_two_hours_are_enough(seconds, hours):
+    assert cycle.cycle_hours(seconds) == hours
+
+
+@pytest.mark.parametrize(
+    ("bucket", "hours", "label"),
+    [(0, 48, "day 1 00:00"), (25, 48, "day 2 01:00"), (71, 72, "day 3 23:00"), (3, 5, "hour 3"), (30, 36, "hour 30")],
+)
+def test_cycles_of_whole_days_name_the_day_others_the_hour(bucket, hours, label):
+    assert cycle.bucket_label(bucket, hours) == label
+
+
+def test_a_gap_ending_at_the_last_hour_of_a_day_or_the_first_stays_on_that_day():
+    saturday = 5 * 24
+    # Sat 01:00 to 23:00 (the last missing hour 22:00, the run ends at 23:00 on the same day)
+    assert cycle.gaps(set(range(168)) - set(range(saturday + 1, saturday + 23)), 168) == ["Sat 01:00-23:00"]
+    # one hour at Saturday midnight: 00:00-01:00 on Saturday
+    assert cycle.gaps(set(range(168)) - {saturday}, 168) == ["Sat 00:00-01:00"]
+    # up to midnight: the end is the next day's 00:00
+    assert cycle.gaps(set(range(168)) - set(range(saturday + 20, saturday + 24)), 168) == ["Sat 20:00-Sun 00:00"]
+
+
+def test_exactly_max_gaps_named_are_all_named_without_a_count():
+    seen = set(range(24)) - {2 * i for i in range(cycle.MAX_GAPS_NAMED)}
+    named = cycle.gaps(seen, 24)
+    assert named == [f"{2 * i:02d}:00-{2 * i + 1:02d}:00" for i in range(cycle.MAX_GAPS_NAMED)]
+    one_more = cycle.gaps(seen - {2 * cycle.MAX_GAPS_NAMED}, 24)
+    assert one_more[-1] == "and 1 more" and len(one_more) == cycle.MAX_GAPS_NAMED + 1

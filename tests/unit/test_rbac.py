@@ -13,6 +13,7 @@ from shadow_operator.controller.builders import all_child_keys, desired_state
 from shadow_operator.controller.observed import Observed
 from shadow_operator.job import cli as analysis_cli
 from shadow_operator.kube import client as kube
+from shadow_operator.kube.cache import CACHED
 from shadow_operator.kube.client import RESOURCES
 from shadow_operator.kube.permissions import ANALYZER_PERMISSIONS, OPERATOR_ROLE, OPT_IN_PERMISSIONS, PERMISSIONS
 from shadow_operator.kube.rbac import (
@@ -30,6 +31,7 @@ VERBS = {"GET": "get", "PATCH": "patch", "DELETE": "delete", "POST": "create"}
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 CHILD_KINDS = frozenset(kind for kind, _ in all_child_keys(make_sd()))
 GENERIC = "<any child kind>"
+WATCHED = "<every cached kind>"  # kube/cache.py lists and watches each
 
 
 def _kube_class() -> ast.ClassDef:
@@ -59,6 +61,8 @@ def _target(path: ast.expr) -> tuple[str, str | None] | None:
     """What a request path names: (kind, subresource), (GENERIC, None), or None for a discovery path."""
     if isinstance(path, ast.JoinedStr):
         return None
+    if isinstance(path, ast.Call) and isinstance(path.func, ast.Attribute) and path.func.attr == "all_namespaces_path":
+        return WATCHED, None  # list_all: the watch cache's listing of every cached kind
     assert isinstance(path, ast.Call) and isinstance(path.func, ast.Attribute) and path.func.attr == "path", (
         f"unrecognised request path: {ast.unparse(path)}"
     )
@@ -88,7 +92,7 @@ def kube_requests() -> dict[str, list[tuple[str, str, str | None]]]:
             if target is None:
                 assert function.name == "_served_version", f"{function.name} requests a non-resource path"
                 continue
-            verbs = [VERBS[method.value]]
+            verbs = [VERBS[method.value]] if target[0] != WATCHED else ["list"]
             content_type = next((k.value for k in node.keywords if k.arg == "content_type"), None)
             if isinstance(content_type, ast.Constant) and content_type.value == APPLY_CONTENT_TYPE:
                 verbs.append("create")
@@ -129,7 +133,9 @@ def required_grants() -> set[tuple[str, str, str]]:
     used = reconcile_calls()
     for method, requests in kube_requests().items():
         for verb, kind, subresource in requests:
-            if kind == GENERIC:
+            if kind == WATCHED:
+                kinds = {cached.kind for cached in CACHED}
+            elif kind == GENERIC:
                 kinds = set()
                 for called in used.get(method, set()):
                     kinds |= CHILD_KINDS if called == GENERIC else {called}
@@ -157,7 +163,7 @@ def granted() -> set[tuple[str, str, str]]:
 
 def test_kube_uses_exactly_the_known_http_methods():
     verbs = {verb for requests in kube_requests().values() for verb, _, _ in requests}
-    assert verbs == {"get", "patch", "create", "delete"}
+    assert verbs == {"get", "list", "patch", "create", "delete"}
 
 
 def test_reading_finds_every_public_kube_call():
@@ -376,3 +382,13 @@ def test_the_namespaced_role_is_the_cluster_role_without_cluster_scoped_resource
 def test_every_permission_says_why():
     for permission in PERMISSIONS:
         assert permission.why.strip(), permission
+
+
+def test_every_cached_kind_may_be_listed_and_watched_cluster_wide():
+    """The watch cache (kube/cache.py) lists then watches each kind in every namespace: a missing
+    grant would leave that kind's reads to GETs forever (its listing keeps failing)."""
+    rules = granted()
+    for cached in CACHED:
+        resource = RESOURCES[cached.kind]
+        for verb in ("list", "watch"):
+            assert (resource.group, resource.plural, verb) in rules, (cached.kind, verb)

@@ -9,6 +9,7 @@ import pytest
 from shadow_operator.contract.metric_names import LATENCY_BUCKETS
 from shadow_operator.contract.report import ErrorText, HistogramBucket
 from shadow_operator.job.dataset import load
+from shadow_operator.job.intervals import LATENCY_LEVELS, UNBOUNDED_MS
 from shadow_operator.job.stats import compute_slices
 
 from .records_factory import NOW, SHADOW, at, one, pair, side, write
@@ -260,3 +261,104 @@ def test_an_empty_dataset_has_only_an_empty_all_slice(tmp_path: Path):
     assert (s.segment, s.hour, s.pairs, s.comparable, s.agreement) == ("all", None, 0, 0, None)
     assert (s.primary.requests, s.primary.error_rate, s.primary.latency_ms) == (0, None, None)
     assert s.feature_missing == {}
+
+
+# --- exact boundaries (mutation testing, docs/mutants.md): ranks at the ends of the sample, sides
+# without latencies, quoted feature paths, the order of hour windows, ties among error texts ---
+
+
+def _bounds(stats, level):
+    [found] = [b for b in stats.latency_bounds if b.confidence == level]
+    return found
+
+
+def test_the_first_and_last_order_statistics_bound_a_median_of_six(tmp_path: Path):
+    # six requests: P(B = 0) = 1/64 <= 2.5%, so X(1) and X(6) bound the median at 95%
+    records = [pair(f"r{i}", primary=side(latency_ms=10.0 * i), candidate=side(latency_ms=i)) for i in range(1, 7)]
+    by_key, _ = slices_of(tmp_path, records)
+    primary = _bounds(by_key[("all", None)].primary, 0.95)
+    assert (primary.low.p50, primary.high.p50) == (10.0, 60.0)
+    candidate = _bounds(by_key[("all", None)].candidate, 0.95)
+    assert (candidate.low.p50, candidate.high.p50) == (1.0, 6.0)
+    # the p99 of six: X(5) below (P(B <= 4) = 0.15%), nothing above (P(B >= 6) = 94%)
+    assert (primary.low.p99, primary.high.p99) == (50.0, UNBOUNDED_MS)
+
+
+def test_a_single_request_has_bounds_at_every_level_nearly_all_open(tmp_path: Path):
+    by_key, _ = slices_of(tmp_path, [pair("r1")])
+    bounds = by_key[("all", None)].candidate.latency_bounds
+    assert [b.confidence for b in bounds] == list(LATENCY_LEVELS)
+    for b in bounds:
+        # one request lies below the p99 with probability 0.99: a lower bound at 95% (1% <= 2.5%), above none
+        assert (b.low.p50, b.low.p95, b.low.p99) == (0.0, 0.0, 10.0 if b.confidence == 0.95 else 0.0)
+        assert (b.high.p50, b.high.p95, b.high.p99) == (UNBOUNDED_MS, UNBOUNDED_MS, UNBOUNDED_MS)
+
+
+def test_a_side_without_latencies_has_no_bounds_and_the_other_side_keeps_its_own(tmp_path: Path):
+    records = [
+        pair(f"r{i}", primary=side("connection_error", latency_ms=None), candidate=side(latency_ms=10.0 * i))
+        for i in range(1, 7)
+    ]
+    by_key, _ = slices_of(tmp_path, records)
+    overall = by_key[("all", None)]
+    assert overall.primary.latency_bounds == []
+    assert len(overall.candidate.latency_bounds) == len(LATENCY_LEVELS)
+    assert (_bounds(overall.candidate, 0.95).low.p50, _bounds(overall.candidate, 0.95).high.p50) == (10.0, 60.0)
+
+
+def test_hour_windows_carry_no_latency_bounds(tmp_path: Path):
+    by_key, _ = slices_of(tmp_path, [pair(f"r{i}", ts=at(4)) for i in range(10)])
+    assert len(by_key[("all", None)].primary.latency_bounds) == len(LATENCY_LEVELS)
+    assert by_key[("all", 4)].primary.latency_bounds == []
+    assert by_key[("all", 4)].candidate.latency_bounds == []
+
+
+def test_hour_zero_comes_before_hour_one_for_all_and_each_segment(tmp_path: Path):
+    records = [pair("a", ts=at(1), segments={"z": "1"}), pair("b", ts=at(0), segments={"z": "1"})]
+    _, slices = slices_of(tmp_path, records, segments=["z"])
+    assert [(s.segment, s.hour) for s in slices] == [
+        ("all", None), ("z=1", None), ("all", 0), ("z=1", 0), ("all", 1), ("z=1", 1),
+    ]  # fmt: skip
+
+
+def test_a_feature_path_with_quotes_is_read_as_written(tmp_path: Path):
+    path = "$['user''s']"
+    records = [pair("a", features={path: False}), pair("b", features={path: True}), pair("c", features={path: True})]
+    by_key, _ = slices_of(tmp_path, records, features=[path, "$.other"])
+    assert by_key[("all", None)].feature_missing == {path: 1 / 3, "$.other": 0.0}
+
+
+def test_error_texts_counted_alike_are_listed_by_text(tmp_path: Path):
+    texts = ["Zeta", "Kappa", "Alpha", "Omega", "Delta", "Beta", "Gamma"]
+    records = [
+        pair(f"{text}-{i}", ts=at(i), candidate=side("http_5xx", error=text)) for i in range(2) for text in texts
+    ]
+    by_key, _ = slices_of(tmp_path, records)
+    expected = [ErrorText(text=text, count=2) for text in sorted(texts)[:5]]
+    assert by_key[("all", None)].candidate.top_errors == expected
+    assert by_key[("all", 0)].candidate.top_errors == [ErrorText(text=t, count=1) for t in sorted(texts)[:5]]
+
+
+def test_a_latency_beyond_the_last_finite_bound_counts_in_the_last_bucket(tmp_path: Path):
+    records = [pair("a", candidate=side(latency_ms=1.5e308)), pair("b", candidate=side(latency_ms=5.0))]
+    by_key, _ = slices_of(tmp_path, records)
+    histogram = by_key[("all", None)].candidate.latency_histogram
+    assert sum(b.count for b in histogram) == 2
+    assert histogram[-1].count == 1
+
+
+def test_segments_no_longer_configured_come_after_the_configured_ones():
+    from shadow_operator.job.stats import in_report_order
+
+    from .slices_factory import make_slice
+
+    slices = [
+        make_slice("all", hour=1), make_slice("gone=1"), make_slice("y=2"), make_slice("x=>=100"),
+        make_slice("all"), make_slice("x=1"), make_slice("x=1", hour=0), make_slice("all", hour=0),
+    ]  # fmt: skip
+    ordered = in_report_order(slices, ["x", "y"])
+    # a bucket with "=" in it (">=100") still belongs to its segment; hour 0 before hour 1
+    assert [(s.segment, s.hour) for s in ordered] == [
+        ("all", None), ("x=1", None), ("x=>=100", None), ("y=2", None), ("gone=1", None),
+        ("all", 0), ("x=1", 0), ("all", 1),
+    ]  # fmt: skip

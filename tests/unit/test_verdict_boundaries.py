@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 from shadow_operator.contract import reasons
-from shadow_operator.contract.report import CLOCK_SKEW, CORRUPT_RECORD
+from shadow_operator.contract.report import CLOCK_SKEW, CORRUPT_RECORD, ErrorText
 from shadow_operator.job import verdict as v
 from shadow_operator.job.verdict import decide, slice_checks
 
@@ -150,3 +150,164 @@ def test_metric_slices_use_the_minimum_of_what_they_view():
 def test_slice_checks_default_to_the_specs_confidence():
     [check] = slice_checks(analysis(max_error_rate=0.5, confidence=0.9), "classification", make_slice(pairs=200), 100)
     assert "90% interval" in check.message
+
+
+# --- the Failed message: other failures, their order and number ---
+
+
+def _errors(segment="all", hour=None, pairs=2000, errors=2000, top=None):
+    """A slice whose candidate fails `errors` of `pairs` requests; `top`: its most common error text."""
+    stats = make_slice(segment, hour=hour, pairs=pairs, candidate_errors=errors)
+    if top is None:
+        return stats
+    candidate = stats.candidate.model_copy(update={"top_errors": [ErrorText(text=top, count=errors)]})
+    return stats.model_copy(update={"candidate": candidate})
+
+
+def test_one_other_failure_is_named_in_the_singular():
+    verdict = judge(analysis(max_error_rate=0.01), [_errors()], metric_slices=[_errors("prometheus:all", errors=1000)])
+    assert verdict.result == "Failed"
+    assert verdict.message.endswith("; 1 other check failed too: errorRate on prometheus:all"), verdict.message
+
+
+def test_other_failures_list_whole_period_slices_before_hour_windows():
+    slices = [_errors(), _errors(hour=3, pairs=100, errors=100)]
+    verdict = judge(analysis(max_error_rate=0.01), slices, metric_slices=[_errors("prometheus:all", errors=1000)])
+    assert verdict.message.startswith("errorRate failed on all traffic: "), verdict.message
+    # the checks come as all, all@3h, prometheus:all; the hour window is named last
+    assert verdict.message.endswith("; 2 other checks failed too: errorRate on prometheus:all, errorRate on all@3h")
+    assert [k.segment for k in verdict.checks] == ["all", "prometheus:all", "all@3h"]
+
+
+def test_prometheus_failing_alone_names_the_records_error_of_its_own_hour():
+    slices = [_errors(errors=20, top="whole-period error"), _errors(hour=5, pairs=100, errors=1, top="hour-5 error")]
+    seen_by_prometheus = _errors("prometheus:all", hour=5, pairs=5000, errors=2500)
+    verdict = judge(
+        analysis(max_error_rate=0.05, min_samples_per_segment=100), slices, metric_slices=[seen_by_prometheus]
+    )
+    assert verdict.result == "Failed", verdict.message
+    assert verdict.message.startswith(
+        "errorRate failed on segment prometheus:all at 05:00-06:00 UTC (prometheus:all@5h): "
+    )
+    assert verdict.message.endswith("; most common candidate error: hour-5 error (1 times)"), verdict.message
+    assert "whole-period error" not in verdict.message
+
+
+def test_prometheus_failing_where_the_records_have_no_slice_adds_no_error_text():
+    slices = [_errors(errors=20, top="whole-period error")]
+    seen_by_prometheus = _errors("prometheus:x=b", pairs=5000, errors=2500)
+    verdict = judge(analysis(max_error_rate=0.05), slices, metric_slices=[seen_by_prometheus])
+    assert verdict.message.startswith("errorRate failed on segment prometheus:x=b: "), verdict.message
+    assert verdict.message.endswith(
+        "against maxErrorRate 5%: the whole interval is above the limit; primary 0% (0 of 5000)"
+    )
+
+
+def test_a_records_failure_names_its_error_text_once():
+    verdict = judge(analysis(max_error_rate=0.05), [_errors(top="KeyError: 'x'")])
+    assert verdict.message.count("most common candidate error") == 1, verdict.message
+    assert verdict.message.endswith("; most common candidate error: KeyError: 'x' (2000 times)")
+
+
+# --- the Passed message: each optional part, singular and plural, after the counts ---
+
+
+def _passed(spec, slices):
+    verdict = judge(spec, slices)
+    assert (verdict.result, verdict.reason) == ("Passed", reasons.VERDICT_PASSED), verdict.message
+    assert verdict.message.startswith("all "), verdict.message
+    return verdict.message
+
+
+def test_one_thin_hour_window_is_named_in_the_singular_after_the_counts():
+    slices = [make_slice(pairs=2000), make_slice(hour=0, pairs=100)]
+    message = _passed(analysis(max_error_rate=0.02, min_samples_per_segment=100), slices)
+    assert message.startswith("all 1 checks passed on 2 slices over 2000 pairs and 168h (each within its limit")
+    assert message.endswith("stays under 5%); 1 hour-window check too thin to confirm a pass, none failing")
+
+
+def _segments(*pairs: int):
+    """All traffic (20,000 pairs, equal latency) and segments x=a, x=b, ... of the given sizes."""
+    return [make_slice(pairs=20000), *(make_slice(f"x={chr(97 + i)}", pairs=n) for i, n in enumerate(pairs))]
+
+
+TAILS = {"latency_ratio": {"p95": 1.2, "p99": 1.2}}
+
+
+def test_two_thin_tails_are_named_in_the_plural_after_the_counts():
+    # 500 requests: 25 beyond the p95 and 5 beyond the p99, both under TAIL_SAMPLES
+    message = _passed(analysis(**TAILS, min_samples=1000), _segments(500, 19500))
+    assert message.startswith("all 4 checks passed on 3 slices over 20000 pairs"), message
+    assert message.endswith(
+        "; 2 latency quantiles of thin segments not judged (fewer than 30 requests beyond them): "
+        "latencyP95Ratio on x=a, latencyP99Ratio on x=a"
+    )
+
+
+def test_exactly_thirty_requests_beyond_a_p50_are_judged_one_fewer_are_not():
+    spec = analysis(latency_ratio={"p50": 1.2}, min_samples=1000, min_samples_per_segment=50)
+    judged = judge(spec, _segments(60, 19940))  # 30 beyond the p50: its interval straddles 1.2x, inconclusive
+    assert (judged.result, judged.reason) == ("Inconclusive", reasons.INSUFFICIENT_DATA), judged.message
+    assert judged.message.startswith("1 of 3 checks inconclusive: latencyP50Ratio on x=a; ")
+    message = _passed(spec, _segments(59, 19941))  # 29.5 beyond it: shown, not judged
+    assert message.endswith(
+        "; 1 latency quantile of thin segments not judged (fewer than 30 requests beyond them): latencyP50Ratio on x=a"
+    )
+
+
+def test_a_p99_with_enough_requests_beyond_it_is_judged_not_excused_as_thin():
+    spec = analysis(latency_ratio={"p99": 1.05}, min_samples=1000)
+    verdict = judge(spec, _segments(5000, 15000))  # 50 beyond the p99; 0.9x to 1.1x straddles 1.05x
+    assert verdict.result == "Inconclusive", verdict.message
+    assert "latencyP99Ratio on x=a" in verdict.message and "thin segments" not in verdict.message
+
+
+def test_one_data_quality_warning_is_named_in_the_singular():
+    slices = [make_slice(pairs=2000, feature_missing={"$.x": 0.5})]
+    message = _passed(analysis(max_error_rate=0.5, max_feature_missing_rate=0.01), slices)
+    assert message == (
+        "all 1 checks passed on 1 slice over 2000 pairs and 168h; 1 data-quality warning about the requests, "
+        "the same for both models: featureMissing:$.x on all"
+    )
+
+
+def test_slices_short_of_min_samples_per_segment_are_counted_in_the_singular_and_plural():
+    spec = analysis(max_error_rate=0.5, min_samples=1000, min_samples_per_segment=100)
+    one = _passed(spec, _segments(99, 19901))
+    assert one.endswith("; 1 slice with fewer than minSamplesPerSegment 100 pairs not judged: x=a"), one
+    two = _passed(spec, _segments(99, 98, 19803))
+    assert two.endswith("; 2 slices with fewer than minSamplesPerSegment 100 pairs not judged: x=a, x=b"), two
+
+
+# --- Prometheus's slices get their own minimum and the family-wise level ---
+
+
+def test_a_metric_slices_latency_check_uses_its_minimum_and_the_level_given():
+    spec = analysis(latency_ratio={"p50": 2.0})
+    [short] = v._traffic_checks(spec, make_slice("prometheus:all", pairs=2000), 5000, 0.999)
+    assert short.passed is None and "only 2000 requests on one side, fewer than the 5000 needed" in short.message
+    [judged] = v._traffic_checks(spec, make_slice("prometheus:all", pairs=2000), 1000, 0.999)
+    assert judged.passed is True and "(99.9% interval" in judged.message, judged.message
+
+
+# --- with a noise baseline: each slice is judged against the baseline's same slice ---
+
+
+def test_agreement_judged_against_the_baselines_same_slice_passes():
+    candidate = [make_slice(pairs=4000, agreement=0.8)]
+    noise = [make_slice(pairs=4000, agreement=0.8)]
+    spec = analysis(min_agreement=0.95)
+    verdict = decide(spec, "classification", candidate, coverage(candidate), [], True, NOW, baseline_slices=noise)
+    assert (verdict.result, verdict.reason) == ("Passed", reasons.VERDICT_PASSED), verdict.message
+    [check] = verdict.checks
+    assert check.primary == 0.8 and "two primaries agree on 80%" in check.message
+
+
+def test_an_absolute_difference_judged_against_the_baselines_same_slice_passes():
+    candidate = [make_slice(pairs=4000, abs_diff_mean=1.5)]
+    noise = [make_slice(pairs=4000, abs_diff_mean=1.0)]
+    spec = analysis(max_abs_diff={"mean": 0.5})
+    verdict = decide(spec, "regression", candidate, coverage(candidate), [], True, NOW, baseline_slices=noise)
+    assert (verdict.result, verdict.reason) == ("Passed", reasons.VERDICT_PASSED), verdict.message
+    [check] = verdict.checks
+    assert (check.name, check.primary, check.passed) == ("absDiffMean", 1.0, True)
