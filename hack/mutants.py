@@ -45,9 +45,19 @@ DETECTED = {"killed", "timeout", "caught by type check", "segfault"}
 _HUNK = re.compile(r"^@@ -(\d+)(?:,\d+)? \+\d+(?:,\d+)? @@")
 
 
-def configured_files() -> list[str]:
+def configured_files() -> dict[str, Path]:
+    """File name (as the keys and --files spell it) -> its path under the package, e.g. job/checks.py."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
-    return [Path(p).name for p in config["only_mutate"]]
+    paths = [Path(p).relative_to(Path("src") / PACKAGE) for p in config["only_mutate"]]
+    by_name = {path.name: path for path in paths}
+    if len(by_name) != len(paths):
+        raise SystemExit("[tool.mutmut] only_mutate: two files share a name; the equivalents' keys could not tell them apart")
+    return by_name
+
+
+def module_glob(path: Path) -> str:
+    """job/checks.py -> shadow_operator.job.checks.* (mutmut's names for that file's mutants)."""
+    return ".".join((PACKAGE, *path.with_suffix("").parts)) + ".*"
 
 
 def stage(reuse: bool) -> None:
@@ -130,7 +140,7 @@ def describe(diff: str, function_line: int) -> tuple[str, int]:
     return f"{' / '.join(before)} => {' / '.join(after)}", line
 
 
-def collect(files: list[str]) -> list[dict]:
+def collect(files: list[str], paths: dict[str, Path]) -> list[dict]:
     """Every mutant of the given files: status, stable key and line (read in the stage, as mutmut left it)."""
     os.chdir(STAGE)
     sys.path.insert(0, str(STAGE))
@@ -140,7 +150,7 @@ def collect(files: list[str]) -> list[dict]:
 
     found = []
     for name in files:
-        path = Path("src") / PACKAGE / "job" / name
+        path = Path("src") / PACKAGE / paths[name]
         lines = _function_lines(path.read_text())
         data = SourceFileMutationData(path=path)
         data.load()
@@ -221,7 +231,7 @@ def _row(name: str, row: Counter[str], columns: tuple[str, ...]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--files", nargs="+", help="file names under job/ (default: all configured)")
+    parser.add_argument("--files", nargs="+", help="file names, e.g. checks.py coverage.py (default: all configured)")
     parser.add_argument("--max-children", type=int, default=1, help="mutmut worker processes (default 1)")
     parser.add_argument("--reuse", action="store_true", help="keep .mutmut/ and its results (retest given mutants)")
     parser.add_argument("--report-only", action="store_true", help="only compare the last run's results")
@@ -229,20 +239,20 @@ def main() -> int:
     args = parser.parse_args()
 
     configured = configured_files()
-    files = args.files or configured
+    files = args.files or list(configured)
     unknown = sorted(set(files) - set(configured))
     if unknown:
         parser.error(f"not in [tool.mutmut] only_mutate: {', '.join(unknown)}")
     started = time.monotonic()
     if not args.report_only:
         stage(reuse=args.reuse or bool(args.mutants))
-        names = args.mutants or ([] if files == configured else [f"{PACKAGE}.job.{Path(f).stem}.*" for f in files])
+        names = args.mutants or ([] if files == list(configured) else [module_glob(configured[f]) for f in files])
         code = run_mutmut(names, args.max_children, STAGE / "run.log")
         if code != 0:
             print((STAGE / "run.log").read_text()[-4000:])
             print(f"mutmut run failed (exit {code})")
             return code
-    found = collect(files)
+    found = collect(files, configured)
     status = report(found, read_equivalent(), files)
     print(f"took {time.monotonic() - started:.0f}s")
     return status

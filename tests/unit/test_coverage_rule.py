@@ -27,3 +27,33 @@ def test_the_lowest_of_time_samples_and_hours_is_the_coverage():
 
 def test_degenerate_requirements_never_divide_by_zero():
     assert coverage(10, 0, 0, 0, (0, 0)) == (100, 0, 100, 0)
+
+
+# The cases below were each written for a mutant of contract/coverage.py that survived the tests
+# above (make mutants): every boundary of the rule, pinned.
+
+
+def test_time_coverage_is_never_rounded_up_to_the_next_percent():
+    # just below 5% of 0.7 s: true division rounds the quotient to 5.0; the coverage is 4%
+    assert time_coverage_percent(0.034999999999999996, 0.7) == 4
+    assert time_coverage_percent(0.5, 100) == 0  # half a percent is no percent (not a clamp to 1 s)
+
+
+def test_a_short_but_positive_requirement_is_a_real_requirement():
+    assert time_coverage_percent(0.5, 1) == 50  # 1 s is not "no requirement"
+    assert time_coverage_percent(-5, 0) == 100  # nothing required: covered, whatever the clock says
+
+
+def test_reaching_a_huge_requirement_exactly_is_covered_without_overflow():
+    assert time_coverage_percent(1e308, 1e308) == 100  # 1e308 * 100 would be inf
+
+
+def test_samples_coverage_floors_whole_percent():
+    assert coverage(WEEK, WEEK, 1, 3).samples == 33  # not 33.33
+    assert isinstance(coverage(WEEK, WEEK, 1, 3).samples, int)
+    assert coverage(WEEK, WEEK, 999, 1000).samples == 99  # one short of the requirement is not 100%
+    assert coverage(WEEK, WEEK, 1, 1).samples == 100  # one sample required, one seen
+
+
+def test_more_hours_seen_than_the_cycle_has_is_still_100_percent():
+    assert coverage(WEEK, WEEK, 10, 10, (2, 1)).hours == 100
