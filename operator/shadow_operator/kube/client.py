@@ -230,6 +230,7 @@ class Kube:
         raw = response.response
         try:
             if response.status >= 400:
+                response.read()  # the Status body names the reason (e.g. "cannot watch resource"); unread, only "Forbidden"
                 raise _error(ApiException(http_resp=response))
             pending = b""
             for chunk in raw.stream(64 * 1024, decode_content=True):
