@@ -19,7 +19,8 @@ the page cache; each measured `--repeat` times: the fastest time, the largest pe
 
 Before timing, the reference's numbers are checked against ours on the smallest size (every
 slice, every field: an assertion), so the two compute the same thing. Prints wall time and
-peak RSS of each, their ratio, our seconds per 1M records, and whether the targets are met.
+peak RSS of each, their ratio, our seconds per 1M records, and whether the targets are met, in
+benchmarks/table.py's table.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from . import table
 
 SIZES = (100_000, 1_000_000, 3_000_000)
 SHADOW = "bench/recommender"
@@ -363,30 +366,27 @@ def best_of(kind: str, path: Path, repeat: int) -> dict:
     return {**min(runs, key=lambda r: r["seconds"]), "rss_mib": max(r["rss_mib"] for r in runs)}
 
 
-def verdict(rows: list[tuple[int, dict, dict, float]]) -> str:
-    """One line: is each target met at 1M records, and does the time per record stay flat from 1M up?"""
-    at = {size: (ours, reference) for size, ours, reference, _ in rows}
-    if 1_000_000 not in at:
-        return "targets: not judged (they are set at 1,000,000 records; run with that size)"
-    ours, reference = at[1_000_000]
-    ratio = ours["seconds"] / reference["seconds"]
-    per_m = {size: o["seconds"] / size * 1e6 for size, (o, _) in at.items() if size >= 1_000_000}
-    linear = max(per_m.values()) <= LINEAR_SLACK * per_m[1_000_000]
-    checks = [
-        (f"time {ours['seconds']:.2f} s < {TARGET_SECONDS:g} s", ours["seconds"] < TARGET_SECONDS),
-        (f"memory {ours['rss_mib']:.0f} MiB < {TARGET_MIB:.0f} MiB", ours["rss_mib"] < TARGET_MIB),
-        (f"ours/duckdb {ratio:.2f} <= {TARGET_RATIO:g}x", ratio <= TARGET_RATIO),
-        (
-            "linear: s/1M "
-            + " -> ".join(f"{v:.2f}" for _, v in sorted(per_m.items()))
-            + (f" (within {LINEAR_SLACK:g}x of 1M)" if len(per_m) > 1 else " (one size >= 1M only)"),
-            linear,
-        ),
-    ]
-    met = all(ok for _, ok in checks)
-    return f"targets at 1M {'MET' if met else 'NOT MET'}: " + "; ".join(
-        f"{text}: {'met' if ok else 'NOT met'}" for text, ok in checks
-    )
+def sizes_table(rows: list[tuple[int, dict, dict, float]], repeat: int) -> table.Table:
+    """One section per size: time and memory beside DuckDB's; the targets are judged at 1M records,
+    and time per record must stay flat from 1M up (within LINEAR_SLACK)."""
+    t = table.Table(f"Analysis of pair records, best of {repeat}", reference="DuckDB")
+    per_m_at_1m = next((o["seconds"] / size * 1e6 for size, o, _, _ in rows if size == 1_000_000), None)
+    for size, ours, reference, file_mib in rows:
+        judged = size == 1_000_000
+        t.section(f"{size:,} records ({file_mib:.0f} MiB, {ours['slices']} slices)")
+        t.row("time", ours["seconds"], "s", ref=reference["seconds"], target=f"≤ {TARGET_RATIO:g}x" if judged else "")
+        if judged:
+            t.row("time", ours["seconds"], "s", target=f"< {TARGET_SECONDS:g} s")
+        t.row("peak RSS", ours["rss_mib"], "MiB", ref=reference["rss_mib"],
+              target=f"< {TARGET_MIB:.0f} MiB" if judged else "")  # fmt: skip
+        per_m = ours["seconds"] / size * 1e6
+        if size > 1_000_000 and per_m_at_1m:
+            t.row("time per 1M records", per_m, "s", ref=per_m_at_1m, ref_name="at 1M",
+                  target=f"≤ {LINEAR_SLACK:g}x")  # fmt: skip
+    if per_m_at_1m is None:
+        t.note("targets are set at 1,000,000 records: run with that size to judge them")
+    t.note(f"cores: {os.cpu_count()}, segment buckets: {len(BUCKETS)}")
+    return t
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -406,6 +406,7 @@ def main(argv: list[str] | None = None) -> int:
         "--full-records", type=int, default=1_000_000, help="full recomputation beside DuckDB at this size (0: skip)"
     )
     parser.add_argument("--skip-sizes", action="store_true", help="only the incremental part")
+    table.add_arguments(parser)
     parser.add_argument("--child", choices=("ours", "duckdb", "verify", "aggregates", "parts"), help=argparse.SUPPRESS)
     parser.add_argument("path", nargs="?", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -443,25 +444,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         rows.append((size, ours, reference, path.stat().st_size / 2**20))
 
-    print(
-        f"\ncores: {os.cpu_count()}, segment buckets: {len(BUCKETS)}, slices per size: {rows[0][1]['slices']}, "
-        f"best of {args.repeat}"
-    )
-    header = ("records", "file MiB", "ours s", "duckdb s", "ours/duckdb", "ours MiB", "duckdb MiB", "ours s/1M")
-    print("  ".join(f"{h:>11}" for h in header))
-    for size, ours, reference, file_mib in rows:
-        cells = (
-            f"{size:,}",
-            f"{file_mib:.0f}",
-            f"{ours['seconds']:.2f}",
-            f"{reference['seconds']:.2f}",
-            f"{ours['seconds'] / reference['seconds']:.2f}",
-            f"{ours['rss_mib']:.0f}",
-            f"{reference['rss_mib']:.0f}",
-            f"{ours['seconds'] / size * 1e6:.2f}",
-        )
-        print("  ".join(f"{c:>11}" for c in cells))
-    print(verdict(rows))
+    sizes_table(rows, args.repeat).print()
     from . import analyze_incremental as incremental
 
     return incremental.main(args.week_records, args.full_records, args.repeat, args.week_increments)

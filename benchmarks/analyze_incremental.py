@@ -34,6 +34,7 @@ from pathlib import Path
 import yaml
 
 from . import analyze as bench
+from . import table
 
 WEEK_RECORDS = 10_000_000
 INCREMENT_SECONDS = 600
@@ -238,148 +239,56 @@ def full_recomputation(size: int, repeat: int) -> dict:
 # --- the table ------------------------------------------------------------------------------------
 
 
-def _row(measurement: str, ours: str, reference: str, ratio: str, target: str, met: bool | None) -> tuple:
-    return (measurement, ours, reference, ratio, target, "—" if met is None else ("met" if met else "NOT met"))
-
-
-def print_table(week: dict | None, full: dict | None, total: int, increments: int) -> None:
-    rows = []
+def results_table(week: dict | None, full: dict | None, total: int, increments: int) -> table.Table:
+    t = table.Table(
+        f"Incremental analysis: {total:,} pair records over a week in {increments} increments of "
+        f"{7 * 86400 / increments / 60:g} minutes",
+        reference="reference",
+    )
     if week is not None:
         runs = week["runs"]
         seconds = [r["seconds"] for r in runs]
         peaks = [r["peak_mib"] for r in runs]
         first_s, last_s = statistics.mean(seconds[:EDGE_RUNS]), statistics.mean(seconds[-EDGE_RUNS:])
         first_m, last_m = statistics.mean(peaks[:EDGE_RUNS]), statistics.mean(peaks[-EDGE_RUNS:])
-        p50 = statistics.median(seconds)
-        worst = max(seconds)
-        rows += [
-            _row(
-                f"incremental run, median of {len(runs)}",
-                f"{p50:.3f} s",
-                f"{TARGET_RUN_SECONDS:g} s",
-                f"{p50 / TARGET_RUN_SECONDS:.2f}",
-                "< 1 s",
-                p50 < TARGET_RUN_SECONDS,
-            ),
-            _row(
-                "incremental run, slowest",
-                f"{worst:.3f} s",
-                f"{TARGET_RUN_SECONDS:g} s",
-                f"{worst / TARGET_RUN_SECONDS:.2f}",
-                "< 1 s",
-                worst < TARGET_RUN_SECONDS,
-            ),
-            _row(
-                f"time, last {EDGE_RUNS} runs vs first {EDGE_RUNS}",
-                f"{last_s:.3f} s",
-                f"{first_s:.3f} s",
-                f"{last_s / first_s:.2f}",
-                f"flat (<= {FLAT_SLACK:g}x)",
-                last_s <= FLAT_SLACK * first_s,
-            ),
-            _row(
-                f"peak RSS, last {EDGE_RUNS} runs vs first {EDGE_RUNS}",
-                f"{last_m:.0f} MiB",
-                f"{first_m:.0f} MiB",
-                f"{last_m / first_m:.2f}",
-                f"flat (<= {FLAT_SLACK:g}x)",
-                last_m <= FLAT_SLACK * first_m,
-            ),
-            _row("state file at the end", f"{runs[-1]['state_mib']:.1f} MiB", "—", "—", "—", None),
-        ]
+        flat = f"≤ {FLAT_SLACK:g}x"
+        t.section("each incremental run (in-process)")
+        t.row(f"median of {len(runs)} runs", statistics.median(seconds), "s", target=f"< {TARGET_RUN_SECONDS:g} s")
+        t.row("slowest run", max(seconds), "s", target=f"< {TARGET_RUN_SECONDS:g} s")
+        t.row(f"time, last {EDGE_RUNS} runs", last_s, "s", ref=first_s, ref_name=f"first {EDGE_RUNS}", target=flat)
+        t.row(f"peak RSS, last {EDGE_RUNS} runs", last_m, "MiB", ref=first_m, ref_name=f"first {EDGE_RUNS}",
+              target=flat)  # fmt: skip
+        t.row("state file at the end", runs[-1]["state_mib"], "MiB")
+        t.row("pairs folded", week["pairs"], ref=total, ref_name="delivered", met=week["pairs"] == total,
+              target="all, once")  # fmt: skip
         # Per day: the first day's runs grow as hour-of-day slices appear (at most 525 here); flat after.
         per_day = max(1, len(runs) // 7)
         days = [runs[d * per_day : (d + 1) * per_day] for d in range(len(runs) // per_day)]
         day_s = [statistics.median(r["seconds"] for r in day) for day in days]
         day_m = [statistics.median(r["peak_mib"] for r in day) for day in days]
-        rows += [
-            _row(
-                "median run per day (time)",
-                " ".join(f"{v:.2f}" for v in day_s) + " s",
-                f"day 2 {day_s[min(1, len(day_s) - 1)]:.2f} s",
-                f"{day_s[-1] / day_s[min(1, len(day_s) - 1)]:.2f}",
-                f"last day <= {FLAT_SLACK:g}x day 2",
-                day_s[-1] <= FLAT_SLACK * day_s[min(1, len(day_s) - 1)],
-            ),
-            _row(
-                "median peak RSS per day",
-                " ".join(f"{v:.0f}" for v in day_m) + " MiB",
-                f"day 2 {day_m[min(1, len(day_m) - 1)]:.0f} MiB",
-                f"{day_m[-1] / day_m[min(1, len(day_m) - 1)]:.2f}",
-                f"last day <= {FLAT_SLACK:g}x day 2",
-                day_m[-1] <= FLAT_SLACK * day_m[min(1, len(day_m) - 1)],
-            ),
-            _row(
-                "pairs folded vs delivered",
-                f"{week['pairs']:,}",
-                f"{total:,}",
-                f"{week['pairs'] / total:.4f}",
-                "equal",
-                week["pairs"] == total,
-            ),
-        ]
+        day2 = min(1, len(days) - 1)
+        t.section("median run per day (the first day grows as hour-of-day slices appear)")
+        t.row("time, last day", day_s[-1], "s", ref=day_s[day2], ref_name="day 2", target=flat,
+              note=" ".join(f"{v:.2f}" for v in day_s))  # fmt: skip
+        t.row("peak RSS, last day", day_m[-1], "MiB", ref=day_m[day2], ref_name="day 2", target=flat,
+              note=" ".join(f"{v:.0f}" for v in day_m))  # fmt: skip
+        t.section("a fresh `shadowctl analyze` process (as the CronJob runs it)")
         for i, label in ((0, "first"), (increments - 1, "last")):
             fresh = week["fresh"][i]
-            rows.append(
-                _row(
-                    f"{label} increment, fresh `shadowctl analyze` process",
-                    f"{fresh['seconds']:.3f} s (+{fresh['imports']:.2f} s imports, {fresh['wall']:.2f} s wall), {fresh['peak_mib']:.0f} MiB",
-                    f"{TARGET_RUN_SECONDS:g} s",
-                    f"{fresh['seconds'] / TARGET_RUN_SECONDS:.2f}",
-                    "< 1 s (analysis)",
-                    fresh["seconds"] < TARGET_RUN_SECONDS,
-                )
-            )
+            t.row(f"{label} increment: analysis", fresh["seconds"], "s", target=f"< {TARGET_RUN_SECONDS:g} s",
+                  note=f"+{fresh['imports']:.2f} s imports, {fresh['wall']:.2f} s wall, {fresh['peak_mib']:.0f} MiB")  # fmt: skip
     if full is not None:
-        duck = full["duckdb"]["seconds"]
-        size = f"{full['size']:,}"
+        duck = full["duckdb"]
+        t.section(f"full recomputation of {full['size']:,} records, beside DuckDB")
         for key, label in (("aggregates", "from aggregates (state rebuilt)"), ("exact", "exact (no --state)")):
-            mine = full[key]["seconds"]
-            rows.append(
-                _row(
-                    f"full recomputation {size}, {label}",
-                    f"{mine:.2f} s, {full[key]['rss_mib']:.0f} MiB",
-                    f"duckdb {duck:.2f} s, {full['duckdb']['rss_mib']:.0f} MiB",
-                    f"{mine / duck:.2f}",
-                    f"<= {TARGET_FULL_RATIO:g}x",
-                    mine / duck <= TARGET_FULL_RATIO,
-                )
-            )
+            t.row(f"{label}: time", full[key]["seconds"], "s", ref=duck["seconds"], ref_name="DuckDB",
+                  target=f"≤ {TARGET_FULL_RATIO:g}x")  # fmt: skip
+            t.row(f"{label}: peak RSS", full[key]["rss_mib"], "MiB", ref=duck["rss_mib"], ref_name="DuckDB")
         parts = full["parts"]
-        rows += [
-            _row(
-                f"  exact path: dataset.load {size}",
-                f"{parts['load']:.2f} s",
-                f"duckdb {duck:.2f} s",
-                f"{parts['load'] / duck:.2f}",
-                "—",
-                None,
-            ),
-            _row(
-                "  exact path: compute_slices",
-                f"{parts['slices']:.2f} s",
-                f"duckdb {duck:.2f} s",
-                f"{parts['slices'] / duck:.2f}",
-                "—",
-                None,
-            ),
-            _row(
-                "  exact path: compute_slices without order statistics",
-                f"{parts['slices_without_bounds']:.2f} s",
-                f"duckdb {duck:.2f} s",
-                f"{parts['slices_without_bounds'] / duck:.2f}",
-                "—",
-                None,
-            ),
-        ]
-    header = ("measurement", "ours", "reference", "ratio", "target", "result")
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    print(
-        f"\nincremental analysis: {total:,} pair records over a week in {increments} increments of "
-        f"{7 * 86400 / increments / 60:g} minutes; cores: {os.cpu_count()}"
-    )
-    for r in [header, tuple("-" * w for w in widths), *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+        for key, label in (("load", "dataset.load"), ("slices", "compute_slices"),
+                           ("slices_without_bounds", "compute_slices without order statistics")):  # fmt: skip
+            t.row(f"exact path, {label}", parts[key], "s", ref=duck["seconds"], ref_name="DuckDB")
+    return t
 
 
 def main(
@@ -395,7 +304,7 @@ def main(
         saved = Path(tempfile.gettempdir()) / "bench-analyze-incremental-runs.json"
         saved.write_text(json.dumps(week))
         print(f"every run's numbers: {saved}", file=sys.stderr)
-    print_table(week, full, week_records, increments)
+    results_table(week, full, week_records, increments).print()
     return 0
 
 
