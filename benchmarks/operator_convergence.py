@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import subprocess
 import sys
 import time
@@ -71,9 +73,9 @@ def kubectl(cluster: LocalCluster, *args: str, stdin: str | None = None, timeout
     return result.stdout
 
 
-def reference_apply(cluster: LocalCluster, documents: list[dict]) -> tuple[float, int, list[dict]]:
+def reference_apply(cluster: LocalCluster, documents: list[dict]) -> tuple[float, int, list[dict], dict[str, float]]:
     """The same children, without owner references, applied by one kubectl in its own namespace:
-    (seconds, objects, the API requests it made)."""
+    (seconds, objects, the API requests it made, CPU seconds by process: kubectl and the control plane)."""
     cluster.kubectl("create", "namespace", "reference")
     children = []
     for body in documents:
@@ -84,15 +86,41 @@ def reference_apply(cluster: LocalCluster, documents: list[dict]) -> tuple[float
                 child["apiVersion"] = "batch/v1beta1"  # the test control plane is Kubernetes 1.20
             children.append(child)
     began_at, started = now(), time.monotonic()
+    cpu_before, kubectl_before = control_plane_cpu(cluster), children_cpu()
     # JSON, not YAML: PyYAML leaves a hash like "9375747436413e92" unquoted, and kubectl's YAML reads it as a float.
     listing = {"apiVersion": "v1", "kind": "List", "items": children}
     kubectl(cluster, "apply", "--server-side", "-f", "-", stdin=json.dumps(listing))
     seconds, ended_at = time.monotonic() - started, now()
+    cpu = {"client": children_cpu() - kubectl_before, **spent(cpu_before, control_plane_cpu(cluster))}
     requests = [
         e for e in cluster.audit_events(began_at)
         if e["requestReceivedTimestamp"] <= ended_at.isoformat() and e["user"].get("username") != OPERATOR_USER
     ]  # fmt: skip
-    return seconds, len(children), requests
+    return seconds, len(children), requests, cpu
+
+
+CONTROL_PLANE = ("kube-apiserver", "etcd", "kube-controller-manager")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a running process (/proc/PID/stat fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def control_plane_cpu(cluster: LocalCluster) -> dict[str, float]:
+    """CPU seconds so far of each control-plane process (hack/local-cluster.sh writes their pid files)."""
+    return {name: cpu_seconds(int((cluster.state_dir / f"{name}.pid").read_text())) for name in CONTROL_PLANE}
+
+
+def children_cpu() -> float:
+    """CPU seconds of every child this process has waited for (kubectl, run to completion)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before[name] for name in before}
 
 
 def rss_mib(pid: int, field: str = "VmRSS:") -> float:
@@ -137,7 +165,7 @@ def main() -> int:
         kubeconfig = cluster.service_account_kubeconfig(OPERATOR_NAMESPACE, "shadow-operator")
         documents = bodies(args.count)
 
-        reference_seconds, reference_objects, reference_requests = reference_apply(cluster, documents)
+        reference_seconds, reference_objects, reference_requests, reference_cpu = reference_apply(cluster, documents)
         if args.drop_reference:
             kubectl(cluster, "delete", "namespace", "reference", "--wait=true", "--timeout=900s")
 
@@ -148,6 +176,7 @@ def main() -> int:
         empty_rss = rss_mib(operator.process.pid)
         cluster.kubectl("create", "namespace", "bench")
         started_at, started = now(), time.monotonic()
+        cpu_before, operator_before = control_plane_cpu(cluster), cpu_seconds(operator.process.pid)
         kubectl(cluster, "-n", "bench", "apply", "-f", "-", stdin=yaml.safe_dump_all(documents))
         timeout = args.timeout or max(600, 1.5 * args.count)
         done = 0
@@ -158,6 +187,10 @@ def main() -> int:
             done = converged(cluster, "bench")
         convergence_seconds = time.monotonic() - started
         converged_at = now()
+        convergence_cpu = {
+            "client": cpu_seconds(operator.process.pid) - operator_before,
+            **spent(cpu_before, control_plane_cpu(cluster)),
+        }
         convergence_events = [
             e for e in cluster.audit_events(started_at, OPERATOR_USER)
             if e["requestReceivedTimestamp"] <= converged_at.isoformat()
@@ -198,6 +231,18 @@ def main() -> int:
     )
     t.row("operator peak RSS", peak, "MiB", note=f"{empty_rss:.0f} MiB before the first object")
     t.row("peak RSS per object", (peak - empty_rss) * 1024 / n, "KiB", note="above the operator's RSS with no objects")
+    t.section("CPU seconds while converging (where the time goes; 2 cores shared by all)")
+    client = "operator (kubectl beside it)"
+    for name in ("client", *CONTROL_PLANE):
+        t.row(client if name == "client" else name, convergence_cpu[name], "s", ref=reference_cpu[name])
+    busy = convergence_cpu["client"] / convergence_seconds
+    t.row(
+        "operator CPU / wall time",
+        busy * 100,
+        "%",
+        ref=reference_cpu["client"] / reference_seconds * 100,
+        note="100% is one core: the operator's Python (kopf, the client, pydantic) runs under one GIL",
+    )
     t.section("API requests per object, converging")
     t.row(
         "writes",
