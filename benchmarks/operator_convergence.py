@@ -1,7 +1,9 @@
 """`make bench-operator [OBJECTS=1000]`: 200 (or --count) ShadowDeployments against a private control plane.
 
 Prints, measured in one run (benchmarks/table.py): time until every object has its children
-and status (target ≤ 1.2x the reference), the operator's peak memory (and per object, above
+and status, and until the operator's last write (from the audit log, once it has been quiet for
+two resyncs; target ≤ 1.2x the reference), the CPU seconds of the operator and of each
+control-plane process meanwhile (where the time goes), the operator's peak memory (and per object, above
 its memory with no objects), its API requests per ShadowDeployment while converging, and
 its API requests during an idle window (target: no writes and no reads, only watches), next
 to a reference: the same child objects applied directly with one `kubectl apply
@@ -17,6 +19,7 @@ import resource
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import yaml
@@ -123,6 +126,20 @@ def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]
     return {name: after[name] - before[name] for name in before}
 
 
+def last_write_once_quiet(cluster: LocalCluster, since: datetime, quiet: float, timeout: float) -> datetime | None:
+    """When the operator made its last write, once it has written nothing for `quiet` seconds; None
+    if it never went quiet within `timeout`. The convergence test above passes on children and
+    status; kopf's annotations and a last status transition can still follow it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        writes = [e for e in cluster.audit_events(since, OPERATOR_USER) if e["verb"] in WRITE_VERBS]
+        last = max((datetime.fromisoformat(e["requestReceivedTimestamp"]) for e in writes), default=since)
+        if now() - last >= timedelta(seconds=quiet):
+            return last
+        time.sleep(1)
+    return None
+
+
 def rss_mib(pid: int, field: str = "VmRSS:") -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field):
@@ -198,8 +215,10 @@ def main() -> int:
         convergence_writes = [e for e in convergence_events if e["verb"] in WRITE_VERBS]
 
         idle_events: list[dict] = []
+        quiet = 2 * args.resync_seconds  # a write every resync would never leave this much quiet
+        last_write = None
         if done == args.count:
-            time.sleep(2)  # passes that were already running finish
+            last_write = last_write_once_quiet(cluster, started_at, quiet, timeout)
             idle_started = now()
             time.sleep(args.idle_seconds)
             idle_events = [e for e in cluster.audit_events(idle_started, OPERATOR_USER)]
@@ -218,17 +237,33 @@ def main() -> int:
         reference="kubectl",
     )
     timed_out = done < n
+    settled = (last_write - started_at).total_seconds() if last_write else None
+    kubectl_note = f"kubectl: one `apply --server-side` of the {reference_objects:,} children"
+    # The target is judged on the audit log's time of the operator's last write (the API server's
+    # clock, to the microsecond); the poll above it (`kubectl get` every second) is coarser.
     t.row(
-        "time: apply -> every object's children + status",
+        "time: apply -> every object's children + status, polled",
         f"> {convergence_seconds:,.0f}" if timed_out else convergence_seconds,
         "s",
         ref=reference_seconds,
         ratio=f"> {convergence_seconds / reference_seconds:.1f}x" if timed_out else None,
-        target="≤ 1.2x",
+        target="≤ 1.2x" if settled is None else "",
         met=False if timed_out else None,
         note=(f"gave up: {done} of {n} converged; " if timed_out else "")
-        + f"kubectl: one `apply --server-side` of the {reference_objects:,} children",
+        + (kubectl_note if settled is None else "`kubectl get` every second, 0.3 s a call"),
     )
+    if not timed_out:
+        t.row(
+            "time: apply -> the operator's last write",
+            settled if settled is not None else f"> {convergence_seconds + timeout:,.0f}",
+            "s",
+            ref=reference_seconds,
+            target="≤ 1.2x",
+            met=False if settled is None else None,
+            note=f"{kubectl_note}; then {quiet:g} s without a write (kopf's annotations and last status patches in)"
+            if settled is not None
+            else f"never {quiet:g} s without a write: the idle window below shows what it keeps writing",
+        )
     t.row("operator peak RSS", peak, "MiB", note=f"{empty_rss:.0f} MiB before the first object")
     t.row("peak RSS per object", (peak - empty_rss) * 1024 / n, "KiB", note="above the operator's RSS with no objects")
     t.section("CPU seconds while converging (where the time goes; 2 cores shared by all)")
