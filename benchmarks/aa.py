@@ -43,8 +43,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.support.ports import free_port
+
 from . import table
-from .router import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SHADOW = "shop/aa"
