@@ -51,7 +51,9 @@ def configured_files() -> dict[str, Path]:
     paths = [Path(p).relative_to(Path("src") / PACKAGE) for p in config["only_mutate"]]
     by_name = {path.name: path for path in paths}
     if len(by_name) != len(paths):
-        raise SystemExit("[tool.mutmut] only_mutate: two files share a name; the equivalents' keys could not tell them apart")
+        raise SystemExit(
+            "[tool.mutmut] only_mutate: two files share a name; the equivalents' keys could not tell them apart"
+        )
     return by_name
 
 

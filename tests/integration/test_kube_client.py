@@ -101,9 +101,7 @@ def test_a_delete_refused_by_rbac_raises_but_a_vanished_or_replaced_object_does_
 
 def test_an_access_review_carries_the_users_uid_groups_and_extra(admin, cluster, namespace):
     cluster.kubectl("-n", namespace, "create", "role", "deployers", "--verb=create", "--resource=deployments")
-    cluster.kubectl(
-        "-n", namespace, "create", "rolebinding", "deployers", "--role=deployers", "--group=ml-platform"
-    )
+    cluster.kubectl("-n", namespace, "create", "rolebinding", "deployers", "--role=deployers", "--group=ml-platform")
     attributes = {"namespace": namespace, "verb": "create", "group": "apps", "resource": "deployments"}
     member = {"username": "alice", "uid": "b1f0", "groups": ["ml-platform"], "extra": {"team": ["recsys"]}}
     assert admin.may(member, attributes) is True
