@@ -262,7 +262,7 @@ def latency_ratios(records: Path) -> tuple[int, list[Ratio]]:
                 low, high = ratio_interval(c_low, c_high, p_low, p_high)
             ratio = check.candidate / check.primary if check.candidate and check.primary else None
             out.append(
-                Ratio(checks.slice_label(item), percentile, check.primary, check.candidate, ratio, low, high,
+                Ratio(item.segment, percentile, check.primary, check.candidate, ratio, low, high,
                       check.passed, check.message)
             )  # fmt: skip
     return pairs, out

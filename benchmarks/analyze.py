@@ -322,6 +322,7 @@ def reference_slice(row: dict) -> dict:
     return {
         "segment": row["segment"],
         "hour": None if row["hour"] == -1 else row["hour"],
+        "source": "records",
         "pairs": row["pairs"],
         "primary": side("primary"),
         "candidate": side("candidate"),

@@ -61,7 +61,8 @@ def shadow_spec(candidate: str, prometheus: str | None) -> dict:
 def in_plain_words(report: dict) -> list[str]:
     """What the failing checks of a report mean for this model, one line per fault."""
     failing = [c for c in report["verdict"]["checks"] if c.get("passed") is False]
-    whole = [c for c in failing if "@" not in c["segment"] and not c["segment"].startswith(("all", "prometheus:"))]
+    records = [c for c in failing if c.get("source", "records") == "records"]  # the records name the error text
+    whole = [c for c in records if c.get("hour") is None and c["segment"] != "all"]
     slices = {s["segment"]: s for s in report["slices"] if s["hour"] is None}
     lines = []
     for check in (c for c in whole if c["name"] == "errorRate"):
@@ -77,9 +78,9 @@ def in_plain_words(report: dict) -> list[str]:
             f"{segment}: the candidate is {check['candidate'] / check['primary']:.1f}x slower at {percentile} "
             f"({check['candidate']:.1f} ms vs {check['primary']:.1f} ms)"
         )
-    hours = [c for c in failing if c["name"] == "agreement" and c["segment"].startswith("all@")]
+    hours = [c for c in records if c["name"] == "agreement" and c["segment"] == "all" and c.get("hour") is not None]
     if hours:
-        named = ", ".join(c["segment"].split("@")[1] for c in hours)
+        named = ", ".join(f"{c['hour']}h" for c in hours)
         low, high = min(c["candidate"] for c in hours), max(c["candidate"] for c in hours)
         lines.append(f"at {named}: the two models agree on only {low:.0%}-{high:.0%} of predictions")
     return lines

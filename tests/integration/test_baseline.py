@@ -134,7 +134,7 @@ def test_a_candidate_as_noisy_as_the_primary_fails_without_a_baseline_and_not_wi
 
     judged = analyze(_shadow(baseline=True), [records])
     assert judged.verdict.result != "Failed", judged.verdict.message
-    [overall] = [k for k in judged.verdict.checks if k.name == "agreement" and k.segment == "all"]
+    [overall] = [k for k in judged.verdict.checks if (k.name, k.segment, k.hour) == ("agreement", "all", None)]
     assert overall.passed is True, overall.message
     assert "two primaries agree on" in overall.message
 

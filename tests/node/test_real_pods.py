@@ -210,17 +210,20 @@ def test_the_story_on_real_pods(node: NodeCluster, installed_operator: dict, tmp
 
             # The first run may fail v2 on whatever slice had enough samples first; as records
             # accumulate, every run judges all of them again and names the segment.
-            def failing_checks() -> set[tuple[str, str]] | None:
+            def failing_checks() -> set[tuple[str, str, str]] | None:
                 # The published report: status keeps only the first 40 checks.
                 data = node.json("-n", NAMESPACE, "get", "configmap", "recommender-report").get("data") or {}
                 if REPORT_KEY not in data:
                     return None
                 verdict = json.loads(data[REPORT_KEY])["verdict"]
-                failing = {(c["name"], c["segment"]) for c in verdict["checks"] if c.get("passed") is False}
-                return failing if ("errorRate", "history=<1") in failing else None
+                checks = verdict["checks"]
+                failing = {(c["name"], c["segment"], c["source"]) for c in checks if c.get("passed") is False}
+                return failing if ("errorRate", "history=<1", "records") in failing else None
 
             failing = wait_for(failing_checks, timeout=200, interval=5, what="errorRate on history=<1 failed")
-            assert ("errorRate", "prometheus:all") in failing, "the job's Prometheus checks ran against Pods' metrics"
+            assert ("errorRate", "all", "prometheus") in failing, (
+                "the job's Prometheus checks ran against Pods' metrics"
+            )
             assert {p for p in scraped_pods(prometheus) if p.startswith("recommender-router")}, "router Pods scraped"
             node.show("-n", NAMESPACE, "get", "shadowdeployments")
 

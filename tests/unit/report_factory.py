@@ -172,7 +172,7 @@ def hour_checks(
     inconclusive: Sequence[int] = (),
     hours: Sequence[int] = range(24),
 ) -> list[Check]:
-    """One check per hour of day, labelled as checks.slice_label does (`all@14h`): passing but for the hours given."""
+    """One check per hour of day of `segment`: passing but for the hours given."""
     checks = []
     for hour in hours:
         passed = False if hour in failing else None if hour in inconclusive else True
@@ -180,7 +180,8 @@ def hour_checks(
         checks.append(
             Check(
                 name=name,
-                segment=f"{segment}@{hour}h",
+                segment=segment,
+                hour=hour,
                 primary=0.001,
                 candidate=candidate,
                 threshold=0.01,

@@ -14,7 +14,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from shadow_operator.api.v1alpha1 import AnalysisSpec
+from shadow_operator.api.v1alpha1 import AnalysisSpec, CheckSource
 from shadow_operator.contract.report import DataProblem, Latency, LatencyBounds, ReportCoverage, SideStats, SliceStats
 from shadow_operator.job.intervals import LATENCY_LEVELS, z_value
 
@@ -81,11 +81,13 @@ def make_slice(
     abs_diff_mean: float | None = None,
     abs_diff_p95: float | None = None,
     feature_missing: dict[str, float] | None = None,
+    source: CheckSource = CheckSource.RECORDS,
 ) -> SliceStats:
     """One slice with the same number of requests on both sides as pairs."""
     return SliceStats(
         segment=segment,
         hour=hour,
+        source=source,
         pairs=pairs,
         primary=side(pairs, primary_errors, primary_latency),
         candidate=side(pairs, candidate_errors, candidate_latency),

@@ -92,7 +92,7 @@ def test_a_transient_error_is_retried_with_backoff_and_leaves_status_alone(api, 
     status_after = _stored_status(api)
     assert status_after["phase"] == "Deploying"
     assert _condition(status_after, reasons.STALLED)["status"] == "False"
-    assert len(_child_applies(api)) == 1 + 16, "the refused apply, then every child once"
+    assert len(_child_applies(api)) == 1 + 17, "the refused apply, then every child once"
 
 
 @pytest.mark.parametrize(

@@ -60,6 +60,7 @@ def test_istio_without_a_service_creates_everything():
         ("Role", "recommender-analysis"),
         ("RoleBinding", "recommender-analysis"),
         ("ConfigMap", "recommender-report"),
+        ("ConfigMap", "recommender-analysis-state"),
         ("Deployment", "recommender-collector"),
         ("Service", "recommender-collector"),
         ("NetworkPolicy", "recommender-collector"),
@@ -212,6 +213,7 @@ def test_builtin_without_a_service():
         ("Role", "recommender-analysis"),
         ("RoleBinding", "recommender-analysis"),
         ("ConfigMap", "recommender-report"),
+        ("ConfigMap", "recommender-analysis-state"),
         ("Deployment", "recommender-collector"),
         ("Service", "recommender-collector"),
         ("NetworkPolicy", "recommender-collector"),
@@ -489,7 +491,7 @@ def test_comparison_cronjob():
     assert container["args"] == [
         "analyze", "--namespace", "default", "--name", "recommender", "--publish",
         "--records-from", "http://recommender-collector.default.svc.cluster.local:8090",
-        "--records-max-bytes", str((2 << 30) + (64 << 20)),
+        "--records-max-bytes", str((2 << 30) + (64 << 20)), "--cluster-state",
     ]  # fmt: skip
     pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "recommender-analysis"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from shadow_operator.api.v1alpha1 import CheckSource
 from shadow_operator.api.v1alpha1.analysis import AbsDiff
 from shadow_operator.contract.report import ErrorText
 from shadow_operator.job import checks
@@ -138,11 +139,57 @@ def test_error_rate_with_too_few_requests_fails_only_on_decisive_evidence():
     assert error_rate_check(make_slice(pairs=50, candidate_errors=1), 0.01, 0.95, 100).passed is None
 
 
-def test_hour_window_label():
+def test_an_hour_window_check_carries_its_segment_and_hour_apart():
     check = error_rate_check(make_slice("history=<1", hour=14, pairs=500), 0.01, 0.95, 100)
-    assert check.segment == "history=<1@14h"
-    assert checks.describe_label("all@2h") == "all traffic at 02:00-03:00 UTC (all@2h)"
-    assert checks.describe_label("history=<1") == "segment history=<1"
+    assert (check.segment, check.hour, check.source) == ("history=<1", 14, CheckSource.RECORDS)
+    assert checks.describe_where(check) == "segment history=<1 at 14:00-15:00 UTC"
+    assert checks.describe_where(check.model_copy(update={"segment": "all", "hour": 2})) == (
+        "all traffic at 02:00-03:00 UTC"
+    )
+
+
+def test_a_whole_period_check_has_no_hour_and_comes_from_the_records():
+    check = error_rate_check(make_slice("history=<1", pairs=500), 0.01, 0.95, 100)
+    assert (check.segment, check.hour, check.source) == ("history=<1", None, CheckSource.RECORDS)
+    assert "hour" not in check.to_wire() and check.to_wire()["source"] == "records"
+    assert checks.describe_where(check) == "segment history=<1"
+
+
+def test_a_prometheus_slice_makes_prometheus_checks():
+    stats = make_slice("all", pairs=500, source=CheckSource.PROMETHEUS)
+    made = [
+        error_rate_check(stats, 0.01, 0.95, 100),
+        error_rate_increase_check(stats, 0.01, 0.95, 100),
+        latency_ratio_check(stats, "p99", 2.0, 100),
+    ]
+    assert {(k.segment, k.hour, k.source) for k in made} == {("all", None, CheckSource.PROMETHEUS)}
+    assert checks.describe_where(made[0]) == "all traffic as Prometheus counted it"
+    at_five = made[0].model_copy(update={"segment": "x=b", "hour": 5})
+    assert checks.describe_where(at_five) == "segment x=b at 05:00-06:00 UTC as Prometheus counted it"
+
+
+@pytest.mark.parametrize("hour", [None, 0, 23])
+def test_every_check_builder_keeps_where_its_slice_was_measured(hour):
+    stats = make_slice(
+        "history=<1",
+        hour=hour,
+        pairs=500,
+        agreement=0.9,
+        abs_diff_mean=0.1,
+        abs_diff_p95=0.2,
+        feature_missing={"$.user.id": 0.0},
+    )
+    made = [
+        error_rate_check(stats, 0.01, 0.95, 100),
+        error_rate_increase_check(stats, 0.01, 0.95, 100),
+        latency_ratio_check(stats, "p50", 2.0, 100),
+        agreement_check(stats, 0.8, 0.95, 100),
+        checks.excess_disagreement_check(stats, stats, 0.8, 0.95, 100),
+        *abs_diff_checks(stats, AbsDiff(mean=0.5, p95=0.5), 100),
+        *feature_missing_checks(stats, 0.1, 0.95, 100),
+    ]
+    assert len(made) == 8
+    assert {(k.segment, k.hour, k.source) for k in made} == {("history=<1", hour, CheckSource.RECORDS)}
 
 
 # --- error-rate increase -----------------------------------------------------------------
@@ -266,7 +313,7 @@ def test_latency_ratio_without_latency_is_inconclusive():
 def test_agreement_fails_when_the_interval_is_below_the_minimum():
     check = agreement_check(make_slice("all", hour=2, pairs=700, agreement=0.6), 0.95, 0.95, 100)
     assert check.name == "agreement"
-    assert check.segment == "all@2h"
+    assert (check.segment, check.hour) == ("all", 2)
     assert check.passed is False
     assert "420 of 700" in check.message
     assert "minAgreement 95%" in check.message

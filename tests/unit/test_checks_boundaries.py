@@ -228,8 +228,10 @@ def test_an_upper_bound_at_the_sentinel_is_unbounded():
 
 
 def test_the_last_hour_of_the_day_ends_at_midnight():
-    assert checks.describe_label("all@23h") == "all traffic at 23:00-00:00 UTC (all@23h)"
-    assert checks.describe_label("country=de@0h") == "segment country=de at 00:00-01:00 UTC (country=de@0h)"
+    last = Check(name="errorRate", segment="all", hour=23)
+    assert checks.describe_where(last) == "all traffic at 23:00-00:00 UTC"
+    first = Check(name="errorRate", segment="country=de", hour=0)
+    assert checks.describe_where(first) == "segment country=de at 00:00-01:00 UTC"
 
 
 # --- agreement -------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ import pytest
 
 from shadow_operator.contract.records import BASELINE, COMPARED
 from shadow_operator.contract.report import CLOCK_SKEW, CORRUPT_RECORD, FOREIGN_RECORD, UNPAIRED_RECORD
-from shadow_operator.job.dataset import COLUMNS, TABLE, load
+from shadow_operator.job.dataset import load
+from shadow_operator.job.pairs import COLUMNS, TABLE
 
 from .records_factory import NOW, SHADOW, at, counts_by_code, one, pair, side, write
 
@@ -400,14 +401,14 @@ def test_a_listed_file_that_cannot_be_opened_is_named(tmp_path: Path, monkeypatc
         reason = "Too many levels of symbolic links"
     else:
         write(bad, [pair("b")])
-        expand = dataset_module._expand
+        expand = dataset_module.expand
 
         def list_then_remove(paths: list[Path]):
             listed = expand(paths)
             bad.unlink()
             return listed
 
-        monkeypatch.setattr(dataset_module, "_expand", list_then_remove)
+        monkeypatch.setattr(dataset_module, "expand", list_then_remove)
         reason = "No such file or directory"
 
     dataset = load([tmp_path], SHADOW, now=NOW)
@@ -464,7 +465,7 @@ def test_a_file_that_vanishes_before_duckdb_reads_it_is_named(tmp_path: Path, mo
     write(tmp_path / "a.jsonl", [pair("a"), "{\n"])
     vanishing = write(tmp_path / "b.jsonl", [pair("b")])
     write(tmp_path / "c.jsonl", [pair("c")])
-    count_lines = dataset_module._count_lines
+    count_lines = dataset_module.count_lines
 
     def count_then_delete(path: Path) -> int:
         lines = count_lines(path)
@@ -472,7 +473,7 @@ def test_a_file_that_vanishes_before_duckdb_reads_it_is_named(tmp_path: Path, mo
             path.unlink()
         return lines
 
-    monkeypatch.setattr(dataset_module, "_count_lines", count_then_delete)
+    monkeypatch.setattr(dataset_module, "count_lines", count_then_delete)
 
     dataset = load([tmp_path], SHADOW, now=NOW)
 
@@ -490,10 +491,10 @@ def test_lines_duckdb_drops_without_a_row_are_still_counted(tmp_path: Path, monk
     """Some DuckDB versions skip unparseable lines instead of returning NULLs; the byte count catches them."""
     from shadow_operator.job import dataset as dataset_module
 
-    select = dataset_module._select_from_json
+    select = dataset_module.select_from_json
     monkeypatch.setattr(
         dataset_module,
-        "_select_from_json",
+        "select_from_json",
         lambda *args: f"SELECT * FROM ({select(*args)}) WHERE id IS NOT NULL",
     )
     path = write(tmp_path / "r.jsonl", [pair("a"), "\n", "not json\n", "[1]\n", pair("b"), '{"v": 2, "id": "x"}\n'])

@@ -103,21 +103,29 @@ def test_the_replayed_week_is_the_last_complete_one():
 
 
 def test_the_demo_says_what_each_failing_check_means():
-    def check(name, segment, candidate, primary=None, passed=False):
-        return {"name": name, "segment": segment, "candidate": candidate, "primary": primary, "passed": passed}
+    def check(name, segment, candidate, primary=None, passed=False, hour=None, source="records"):
+        return {
+            "name": name,
+            "segment": segment,
+            "hour": hour,
+            "source": source,
+            "candidate": candidate,
+            "primary": primary,
+            "passed": passed,
+        }
 
     report = {
         "verdict": {
             "checks": [
                 check("errorRate", "history=<1", 1.0, 0.0),
                 check("errorRate", "all", 0.08, 0.0),
-                check("errorRate", "prometheus:history=<1", 1.0, 0.0),
+                check("errorRate", "history=<1", 1.0, 0.0, source="prometheus"),
                 check("latencyP50Ratio", "history=>=200", 16.0, 2.0),
                 check("latencyP99Ratio", "history=>=200", 24.0, 6.0),
                 check("latencyP99Ratio", "history=1-200", 6.0, 6.0, passed=True),
-                check("agreement", "all@19h", 0.51),
-                check("agreement", "all@20h", 0.49),
-                check("agreement", "all@3h", 0.9, passed=True),
+                check("agreement", "all", 0.51, hour=19),
+                check("agreement", "all", 0.49, hour=20),
+                check("agreement", "all", 0.9, passed=True, hour=3),
             ]
         },
         "slices": [

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shadow_operator.contract.report import CLOCK_SKEW, CORRUPT_RECORD, Report
-from shadow_operator.job import dataset as datasets
+from shadow_operator.job import record_sql
 from shadow_operator.job.job import analyze, coverage_for
 
 from .factories import make_sd
@@ -241,5 +241,5 @@ def test_generated_hostile_lines_give_a_report_with_every_line_accounted_for(tmp
         assert report.coverage.samples >= GOOD
         assert 0 <= report.coverage.percent <= 100
         first = report.coverage.first_ts
-        assert first is not None and datasets.MIN_TIMESTAMP <= first <= NOW + datasets.FUTURE_TOLERANCE_SECONDS
+        assert first is not None and record_sql.MIN_TIMESTAMP <= first <= NOW + record_sql.FUTURE_TOLERANCE_SECONDS
         report.model_dump_json()  # the report serialises (no NaN or infinity in it)

@@ -396,7 +396,7 @@ def test_one_sided_records_split_across_increments_are_joined_once(tmp_path):
     assert [p.count for p in full.problems if p.code == "UnpairedRecord"] == [5]
 
 
-def test_the_cli_folds_increments_with_state_and_refuses_it_with_a_download(tmp_path, capsys):
+def test_the_cli_folds_increments_with_state_also_from_an_unreachable_collector(tmp_path, capsys):
     from shadow_operator.cli import main
 
     from .factories import CONTRACT_YAML
@@ -411,6 +411,9 @@ def test_the_cli_folds_increments_with_state_and_refuses_it_with_a_download(tmp_
     assert main([*args, "--state", str(tmp_path / "state.json")]) == 0
     assert json.loads(capsys.readouterr().out)["coverage"]["samples"] == 42
     assert (tmp_path / "state.json").exists()
-    refused = main([*args, "--state", str(tmp_path / "s2.json"), "--records-from", "http://127.0.0.1:9"])
-    assert refused == 3
-    assert "cannot follow --records-from" in capsys.readouterr().err
+    # --records-from with a state reads the collector incrementally; unreachable, it folds nothing, and says so
+    assert main([*args, "--state", str(tmp_path / "state.json"), "--records-from", "http://127.0.0.1:9"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["coverage"]["samples"] == 42 and report["problems"][0]["code"] == "RecordsUnavailable"
+    assert main([*args, "--rebuild-state"]) == 3
+    assert "give --state FILE or --cluster-state" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from shadow_operator.api.v1alpha1 import CheckSource
 from shadow_operator.contract import reasons
 from shadow_operator.job.metrics.collect import slices_from_queries
 from shadow_operator.job.metrics.promql import queries_for, window_for
@@ -26,10 +27,10 @@ def test_answers_become_a_slice_per_segment_in_milliseconds():
         **answers("history=<1", (8000, 0.0, 0.010, 0.02, 0.03), (8000, 0.08, 0.002, 0.003, 0.004)),
     }
     overall, segment = slices_from_queries(queries, ["history=<1"], WINDOW)
-    assert overall.segment == "prometheus:all"
+    assert (overall.segment, overall.hour, overall.source) == ("all", None, CheckSource.PROMETHEUS)
     assert (overall.pairs, overall.candidate.requests, overall.candidate.errors) == (100000, 100000, 200)
     assert overall.candidate.latency_ms.p99 == 300.0
-    assert segment.segment == "prometheus:history=<1"
+    assert (segment.segment, segment.source) == ("history=<1", CheckSource.PROMETHEUS)
     assert segment.candidate.error_rate == 0.08
 
 
@@ -50,7 +51,7 @@ def test_a_tail_regression_only_prometheus_sees_holds_back_a_pass():
         full_thresholds(), "classification", slices, coverage(slices), [], True, "2025-11-25T00:00:00Z", metric_slices
     )
     assert (verdict.result, verdict.reason) == ("Inconclusive", reasons.INSUFFICIENT_DATA)
-    assert "latencyP99Ratio on prometheus:all" in verdict.message
+    assert "latencyP99Ratio on all (prometheus)" in verdict.message
     assert "without an interval a point estimate cannot fail the candidate" in verdict.message
 
 
@@ -63,4 +64,6 @@ def test_agreeing_metrics_keep_a_passing_verdict():
         full_thresholds(), "classification", slices, coverage(slices), [], True, "2025-11-25T00:00:00Z", metric_slices
     )
     assert verdict.result == "Passed"
-    assert any(check.segment == "prometheus:all" and check.passed for check in verdict.checks)
+    [seen] = [k for k in verdict.checks if k.source == CheckSource.PROMETHEUS and k.name == "errorRate"]
+    assert (seen.segment, seen.hour, seen.passed) == ("all", None, True)
+    assert all(k.source == CheckSource.RECORDS for k in verdict.checks if k.name == "agreement")

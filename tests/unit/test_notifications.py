@@ -86,6 +86,30 @@ def test_payload_has_headline_top_failing_checks_coverage_and_slack_text_without
         assert "http" not in text and "prometheus.monitoring" not in text
 
 
+def test_a_failing_checks_hour_and_source_reach_the_payload_and_its_text():
+    from shadow_operator.api.v1alpha1 import CheckSource
+
+    hourly = Check(name="agreement", segment="all", hour=19, candidate=0.5, threshold=0.8, passed=False)
+    seen = Check(name="errorRate", segment="history=<1", source=CheckSource.PROMETHEUS, passed=False)
+    whole = Check(name="errorRate", segment="history=<1", passed=False, message="KeyError")
+    failed = status(
+        Phase.FAILED,
+        verdict=Verdict(
+            result="Failed", reason="CandidateErrors", evaluated_at="2025-03-03T11:50:00Z", checks=[whole, hourly, seen]
+        ),
+    )
+    body = payload("ml", "recommender", transition(UID, status(Phase.SHADOWING), failed), failed)
+    assert [(c["segment"], c.get("hour"), c["source"]) for c in body["failingChecks"]] == [
+        ("history=<1", None, "records"),
+        ("all", 19, "records"),
+        ("history=<1", None, "prometheus"),
+    ]
+    lines = body["text"].splitlines()
+    assert "• errorRate [history=<1]: KeyError" in lines
+    assert "• agreement [all @19h]: failed" in lines
+    assert "• errorRate [history=<1 (prometheus)]: failed" in lines
+
+
 def test_an_error_payload_names_the_ready_reason():
     from shadow_operator.controller.conditions import set_condition
 

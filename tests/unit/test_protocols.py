@@ -17,7 +17,8 @@ from pydantic import ValidationError
 from shadow_operator.api.base import describe_validation_error
 from shadow_operator.api.v1alpha1.recording import PREDICTION_PATHS, RecordingSpec
 from shadow_operator.contract.records import HTTP_5XX, OK, SideResult, compare
-from shadow_operator.job.dataset import TABLE, load
+from shadow_operator.job.dataset import load
+from shadow_operator.job.pairs import TABLE
 from shadow_operator.router.extract import Extractor, parse_body
 
 from .records_factory import NOW, SHADOW, one, side, write

@@ -295,7 +295,7 @@ def test_the_analyzer_role_names_only_its_own_object_and_report():
             "apiGroups": [""],
             "resources": ["configmaps"],
             "verbs": ["get", "update", "patch"],
-            "resourceNames": ["recommender-report"],
+            "resourceNames": ["recommender-report", "recommender-analysis-state"],
         },
     ]
     for rule in rules:

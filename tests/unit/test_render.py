@@ -8,8 +8,8 @@ from html.parser import HTMLParser
 
 import pytest
 
-from shadow_operator.api.v1alpha1 import Check, Verdict
-from shadow_operator.contract.report import Report, ReportCoverage, SideStats, SliceStats
+from shadow_operator.api.v1alpha1 import Check, CheckSource, Verdict
+from shadow_operator.contract.report import Report, ReportCoverage, SideStats, SliceStats, slice_label
 from shadow_operator.job.render import FORMATS, render
 
 from .report_factory import FAILING_SEGMENT, KEY_ERROR, VERDICT_REASON, hour_checks, make_report
@@ -71,7 +71,11 @@ def _html_check_rows(document: str) -> list[str]:
     section = re.search(r'<section id="checks">(.*?)</section>', document).group(1)
     rows = re.findall(r"<tbody>.*</tbody>", section)[0]
     return [
-        " ".join(html.unescape(re.sub(r"<[^>]+>", " ", row)).split()) for row in re.findall(r"<tr[^>]*>.*?</tr>", rows)
+        " | ".join(
+            " ".join(html.unescape(re.sub(r"<[^>]+>", " ", cell)).split())
+            for cell in re.findall(r"<td[^>]*>.*?</td>", row)
+        )
+        for row in re.findall(r"<tr[^>]*>.*?</tr>", rows)
     ]
 
 
@@ -280,7 +284,7 @@ def test_check_values_read_by_kind(report: Report, check: Check, cells: list[str
 
 
 def test_a_failing_hour_of_day_check_flags_its_segment(report: Report) -> None:
-    hourly = Check(name="errorRate", segment="history=1-100@14h", candidate=0.03, threshold=0.01, passed=False)
+    hourly = Check(name="errorRate", segment="history=1-100", hour=14, candidate=0.03, threshold=0.01, passed=False)
     verdict = report.verdict.model_copy(update={"checks": [*report.verdict.checks, hourly]})
     document = render(report.model_copy(update={"verdict": verdict}), "html")
     headings = re.findall(r'<h3 id="seg-\d+">Segment <code>([^<]*)</code>(<span class="flag">[^<]*</span>)?', document)
@@ -296,7 +300,10 @@ def _rows(text: str, fmt: str) -> list[str]:
 
 
 def _segment_cell(row: str, fmt: str) -> str:
-    return row.split("|")[2].strip().strip("`") if fmt == "markdown" else row.split()[1]
+    """The segment column: `all @14h`, `history=<1 (prometheus)`."""
+    if fmt == "markdown":
+        return row.split("|")[2].strip().strip("`")
+    return row.split(" | ")[1] if fmt == "html" else re.split(r" {2,}", row)[1]
 
 
 HUMAN_FORMATS = ("table", "markdown", "html")
@@ -310,7 +317,7 @@ def test_passing_hour_windows_are_one_summary_line(fmt: str) -> None:
     assert _summaries(hourly) == ["errorRate on all, 24 hour windows: 24 passed"]
     assert _summaries(plain) == []
     assert not any("@" in _segment_cell(row, fmt) for row in _rows(hourly, fmt) if " hour window" not in row)
-    assert "all@" not in hourly
+    assert "all @" not in hourly
     # no row per hour: the same rows as without them, but for the summary
     assert [row for row in _rows(hourly, fmt) if " hour window" not in row] == _rows(plain, fmt)
     if fmt == "html":
@@ -331,14 +338,14 @@ def test_a_failing_hour_window_is_listed_and_named_in_the_summary(fmt: str) -> N
         "errorRate on all, 24 hour windows: 24 passed",
     ]
     hourly = [(_segment_cell(row, fmt), row) for row in _rows(text, fmt) if "@" in row and " hour window" not in row]
-    assert [segment for segment, _row in hourly] == ["all@2h", "all@3h", "all@4h", "all@7h"]
+    assert [segment for segment, _row in hourly] == ["all @2h", "all @3h", "all @4h", "all @7h"]
     assert all("agreement" in row for _segment, row in hourly)
     assert all("FAIL" in row for _segment, row in hourly[:3])
     assert "FAIL" not in hourly[3][1]
     # failing rows first: whole-period, then the hours; inconclusive ones after all failing ones
     segments = [_segment_cell(row, fmt) for row in _rows(text, fmt) if " hour window" not in row]
-    assert segments[:4] == [FAILING_SEGMENT, "all@2h", "all@3h", "all@4h"]
-    assert segments.index("all@7h") > segments.index("history=>=100")
+    assert segments[:4] == [FAILING_SEGMENT, "all @2h", "all @3h", "all @4h"]
+    assert segments.index("all @7h") > segments.index("history=>=100")
 
 
 @pytest.mark.parametrize("fmt", HUMAN_FORMATS)
@@ -355,10 +362,10 @@ def test_at_most_six_hour_rows_per_check_and_segment(fmt: str) -> None:
     ]
     listed = [_segment_cell(row, fmt) for row in _rows(text, fmt) if "@" in row and " hour window" not in row]
     assert listed == [
-        *(f"all@{h}h" for h in range(6)),
-        f"{FAILING_SEGMENT}@20h",
-        f"{FAILING_SEGMENT}@21h",
-        *(f"{FAILING_SEGMENT}@{h}h" for h in range(4)),
+        *(f"all @{h}h" for h in range(6)),
+        f"{FAILING_SEGMENT} @20h",
+        f"{FAILING_SEGMENT} @21h",
+        *(f"{FAILING_SEGMENT} @{h}h" for h in range(4)),
     ]
 
 
@@ -370,7 +377,7 @@ def test_whole_period_checks_are_listed_as_before(report: Report) -> None:
         assert whole == _rows(render(report, fmt), fmt), fmt
     table = render(with_hours, "table")
     assert len(_check_rows(table)) == len(report.verdict.checks) + 1
-    assert "  FAIL errorRate [all@5h]: candidate error rate 3.0% at 05:00" in table.splitlines()
+    assert "  FAIL errorRate [all @5h]: candidate error rate 3.0% at 05:00" in table.splitlines()
 
 
 def test_summary_keeps_the_deciding_checks_and_drops_the_detail() -> None:
@@ -382,7 +389,7 @@ def test_summary_keeps_the_deciding_checks_and_drops_the_detail() -> None:
     assert rows, summary
     assert all(" PASS " not in row for row in rows)  # a failed verdict lists what decided it
     assert any(row.split()[:2] == ["errorRate", FAILING_SEGMENT] and " FAIL " in row for row in rows)
-    assert not any("@" in row.split()[1] for row in rows)  # hour windows only as their count line
+    assert not any("@" in re.split(r" {2,}", row)[1] for row in rows)  # hour windows only as their count line
     assert _summaries(summary) == ["agreement on all, 24 hour windows: 21 passed, 2 FAILED (19h, 20h), 1 inconclusive"]
     assert KEY_ERROR in summary
     assert "QUERIES" not in summary and "CorruptRecord (" in summary
@@ -395,3 +402,36 @@ def test_summary_of_a_passed_verdict_shows_every_whole_period_check() -> None:
     rows = _check_rows(render(passed, "summary"))
     assert len(rows) == len(passed.verdict.checks)
     assert all(" PASS " in row for row in rows)
+
+
+# --- where a check was measured: one label from its fields ------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", HUMAN_FORMATS)
+def test_hour_and_source_are_shown_in_one_label(fmt: str) -> None:
+    def failing(hour: int | None) -> Check:
+        return Check(
+            name="errorRate",
+            segment=FAILING_SEGMENT,
+            hour=hour,
+            source=CheckSource.PROMETHEUS,
+            candidate=0.5,
+            threshold=0.01,
+            passed=False,
+            samples=900,
+            message="seen by Prometheus",
+        )
+
+    text = render(make_report(extra_checks=[failing(None), failing(14)]), fmt)
+    segments = [_segment_cell(row, fmt) for row in _rows(text, fmt) if " hour window" not in row]
+    assert f"{FAILING_SEGMENT} (prometheus)" in segments
+    assert f"{FAILING_SEGMENT} @14h (prometheus)" in segments
+    # the records' hour windows and Prometheus's are counted apart
+    assert _summaries(text) == [f"errorRate on {FAILING_SEGMENT} (prometheus), 1 hour window: 1 FAILED (14h)"]
+
+
+def test_slice_label_is_made_from_the_fields() -> None:
+    assert slice_label("all") == "all"
+    assert slice_label("history=<1", 0) == "history=<1 @0h"
+    assert slice_label("all", None, CheckSource.PROMETHEUS) == "all (prometheus)"
+    assert slice_label("x=b", 23, CheckSource.PROMETHEUS) == "x=b @23h (prometheus)"

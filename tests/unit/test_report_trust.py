@@ -97,6 +97,78 @@ def test_an_untrusted_report_is_ignored_and_says_why(body, says):
     assert says in problem
 
 
+def _tampered(edit) -> dict:
+    """A report body whose JSON was edited after the job wrote it: `edit` changes the parsed document."""
+    document = make_report().model_dump(mode="json")
+    edit(document)
+    return {**report_body(None), "data": {REPORT_KEY: json.dumps(document)}}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("hour", 24, "verdict.checks[0].hour: Input should be less than or equal to 23"),
+        ("hour", -1, "verdict.checks[0].hour: Input should be greater than or equal to 0"),
+        ("hour", "14h", "verdict.checks[0].hour: Input should be a valid integer"),
+        ("source", "datadog", "verdict.checks[0].source: Input should be 'records' or 'prometheus'"),
+    ],
+)
+def test_a_check_with_an_impossible_hour_or_source_makes_the_report_untrusted(field, value, says):
+    body = _tampered(lambda document: document["verdict"]["checks"][0].update({field: value}))
+    report, problem = trusted_report(body, "default", "recommender", UID)
+    assert report is None, "an invalid report must never reach status"
+    assert f"holds no readable report.json ({says}" in problem
+    assert problem.endswith(
+        "so it is ignored: the next run of the comparison job (CronJob <name>-analysis) replaces it."
+    )
+
+
+def test_a_slice_with_an_impossible_hour_or_source_makes_the_report_untrusted():
+    def edit(document):
+        document["slices"][0]["hour"] = 99
+        document["slices"][1]["source"] = "guesswork"
+
+    _, problem = trusted_report(_tampered(edit), "default", "recommender", UID)
+    assert "slices[0].hour: Input should be less than or equal to 23" in problem
+    assert "slices[1].source: Input should be 'records' or 'prometheus'" in problem
+
+
+def test_the_fields_an_untrusted_report_fails_on_are_named_briefly():
+    """The problem goes into an Event: a report failing everywhere names three fields, each cut short."""
+
+    def edit(document):
+        for check in document["verdict"]["checks"]:
+            check["source"] = "x"
+        document["verdict"]["checks"][0]["y" * 5000] = 1
+
+    _, problem = trusted_report(_tampered(edit), "default", "recommender", UID)
+    assert problem.count(": Input should be") + problem.count(": Extra inputs") == 3
+    assert " more), so it is ignored" in problem and "y" * 200 not in problem
+    assert len(problem) < 1000
+
+
+def test_a_report_json_that_is_not_json_is_named_as_such():
+    body = {**report_body(None), "data": {REPORT_KEY: "{not json"}}
+    _, problem = trusted_report(body, "default", "recommender", UID)
+    assert "holds no readable report.json (not JSON: " in problem
+
+
+def test_the_hour_and_source_of_a_trusted_report_reach_status():
+    from shadow_operator.api.v1alpha1 import CheckSource
+    from shadow_operator.controller.progress import verdict_for_status
+
+    hourly = Check(name="errorRate", segment="all", hour=14, passed=False, candidate=0.5, threshold=0.01)
+    seen = Check(name="errorRate", segment="history=<1", source=CheckSource.PROMETHEUS, passed=False)
+    published = make_report(extra_checks=[hourly, seen])
+    report, problem = trusted_report(report_body(published), "default", "recommender", UID)
+    assert problem is None
+    status = verdict_for_status(report.verdict).to_wire()
+    wired = {(c["segment"], c.get("hour"), c["source"]) for c in status["checks"] if c.get("passed") is False}
+    assert {("all", 14, "records"), ("history=<1", None, "prometheus")} <= wired
+    whole = next(c for c in status["checks"] if c["segment"] == "all" and "hour" not in c)
+    assert whole["source"] == "records"
+
+
 def test_an_unowned_configmap_with_a_report_is_ignored():
     body = report_body(make_report())
     del body["metadata"]["ownerReferences"]

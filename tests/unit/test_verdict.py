@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from shadow_operator.api.v1alpha1 import CheckSource
 from shadow_operator.contract import reasons
 from shadow_operator.contract.report import CLOCK_SKEW, CORRUPT_RECORD, UNPAIRED_RECORD
 from shadow_operator.controller.progress import MAX_CHECKS_IN_STATUS, verdict_for_status
@@ -68,10 +69,10 @@ def test_equivalent_candidate_with_full_coverage_passes():
 
 def test_checks_are_sorted_all_then_segments_then_hours():
     verdict = judge(full_thresholds(), equivalent_day())
-    segments = list(dict.fromkeys(check.segment for check in verdict.checks))
-    assert segments[:5] == ["all", NO_HISTORY, HISTORY, "all@0h", "all@1h"]
-    assert segments[26:29] == ["all@23h", f"{NO_HISTORY}@0h", f"{NO_HISTORY}@1h"]
-    assert segments[-1] == f"{HISTORY}@23h"
+    slices = list(dict.fromkeys((check.segment, check.hour) for check in verdict.checks))
+    assert slices[:5] == [("all", None), (NO_HISTORY, None), (HISTORY, None), ("all", 0), ("all", 1)]
+    assert slices[26:29] == [("all", 23), (NO_HISTORY, 0), (NO_HISTORY, 1)]
+    assert slices[-1] == (HISTORY, 23)
     assert [check.name for check in verdict.checks[:7]] == [
         "errorRate",
         "errorRateIncrease",
@@ -81,7 +82,7 @@ def test_checks_are_sorted_all_then_segments_then_hours():
         "agreement",
         "featureMissing:$.f",
     ]
-    hour_names = {check.name for check in verdict.checks if "@" in check.segment}
+    hour_names = {check.name for check in verdict.checks if check.hour is not None}
     assert hour_names == {"errorRate", "errorRateIncrease", "agreement"}
 
 
@@ -94,7 +95,7 @@ def test_small_segments_are_not_judged_and_said_so():
     assert not any(check.segment.startswith("history=missing") for check in verdict.checks)
     assert verdict.message.endswith(
         "; 25 slices with fewer than minSamplesPerSegment 100 pairs not judged: history=missing, "
-        "history=missing@0h, history=missing@1h, history=missing@2h, history=missing@3h and 20 more"
+        "history=missing @0h, history=missing @1h, history=missing @2h, history=missing @3h and 20 more"
     )
 
 
@@ -119,12 +120,12 @@ def test_a_segment_with_8_percent_candidate_errors_fails_naming_it():
     assert verdict.message == (
         "errorRate failed on segment history=<1: candidate error rate 8% (960 of 12000 requests, "
         "99.9333% interval 7.2% to 8.88%) against maxErrorRate 0.1%: the whole interval is above the limit; "
-        "primary 0% (0 of 12000); explains 49 other failing checks: errorRate on all, errorRate on all@0h, "
-        "errorRate on all@1h, errorRate on all@2h, errorRate on all@3h and 44 more"
+        "primary 0% (0 of 12000); explains 49 other failing checks: errorRate on all, errorRate on all @0h, "
+        "errorRate on all @1h, errorRate on all @2h, errorRate on all @3h and 44 more"
     )
     failing = {check.segment for check in verdict.checks if check.passed is False}
     assert HISTORY not in failing and "all" in failing
-    assert not any(check.passed is False for check in verdict.checks if check.segment.startswith(HISTORY))
+    assert not any(check.passed is False for check in verdict.checks if check.segment == HISTORY)
     # The cause comes first, so the status (which keeps the first 40 of these 50 failing checks) names it.
     assert (verdict.checks[0].name, verdict.checks[0].segment) == ("errorRate", NO_HISTORY)
     kept = verdict_for_status(verdict).checks
@@ -144,7 +145,7 @@ def test_a_segment_ten_times_slower_fails_on_latency_naming_it_with_the_ratio():
         "requests); explains 1 other failing check: latencyP50Ratio on all; 4 other checks failed too"
     )
     # hour windows are not judged on latency
-    assert all(check.passed is not False for check in verdict.checks if "@" in check.segment)
+    assert all(check.passed is not False for check in verdict.checks if check.hour is not None)
 
 
 def test_divergence_confined_to_night_hours_fails_naming_the_hour():
@@ -161,22 +162,13 @@ def test_divergence_confined_to_night_hours_fails_naming_the_hour():
     verdict = judge(analysis(min_agreement=0.95), slices)
     assert (verdict.result, verdict.reason) == ("Failed", reasons.PREDICTION_DIVERGENCE)
     assert verdict.message.startswith(
-        "agreement failed on all traffic at 02:00-03:00 UTC (all@2h): the models agree on 60% of comparable "
-        "pairs (420 of 700,"
+        "agreement failed on all traffic at 02:00-03:00 UTC: the models agree on 60% of comparable pairs (420 of 700,"
     )
-    assert "8 other checks failed too" in verdict.message
-    by_segment = {check.segment: check.passed for check in verdict.checks}
-    assert by_segment["all"] is True  # 96% overall hides it; only the hour windows show it
-    assert [s for s, passed in by_segment.items() if passed is False] == [
-        "all@2h",
-        "all@3h",
-        "all@4h",
-        f"{NO_HISTORY}@2h",
-        f"{NO_HISTORY}@3h",
-        f"{NO_HISTORY}@4h",
-        f"{HISTORY}@2h",
-        f"{HISTORY}@3h",
-        f"{HISTORY}@4h",
+    assert "8 other checks failed too: agreement on all @3h, agreement on all @4h, " in verdict.message
+    by_slice = {(check.segment, check.hour): check.passed for check in verdict.checks}
+    assert by_slice["all", None] is True  # 96% overall hides it; only the hour windows show it
+    assert [s for s, passed in by_slice.items() if passed is False] == [
+        (segment, hour) for segment in ("all", NO_HISTORY, HISTORY) for hour in (2, 3, 4)
     ]
 
 
@@ -232,10 +224,10 @@ def test_regression_divergence_fails_on_absolute_difference():
     # the mean is 25 times its limit there, the p95 20 times: the worst excess is named, on the
     # segment's hour window rather than all traffic's identical one (the more specific slice)
     assert verdict.message == (
-        "absDiffMean failed on segment region=eu at 05:00-06:00 UTC (region=eu@5h): mean absolute difference 0.5 "
+        "absDiffMean failed on segment region=eu at 05:00-06:00 UTC: mean absolute difference 0.5 "
         "over 1000 comparable pairs against maxAbsDiff.mean 0.02: above the limit; explains 3 other failing checks: "
-        "absDiffMean on all, absDiffMean on region=eu, absDiffMean on all@5h; 4 other checks failed too: "
-        "absDiffP95 on all, absDiffP95 on region=eu, absDiffP95 on all@5h, absDiffP95 on region=eu@5h"
+        "absDiffMean on all, absDiffMean on region=eu, absDiffMean on all @5h; 4 other checks failed too: "
+        "absDiffP95 on all, absDiffP95 on region=eu, absDiffP95 on all @5h, absDiffP95 on region=eu @5h"
     )
 
 
@@ -245,7 +237,7 @@ def test_decisive_failure_on_a_segment_fails_before_min_samples_overall():
     assert (verdict.result, verdict.reason) == ("Failed", reasons.CANDIDATE_ERRORS)
     assert verdict.message.startswith("errorRate failed on segment history=<1: candidate error rate 50%")
     # decisive evidence counts at any size, all traffic's too (issue 10, item 5)
-    overall = [check for check in verdict.checks if check.segment == "all"]
+    overall = [check for check in verdict.checks if (check.segment, check.hour) == ("all", None)]
     assert [check.passed for check in overall] == [False]
     assert "decisive even with 480 requests (fewer than the 1000 needed to pass)" in overall[0].message
 
@@ -260,13 +252,13 @@ def test_a_thin_segment_failing_completely_fails_and_is_named():
         "errorRate failed on segment history=<1: candidate error rate 100% (144 of 144 requests, "
     )
     assert "decisive even with 144 requests (fewer than the 100 needed" not in verdict.message
-    assert not any(check.passed is False for check in verdict.checks if check.segment.startswith(HISTORY))
+    assert not any(check.passed is False for check in verdict.checks if check.segment == HISTORY)
 
 
 def test_thin_clean_overall_is_shown_not_judged():
     cells = [Cell(NO_HISTORY, h, 20) for h in range(24)]  # 480 pairs
     verdict = judge(analysis(max_error_rate=0.5), build_slices(cells))
-    overall = [check for check in verdict.checks if check.segment == "all"]
+    overall = [check for check in verdict.checks if (check.segment, check.hour) == ("all", None)]
     assert [check.passed for check in overall] == [None]
     assert overall[0].message.startswith("not judged, only 480 of the minSamples 1000 pairs so far: ")
 
@@ -334,7 +326,7 @@ def test_thin_hour_windows_can_fail_but_do_not_hold_back_a_pass():
     # 0 errors in 500 requests an hour cannot confirm a rate below 0.5%: those windows stay
     # inconclusive, while the whole day and every segment confirm it.
     verdict = judge(full_thresholds(max_error_rate=0.005, max_error_rate_increase=0.005), equivalent_day())
-    hourly = [check for check in verdict.checks if "@" in check.segment and check.name == "errorRate"]
+    hourly = [check for check in verdict.checks if check.hour is not None and check.name == "errorRate"]
     assert any(check.passed is None for check in hourly)
     assert (verdict.result, verdict.reason) == ("Passed", reasons.VERDICT_PASSED)
 
@@ -400,14 +392,16 @@ def test_the_headline_names_the_records_slice_over_prometheus_view_of_it():
     cells = [Cell(NO_HISTORY, h, 10, candidate_errors=10) for h in range(24)]
     cells += [Cell(HISTORY, h, 500) for h in range(24)]
     slices = build_slices(cells)
-    seen_by_prometheus = make_slice(f"prometheus:{NO_HISTORY}", pairs=5000, candidate_errors=5000)
+    seen_by_prometheus = make_slice(NO_HISTORY, pairs=5000, candidate_errors=5000, source=CheckSource.PROMETHEUS)
     verdict = decide(
         analysis(max_error_rate=0.01), "classification", slices, coverage(slices), [], True, NOW,
         metric_slices=[seen_by_prometheus],
     )  # fmt: skip
     assert (verdict.result, verdict.reason) == ("Failed", reasons.CANDIDATE_ERRORS)
     assert verdict.message.startswith(f"errorRate failed on segment {NO_HISTORY}:"), verdict.message
-    assert any(c.segment == f"prometheus:{NO_HISTORY}" and c.passed is False for c in verdict.checks)
+    assert verdict.checks[0].source == CheckSource.RECORDS
+    [seen] = [c for c in verdict.checks if c.source == CheckSource.PROMETHEUS]
+    assert (seen.segment, seen.hour, seen.passed) == (NO_HISTORY, None, False)
 
 
 def test_a_prometheus_headline_carries_the_records_error_text():
@@ -422,13 +416,13 @@ def test_a_prometheus_headline_carries_the_records_error_text():
         else s
         for s in build_slices([Cell(HISTORY, 0, 3, candidate_errors=1)])
     ]
-    seen_by_prometheus = make_slice("prometheus:all", pairs=5000, candidate_errors=400)
+    seen_by_prometheus = make_slice("all", pairs=5000, candidate_errors=400, source=CheckSource.PROMETHEUS)
     verdict = decide(
         analysis(max_error_rate=0.01), "classification", slices, coverage(slices), [], True, NOW,
         metric_slices=[seen_by_prometheus],
     )  # fmt: skip
     assert (verdict.result, verdict.reason) == ("Failed", reasons.CANDIDATE_ERRORS), verdict.message
-    assert verdict.message.startswith("errorRate failed on segment prometheus:all:"), verdict.message
+    assert verdict.message.startswith("errorRate failed on all traffic as Prometheus counted it:"), verdict.message
     assert "most common candidate error: KeyError: 'purchase_history' (1 times)" in verdict.message
 
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import random
 
+from shadow_operator.api.v1alpha1 import CheckSource
 from shadow_operator.contract import reasons
 from shadow_operator.contract.report import CLOCK_SKEW, CORRUPT_RECORD, ErrorText
 from shadow_operator.job import verdict as v
 from shadow_operator.job.verdict import decide, slice_checks
 
 from .slices_factory import Cell, analysis, build_slices, coverage, make_slice, problem
+
+PROMETHEUS = CheckSource.PROMETHEUS
 
 NOW = "2025-06-01T12:00:00Z"
 
@@ -54,7 +57,7 @@ def test_passing_checks_are_shown_at_the_verdicts_own_confidence():
     slices = build_slices(Cell("x=a", hour, 100) for hour in range(24))
     verdict = judge(analysis(max_error_rate=0.5, min_samples=1000), slices)
     assert verdict.result == "Passed"
-    [overall] = [k for k in verdict.checks if k.segment == "all"]
+    [overall] = [k for k in verdict.checks if (k.segment, k.hour) == ("all", None)]
     assert "(0 of 2400 requests, 95% interval 0% to 0.16%)" in overall.message
 
 
@@ -113,8 +116,9 @@ def test_hour_windows_are_ordered_by_hour_whatever_order_they_come_in():
     slices = build_slices(Cell("x=a", hour, 100) for hour in range(24))
     shuffled = slices[:2] + random.Random(3).sample(slices[2:], len(slices) - 2)
     verdict = judge(analysis(max_error_rate=0.5), shuffled)
-    segments = [k.segment for k in verdict.checks]
-    assert segments == ["all", "x=a", *(f"all@{h}h" for h in range(24)), *(f"x=a@{h}h" for h in range(24))]
+    slices_listed = [(k.segment, k.hour) for k in verdict.checks]
+    hours = [(segment, hour) for segment in ("all", "x=a") for hour in range(24)]
+    assert slices_listed == [("all", None), ("x=a", None), *hours]
     # all traffic is found as the whole-period slice wherever it stands
     backwards = judge(analysis(max_error_rate=0.5), list(reversed(slices)))
     assert "over 2400 pairs" in backwards.message
@@ -135,14 +139,14 @@ def test_metric_slices_use_the_minimum_of_what_they_view():
     slices = build_slices(Cell("x=a", hour, 100) for hour in range(24))
     spec = analysis(max_error_rate=0.5, min_samples=1000, min_samples_per_segment=100)
     metrics = [
-        make_slice("prometheus:all", pairs=999),  # short of minSamples: listed only if failing
-        make_slice("prometheus:x=a", pairs=100),  # exactly minSamplesPerSegment: listed
-        make_slice("prometheus:x=b", pairs=99),  # short: not listed
+        make_slice("all", pairs=999, source=PROMETHEUS),  # short of minSamples: listed only if failing
+        make_slice("x=a", pairs=100, source=PROMETHEUS),  # exactly minSamplesPerSegment: listed
+        make_slice("x=b", pairs=99, source=PROMETHEUS),  # short: not listed
     ]
     verdict = judge(spec, slices, metric_slices=metrics)
     assert verdict.result == "Passed", verdict.message
-    listed = {k.segment for k in verdict.checks if k.segment.startswith("prometheus:")}
-    assert listed == {"prometheus:x=a"}
+    listed = {k.segment for k in verdict.checks if k.source == PROMETHEUS}
+    assert listed == {"x=a"}
     # 50 record slices and 3 metric slices, one errorRate check each: all of them count in the family
     assert "among the 53 checks that could fail" in verdict.message
 
@@ -155,9 +159,9 @@ def test_slice_checks_default_to_the_specs_confidence():
 # --- the Failed message: other failures, their order and number ---
 
 
-def _errors(segment="all", hour=None, pairs=2000, errors=2000, top=None):
+def _errors(segment="all", hour=None, pairs=2000, errors=2000, top=None, source=CheckSource.RECORDS):
     """A slice whose candidate fails `errors` of `pairs` requests; `top`: its most common error text."""
-    stats = make_slice(segment, hour=hour, pairs=pairs, candidate_errors=errors)
+    stats = make_slice(segment, hour=hour, pairs=pairs, candidate_errors=errors, source=source)
     if top is None:
         return stats
     candidate = stats.candidate.model_copy(update={"top_errors": [ErrorText(text=top, count=errors)]})
@@ -165,39 +169,42 @@ def _errors(segment="all", hour=None, pairs=2000, errors=2000, top=None):
 
 
 def test_one_other_failure_is_named_in_the_singular():
-    verdict = judge(analysis(max_error_rate=0.01), [_errors()], metric_slices=[_errors("prometheus:all", errors=1000)])
+    seen_by_prometheus = _errors(errors=1000, source=PROMETHEUS)
+    verdict = judge(analysis(max_error_rate=0.01), [_errors()], metric_slices=[seen_by_prometheus])
     assert verdict.result == "Failed"
-    assert verdict.message.endswith("; 1 other check failed too: errorRate on prometheus:all"), verdict.message
+    assert verdict.message.endswith("; 1 other check failed too: errorRate on all (prometheus)"), verdict.message
 
 
 def test_other_failures_list_whole_period_slices_before_hour_windows():
     slices = [_errors(), _errors(hour=3, pairs=100, errors=100)]
-    verdict = judge(analysis(max_error_rate=0.01), slices, metric_slices=[_errors("prometheus:all", errors=1000)])
+    verdict = judge(analysis(max_error_rate=0.01), slices, metric_slices=[_errors(errors=1000, source=PROMETHEUS)])
     assert verdict.message.startswith("errorRate failed on all traffic: "), verdict.message
-    # the checks come as all, all@3h, prometheus:all; the hour window is named last
-    assert verdict.message.endswith("; 2 other checks failed too: errorRate on prometheus:all, errorRate on all@3h")
-    assert [k.segment for k in verdict.checks] == ["all", "prometheus:all", "all@3h"]
+    # the checks come as all, all @3h, all (prometheus); the hour window is named last
+    assert verdict.message.endswith("; 2 other checks failed too: errorRate on all (prometheus), errorRate on all @3h")
+    assert [(k.segment, k.hour, k.source) for k in verdict.checks] == [
+        ("all", None, CheckSource.RECORDS),
+        ("all", None, PROMETHEUS),
+        ("all", 3, CheckSource.RECORDS),
+    ]
 
 
 def test_prometheus_failing_alone_names_the_records_error_of_its_own_hour():
     slices = [_errors(errors=20, top="whole-period error"), _errors(hour=5, pairs=100, errors=1, top="hour-5 error")]
-    seen_by_prometheus = _errors("prometheus:all", hour=5, pairs=5000, errors=2500)
+    seen_by_prometheus = _errors(hour=5, pairs=5000, errors=2500, source=PROMETHEUS)
     verdict = judge(
         analysis(max_error_rate=0.05, min_samples_per_segment=100), slices, metric_slices=[seen_by_prometheus]
     )
     assert verdict.result == "Failed", verdict.message
-    assert verdict.message.startswith(
-        "errorRate failed on segment prometheus:all at 05:00-06:00 UTC (prometheus:all@5h): "
-    )
+    assert verdict.message.startswith("errorRate failed on all traffic at 05:00-06:00 UTC as Prometheus counted it: ")
     assert verdict.message.endswith("; most common candidate error: hour-5 error (1 times)"), verdict.message
     assert "whole-period error" not in verdict.message
 
 
 def test_prometheus_failing_where_the_records_have_no_slice_adds_no_error_text():
     slices = [_errors(errors=20, top="whole-period error")]
-    seen_by_prometheus = _errors("prometheus:x=b", pairs=5000, errors=2500)
+    seen_by_prometheus = _errors("x=b", pairs=5000, errors=2500, source=PROMETHEUS)
     verdict = judge(analysis(max_error_rate=0.05), slices, metric_slices=[seen_by_prometheus])
-    assert verdict.message.startswith("errorRate failed on segment prometheus:x=b: "), verdict.message
+    assert verdict.message.startswith("errorRate failed on segment x=b as Prometheus counted it: "), verdict.message
     assert verdict.message.endswith(
         "against maxErrorRate 5%: the whole interval is above the limit; primary 0% (0 of 5000)"
     )
@@ -284,9 +291,10 @@ def test_slices_short_of_min_samples_per_segment_are_counted_in_the_singular_and
 
 def test_a_metric_slices_latency_check_uses_its_minimum_and_the_level_given():
     spec = analysis(latency_ratio={"p50": 2.0})
-    [short] = v._traffic_checks(spec, make_slice("prometheus:all", pairs=2000), 5000, 0.999)
+    [short] = v._traffic_checks(spec, make_slice(pairs=2000, source=PROMETHEUS), 5000, 0.999)
+    assert (short.segment, short.hour, short.source) == ("all", None, PROMETHEUS)
     assert short.passed is None and "only 2000 requests on one side, fewer than the 5000 needed" in short.message
-    [judged] = v._traffic_checks(spec, make_slice("prometheus:all", pairs=2000), 1000, 0.999)
+    [judged] = v._traffic_checks(spec, make_slice(pairs=2000, source=PROMETHEUS), 1000, 0.999)
     assert judged.passed is True and "(99.9% interval" in judged.message, judged.message
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -21,6 +22,17 @@ class ApiModel(BaseModel):
     def to_wire(self) -> dict[str, Any]:
         """The object as the API server stores it: camelCase keys, unset optionals left out."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+def one_of(*fields: str) -> dict[str, Any]:
+    """A model_config saying "exactly one of these fields" (as written on the wire) in the CRD schema."""
+    return {"json_schema_extra": {"oneOf": [{"required": [field]} for field in fields]}}
+
+
+def require_exactly_one(model: ApiModel, fields: Iterable[str], message: str) -> None:
+    """pydantic's side of `one_of`: exactly one of the attributes `fields` is set, or `message` names the choice."""
+    if sum(getattr(model, name) is not None for name in fields) != 1:
+        raise ValueError(message)
 
 
 Duration = Annotated[

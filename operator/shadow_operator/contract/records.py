@@ -87,7 +87,7 @@ def compare(primary: SideResult, candidate: SideResult, regression: bool) -> tup
     `$.predictions`) are compared element by element, and the request is judged by its worst
     element: it agrees only when both have the same length and every element is equal, and its
     abs_diff is the largest elementwise difference (none when the lengths differ, a list is empty or
-    an element is not a number). The job's SQL (job.dataset._compare_sql) computes the same
+    an element is not a number). The job's SQL (job.one_sided.compare_sql) computes the same
     for one-sided records.
     """
     if primary.outcome != OK or candidate.outcome != OK or primary.prediction is None or candidate.prediction is None:
@@ -140,11 +140,7 @@ def pair_record(
     received: float | None = None,
 ) -> dict[str, Any]:
     agree, abs_diff = compare(primary, candidate, regression)
-    record = {
-        "v": RECORD_VERSION,
-        "shadow": shadow,
-        "id": request_id,
-        "ts": ts,
+    fields = {
         "segments": segments,
         "features": features,
         "primary": primary.as_dict(),
@@ -152,11 +148,7 @@ def pair_record(
         "agree": agree,
         "abs_diff": abs_diff,
     }
-    if candidate_image:
-        record[CANDIDATE_IMAGE] = candidate_image
-    if received is not None and received != ts:
-        record[RECEIVED] = received
-    return record
+    return _record(shadow, request_id, ts, fields, candidate_image, received)
 
 
 def one_sided_record(
@@ -170,16 +162,20 @@ def one_sided_record(
     candidate_image: str | None = None,
     received: float | None = None,
 ) -> dict[str, Any]:
-    record = {
-        "v": RECORD_VERSION,
-        "shadow": shadow,
-        "id": request_id,
-        "ts": ts,
-        "role": role,
-        "segments": segments,
-        "features": features,
-        "result": result.as_dict(),
-    }
+    fields = {"role": role, "segments": segments, "features": features, "result": result.as_dict()}
+    return _record(shadow, request_id, ts, fields, candidate_image, received)
+
+
+def _record(
+    shadow: str,
+    request_id: str,
+    ts: float,
+    fields: dict[str, Any],
+    candidate_image: str | None,
+    received: float | None,
+) -> dict[str, Any]:
+    """A record of either kind: what identifies it, its own `fields`, then the optional stamps that say something."""
+    record = {"v": RECORD_VERSION, "shadow": shadow, "id": request_id, "ts": ts, **fields}
     if candidate_image:
         record[CANDIDATE_IMAGE] = candidate_image
     if received is not None and received != ts:

@@ -10,9 +10,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..api.v1alpha1 import KIND, Verdict
+from ..api.v1alpha1 import KIND, CheckSource, Verdict
 from .metric_names import ALL_SEGMENTS
 
 REPORT_VERSION = 1
@@ -84,10 +84,12 @@ class SideStats(ReportModel):
 
 
 class SliceStats(ReportModel):
-    """Both roles on one slice of traffic: a segment bucket (or `all`), optionally one hour of day."""
+    """Both roles on one slice of traffic: a segment bucket (or `all`), optionally one hour of day,
+    as one source measured it (the checks on a slice carry the same three fields)."""
 
     segment: str  # ALL_SEGMENTS or "<name>=<bucket>"
-    hour: int | None = None  # 0-23: hour of day (UTC); None: the whole period
+    hour: int | None = Field(default=None, ge=0, le=23)  # hour of day (UTC); None: the whole period
+    source: CheckSource = CheckSource.RECORDS
     pairs: int
     primary: SideStats
     candidate: SideStats
@@ -140,24 +142,54 @@ def report_name(shadow_name: str) -> str:
 
 def report_from_configmap(body: dict[str, Any] | None) -> Report | None:
     """The published report, or None when absent or unreadable (a bad report never breaks status)."""
-    if not body:
-        return None
-    text = (body.get("data") or {}).get(REPORT_KEY)
+    return _read_report(body)[0]
+
+
+# A report is untrusted input: its problems are named in an Event, so only the first few, each cut short.
+_FIELDS_NAMED = 3
+_FIELD_NAME_CAP = 120
+
+
+def _read_report(body: Mapping[str, Any] | None) -> tuple[Report | None, str | None]:
+    """(report, None), (None, why it cannot be read), or (None, None) when there is no report.json."""
+    text = ((body or {}).get("data") or {}).get(REPORT_KEY)
     if not text:
-        return None
+        return None, None
     try:
-        return Report.model_validate(json.loads(text))
-    except ValueError:
-        return None
+        return Report.model_validate(json.loads(text)), None
+    except ValidationError as error:
+        return None, _invalid_fields(error)
+    except ValueError as error:  # not JSON
+        return None, f"not JSON: {str(error)[:_FIELD_NAME_CAP]}"
+
+
+def _invalid_fields(error: ValidationError) -> str:
+    """`verdict.checks[3].hour: Input should be less than or equal to 23`: the fields a report fails on."""
+    named = []
+    for item in error.errors()[:_FIELDS_NAMED]:
+        field = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in item["loc"]).lstrip(".")
+        field = "".join(ch if ch.isprintable() else "?" for ch in field[:_FIELD_NAME_CAP])  # a key may hold anything
+        named.append(f"{field or 'the document'}: {item['msg']}")
+    more = error.error_count() - len(named)
+    return "; ".join(named) + (f"; and {more} more" if more > 0 else "")
+
+
+def slice_label(segment: str, hour: int | None = None, source: CheckSource = CheckSource.RECORDS) -> str:
+    """A slice (of a check or of the report) as people read it in tables and lists: `all`,
+    `history=<1 @14h`, `all (prometheus)`. Presentation only: the fields are the data, and nothing
+    parses a label back."""
+    label = segment if hour is None else f"{segment} @{hour}h"
+    return label if source == CheckSource.RECORDS else f"{label} ({source})"
 
 
 def check_priority(check) -> tuple[int, int]:
     """Which checks a trimmed list keeps first (status, a report over its budget): failing ones in
     the verdict's order (it lists their cause first), then inconclusive, then passed, all traffic
-    before segments."""
+    over the whole period before segments and hour windows."""
     if check.passed is False:
         return (0, 0)
-    return (1 if check.passed is None else 2, 0 if check.segment == ALL_SEGMENTS else 1)
+    overall = check.segment == ALL_SEGMENTS and check.hour is None
+    return (1 if check.passed is None else 2, 0 if overall else 1)
 
 
 # The reason of the Event (and the note on the Analyzed condition) for a report the operator ignores.
@@ -188,14 +220,14 @@ def trusted_report(
             f"{where} is not controlled by this ShadowDeployment (uid {uid}; its controller: {owners or 'none'}), "
             "so its report is ignored: delete the ConfigMap and the operator recreates it for the comparison job."
         )
-    if not (body.get("data") or {}).get(REPORT_KEY):
-        return None, None
-    report = report_from_configmap(dict(body))
-    if report is None:
+    report, unreadable = _read_report(body)
+    if unreadable is not None:
         return None, (
-            f"{where} holds no readable report.json, so it is ignored: the next run of the comparison job "
-            "(CronJob <name>-analysis) replaces it."
+            f"{where} holds no readable report.json ({unreadable}), so it is ignored: the next run of the "
+            "comparison job (CronJob <name>-analysis) replaces it."
         )
+    if report is None:
+        return None, None
     expected = f"{namespace}/{name}"
     if report.shadow != expected:
         return None, (

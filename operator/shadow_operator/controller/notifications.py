@@ -31,6 +31,7 @@ from .. import __version__
 from ..api.v1alpha1 import Phase, ShadowDeploymentStatus
 from ..api.v1alpha1.promotion import NotificationTarget
 from ..contract import reasons
+from ..contract.report import slice_label
 from .conditions import find_condition
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,8 @@ def payload(namespace: str, name: str, change: Transition, status: ShadowDeploym
             for key, value in {
                 "name": c.name,
                 "segment": c.segment,
+                "hour": c.hour,
+                "source": c.source.value,
                 "primary": c.primary,
                 "candidate": c.candidate,
                 "threshold": c.threshold,
@@ -119,8 +122,9 @@ def payload(namespace: str, name: str, change: Transition, status: ShadowDeploym
     lines = [headline]
     if verdict is not None and verdict.message and change.after != Phase.ERROR.value:
         lines.append(verdict.message)
-    for c in checks:
-        lines.append(f"• {c['name']} [{c['segment']}]: {c.get('message') or 'failed'}")
+    for c, check in zip(checks, failing, strict=True):
+        label = slice_label(check.segment, check.hour, check.source)
+        lines.append(f"• {c['name']} [{label}]: {c.get('message') or 'failed'}")
     if status.coverage is not None:
         lines.append(f"Coverage: {status.coverage.summary} of the business cycle, {status.coverage.samples} pairs.")
     if change.after == Phase.PROMOTED.value:

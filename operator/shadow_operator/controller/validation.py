@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..api.durations import parse_duration
-from ..api.v1alpha1.podtemplate import MODEL_CONTAINER
+from ..api.v1alpha1.containers import MODEL_CONTAINER
 from ..contract import reasons
 from ..contract.jsonpath import JsonPathError, compile_path
 from ..contract.naming import RECORDER_ADMIN_PORT, RECORDER_HTTP_PORT

@@ -31,22 +31,22 @@ from ..contract.metric_names import ALL_SEGMENTS
 from ..contract.records import OK, OUTCOMES, ROLES
 from ..contract.report import DataProblem, ErrorText, HistogramBucket, Latency, LatencyBounds, SideStats, SliceStats
 from . import sketch as sk
-from .dataset import Dataset
+from .pairs import Dataset
 from .stats import (
     BOUNDS_MS,
     QUANTILES,
     TOP_ERRORS,
-    _count_aggregates,
-    _fetch,
-    _grouping_sets,
-    _slice_key,
+    SliceKey,
+    count_aggregates,
+    fetch_rows,
+    grouping_sets,
     in_report_order,
+    slice_key,
     slice_query,
 )
 
 TEXTS_KEPT = 100  # distinct error texts kept per slice and role (the report shows the top 5)
 DIFF = "diff"  # the sketch of |prediction difference| (regression)
-SliceKey = tuple[str, int | None]
 
 
 @dataclass
@@ -64,9 +64,13 @@ class SideAggregate:
         self.histogram = [a + b for a, b in zip(self.histogram, other.histogram, strict=True)]
         _add(self.outcomes, other.outcomes)
         _add(self.texts, other.texts)
-        if len(self.texts) > TEXTS_KEPT:
-            self.texts = dict(sorted(self.texts.items(), key=lambda t: (-t[1], t[0]))[:TEXTS_KEPT])
+        self.keep_top_texts()
         self.latency.merge(other.latency)
+
+    def keep_top_texts(self) -> None:
+        """Past TEXTS_KEPT distinct texts, drop the rarest (messages only: no check reads them)."""
+        if len(self.texts) > TEXTS_KEPT:
+            self.texts = dict(_most_frequent(self.texts, TEXTS_KEPT))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -214,14 +218,14 @@ def fold(
     result = Aggregates()
 
     def slice_of(row: dict[str, Any]) -> SliceAggregate:
-        return result.slices.setdefault(_slice_key(row, segment_names), SliceAggregate())
+        return result.slices.setdefault(slice_key(row, segment_names), SliceAggregate())
 
-    aggregates = _count_aggregates(feature_paths, regression)
+    aggregates = count_aggregates(feature_paths, regression)
     if regression:
         aggregates.append("coalesce(sum(abs_diff), 0) AS diff_sum")
-    for row in _fetch(
+    for row in fetch_rows(
         con,
-        f"SELECT {grouping}, {keys}, {', '.join(aggregates)} FROM ({base}) GROUP BY GROUPING SETS ({_grouping_sets(segs)})",
+        f"SELECT {grouping}, {keys}, {', '.join(aggregates)} FROM ({base}) GROUP BY GROUPING SETS ({grouping_sets(segs)})",
     ):
         aggregate = slice_of(row)
         aggregate.pairs = row["pairs"]
@@ -240,10 +244,10 @@ def fold(
         f"FROM ({base}) WHERE {role}_outcome IS DISTINCT FROM '{OK}'"
         for role in ROLES
     )
-    for row in _fetch(
+    for row in fetch_rows(
         con,
         f"SELECT {grouping}, {keys}, role, outcome, text, count(*) AS n FROM ({failed}) "
-        f"GROUP BY GROUPING SETS ({_grouping_sets(segs, extra='role, outcome, text')})",
+        f"GROUP BY GROUPING SETS ({grouping_sets(segs, extra='role, outcome, text')})",
     ):
         side = slice_of(row).sides[row["role"]]
         if row["outcome"] is not None:
@@ -256,11 +260,11 @@ def fold(
         f"SELECT {keys}, '{name}' AS role, {sk.key_sql(column)} AS key FROM ({base}) WHERE {column} IS NOT NULL"
         for name, column in valued
     )
-    for row in _fetch(
+    for row in fetch_rows(
         con,
         f"SELECT {slice_columns}, role, list(key ORDER BY key) AS keys, list(n ORDER BY key) AS counts FROM ("
         f"SELECT {grouping}, {keys}, role, key, count(*) AS n FROM ({values}) "
-        f"GROUP BY GROUPING SETS ({_grouping_sets(segs, extra='role, key')})) GROUP BY ALL",
+        f"GROUP BY GROUPING SETS ({grouping_sets(segs, extra='role, key')})) GROUP BY ALL",
     ):
         aggregate = slice_of(row)
         target = aggregate.diff if row["role"] == DIFF else aggregate.sides[row["role"]].latency
@@ -268,8 +272,7 @@ def fold(
 
     for aggregate in result.slices.values():  # more than TEXTS_KEPT texts in one increment: the same cut as a merge
         for side in aggregate.sides.values():
-            if len(side.texts) > TEXTS_KEPT:
-                side.texts = dict(sorted(side.texts.items(), key=lambda t: (-t[1], t[0]))[:TEXTS_KEPT])
+            side.keep_top_texts()
     result.first_ts, result.last_ts = dataset.time_range()
     result.hours_seen = dataset.hours_seen(cycle_hours) if cycle_hours else set()
     for problem in dataset.problems:
@@ -304,7 +307,7 @@ def _side_stats(side: SideAggregate, requests: int, whole_period: bool) -> SideS
     outcomes = dict.fromkeys(OUTCOMES, 0)
     outcomes[OK] = side.ok
     outcomes.update(sorted(side.outcomes.items()))  # unknown outcomes after the known ones, by name
-    texts = sorted(side.texts.items(), key=lambda t: (-t[1], t[0]))[:TOP_ERRORS]
+    texts = _most_frequent(side.texts, TOP_ERRORS)
     quantiles = side.latency.quantiles(QUANTILES)
     bounds = side.latency.bounds(QUANTILES) if whole_period and quantiles else []
     return SideStats(
@@ -326,6 +329,11 @@ def _side_stats(side: SideAggregate, requests: int, whole_period: bool) -> SideS
             for level, lo, hi in bounds
         ],
     )
+
+
+def _most_frequent(texts: dict[str, int], n: int) -> list[tuple[str, int]]:
+    """The `n` most frequent texts with their counts, ties by text."""
+    return sorted(texts.items(), key=lambda t: (-t[1], t[0]))[:n]
 
 
 def _add(mine: dict, other: dict) -> None:

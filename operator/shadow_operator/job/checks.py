@@ -14,10 +14,10 @@ warn (`passed=None`), never fail.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
+from typing import Any
 
-from ..api.v1alpha1 import Check
+from ..api.v1alpha1 import Check, CheckSource
 from ..api.v1alpha1.analysis import AbsDiff
 from ..contract.metric_names import ALL_SEGMENTS
 from ..contract.report import SideStats, SliceStats
@@ -44,26 +44,25 @@ ABS_DIFF_P95 = "absDiffP95"
 FEATURE_MISSING_PREFIX = "featureMissing:"
 OVERALL = ALL_SEGMENTS
 
-_HOUR_LABEL = re.compile(r"(.+)@([0-9]{1,2})h")
+_SOURCE_WORDS = {CheckSource.RECORDS: "", CheckSource.PROMETHEUS: " as Prometheus counted it"}
 
 
 # --- wording ---------------------------------------------------------------------------
 
 
-def slice_label(stats: SliceStats) -> str:
-    """The Check.segment of a slice: `all`, `history=<1`, or with an hour of day `all@14h`."""
-    return stats.segment if stats.hour is None else f"{stats.segment}@{stats.hour}h"
+def describe_where(check: Check) -> str:
+    """Where a check was measured, in words: `all traffic`, `segment history=<1 at 14:00-15:00 UTC`,
+    `all traffic as Prometheus counted it`."""
+    where = "all traffic" if check.segment == OVERALL else f"segment {check.segment}"
+    if check.hour is not None:
+        where += f" at {check.hour:02d}:00-{(check.hour + 1) % 24:02d}:00 UTC"
+    return where + _SOURCE_WORDS[check.source]
 
 
-def describe_label(label: str) -> str:
-    """A Check.segment in words: `all traffic`, `segment history=<1`, `segment history=<1 at 14:00-15:00 UTC (history=<1@14h)`."""
-    match = _HOUR_LABEL.fullmatch(label)
-    segment = match.group(1) if match else label
-    where = "all traffic" if segment == OVERALL else f"segment {segment}"
-    if not match:
-        return where
-    hour = int(match.group(2))
-    return f"{where} at {hour:02d}:00-{(hour + 1) % 24:02d}:00 UTC ({label})"
+def _on(stats: SliceStats, name: str, **values: Any) -> dict[str, Any]:
+    """The fields of a check named `name` on `stats`: where it was measured (the slice's segment, hour
+    and source, always together) and its values; each builder adds `passed` and `message`."""
+    return dict(name=name, segment=stats.segment, hour=stats.hour, source=stats.source, **values)
 
 
 def _pct(value: float) -> str:
@@ -147,14 +146,7 @@ def error_rate_check(stats: SliceStats, threshold: float, confidence: float, min
     n, errors = candidate.requests, min(candidate.errors, candidate.requests)
     rate = errors / n if n else None
     primary_rate = min(primary.errors, primary.requests) / primary.requests if primary.requests else None
-    base = dict(
-        name=ERROR_RATE,
-        segment=slice_label(stats),
-        primary=primary_rate,
-        candidate=rate,
-        threshold=threshold,
-        samples=n,
-    )
+    base = _on(stats, ERROR_RATE, primary=primary_rate, candidate=rate, threshold=threshold, samples=n)
     primary_text = (
         f"primary {_pct(primary_rate)} ({primary.errors} of {primary.requests})"
         if primary_rate is not None
@@ -170,9 +162,7 @@ def error_rate_check(stats: SliceStats, threshold: float, confidence: float, min
         f"candidate error rate {_pct(rate)} ({errors} of {n} requests, {_interval(low, high, confidence)}) "
         f"against maxErrorRate {_pct(threshold)}: {words}; {primary_text}"
     )
-    if passed is False:
-        message += most_common_error(candidate)
-    return Check(**base, passed=passed, message=message)
+    return _judged_errors(base, passed, message, candidate)
 
 
 def error_rate_increase_check(stats: SliceStats, threshold: float, confidence: float, min_samples: int) -> Check:
@@ -182,14 +172,7 @@ def error_rate_increase_check(stats: SliceStats, threshold: float, confidence: f
     c_rate = c_errors / candidate.requests if candidate.requests else None
     p_rate = p_errors / primary.requests if primary.requests else None
     n = min(candidate.requests, primary.requests)
-    base = dict(
-        name=ERROR_RATE_INCREASE,
-        segment=slice_label(stats),
-        primary=p_rate,
-        candidate=c_rate,
-        threshold=threshold,
-        samples=n,
-    )
+    base = _on(stats, ERROR_RATE_INCREASE, primary=p_rate, candidate=c_rate, threshold=threshold, samples=n)
     counts = f"candidate {c_errors} errors of {candidate.requests} requests, primary {p_errors} of {primary.requests}"
     if c_rate is None or p_rate is None:
         message = f"error-rate increase: {counts}; {min_samples} requests are needed on both sides to judge"
@@ -200,6 +183,11 @@ def error_rate_increase_check(stats: SliceStats, threshold: float, confidence: f
         f"candidate error rate {_pct(c_rate)} minus primary {_pct(p_rate)} is {_pct(c_rate - p_rate)} "
         f"({counts}; {_interval(low, high, confidence)}) against maxErrorRateIncrease {_pct(threshold)}: {words}"
     )
+    return _judged_errors(base, passed, message, candidate)
+
+
+def _judged_errors(base: dict[str, Any], passed: bool | None, message: str, candidate: SideStats) -> Check:
+    """An error check as judged: a failing one also names what the candidate's failing answers said."""
     if passed is False:
         message += most_common_error(candidate)
     return Check(**base, passed=passed, message=message)
@@ -228,14 +216,7 @@ def latency_ratio_check(
     c_ms = getattr(candidate.latency_ms, percentile) if candidate.latency_ms else None
     p_ms = getattr(primary.latency_ms, percentile) if primary.latency_ms else None
     n = min(candidate.requests, primary.requests)
-    base = dict(
-        name=LATENCY_RATIO_NAMES[percentile],
-        segment=slice_label(stats),
-        primary=p_ms,
-        candidate=c_ms,
-        threshold=threshold,
-        samples=n,
-    )
+    base = _on(stats, LATENCY_RATIO_NAMES[percentile], primary=p_ms, candidate=c_ms, threshold=threshold, samples=n)
     counts = f"{candidate.requests} candidate and {primary.requests} primary requests"
     if c_ms is None or p_ms is None:
         missing = " and ".join(role for role, ms in (("candidate", c_ms), ("primary", p_ms)) if ms is None)
@@ -291,13 +272,7 @@ def _ms(value: float) -> str:
 def agreement_check(stats: SliceStats, min_agreement: float, confidence: float, min_samples: int) -> Check:
     """Share of comparable pairs where both models predict the same, against minAgreement (Wilson)."""
     n = stats.comparable
-    base = dict(
-        name=AGREEMENT,
-        segment=slice_label(stats),
-        candidate=stats.agreement,
-        threshold=min_agreement,
-        samples=n,
-    )
+    base = _on(stats, AGREEMENT, candidate=stats.agreement, threshold=min_agreement, samples=n)
     if stats.agreement is None or n <= 0:
         message = f"agreement: no comparable pairs (both sides answering with a prediction) among {stats.pairs}"
         return Check(**base, passed=None, message=message)
@@ -324,9 +299,7 @@ def excess_disagreement_check(
     error-rate increases; with no baseline pairs the interval is wide and the check inconclusive.
     """
     n = stats.comparable
-    base = dict(
-        name=AGREEMENT, segment=slice_label(stats), candidate=stats.agreement, threshold=min_agreement, samples=n
-    )
+    base = _on(stats, AGREEMENT, candidate=stats.agreement, threshold=min_agreement, samples=n)
     b_n = baseline.comparable if baseline is not None and baseline.agreement is not None else 0
     if stats.agreement is None or n <= 0:
         message = f"agreement: no comparable pairs (both sides answering with a prediction) among {stats.pairs}"
@@ -365,7 +338,7 @@ def abs_diff_checks(
     ):
         if limit is None:
             continue
-        base = dict(name=name, segment=slice_label(stats), candidate=value, threshold=limit, samples=n)
+        base = _on(stats, name, candidate=value, threshold=limit, samples=n)
         what = "mean absolute difference" if field == "mean" else "95th percentile of the absolute difference"
         if baseline is not None:
             noise = baseline.abs_diff_mean if field == "mean" else baseline.abs_diff_p95
@@ -414,13 +387,7 @@ def feature_missing_checks(
         if path in skip:
             continue
         missing = min(n, max(0, round(rate * n)))
-        base = dict(
-            name=f"{FEATURE_MISSING_PREFIX}{path}",
-            segment=slice_label(stats),
-            candidate=rate,
-            threshold=max_rate,
-            samples=n,
-        )
+        base = _on(stats, f"{FEATURE_MISSING_PREFIX}{path}", candidate=rate, threshold=max_rate, samples=n)
         if n < min_samples:
             message = f"{path} missing in {_pct(rate)}: {_too_few(n, 'requests', min_samples)}"
             checks.append(Check(**base, passed=None, message=message))

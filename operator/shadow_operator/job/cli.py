@@ -41,22 +41,36 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     analyze.add_argument(
         "--records-from",
         metavar="URL",
-        help="download the records from this collector (GET URL/v1/records), e.g. "
-        "http://recommender-collector.ml.svc.cluster.local:8090; what the CronJob does",
+        help="read the records from this collector, e.g. http://recommender-collector.ml.svc.cluster.local:8090; "
+        "with --state or --cluster-state only the bytes new since the previous run (what the CronJob does), "
+        "else every record (GET URL/v1/records)",
     )
     analyze.add_argument(
         "--records-max-bytes",
         type=int,
         default=4 << 30,
-        help="refuse a --records-from download larger than this (default 4 GiB)",
+        help="refuse to read more than this from --records-from in one run (default 4 GiB)",
     )
-    analyze.add_argument(
+    kept = analyze.add_mutually_exclusive_group()
+    kept.add_argument(
         "--state",
         type=Path,
         metavar="FILE",
         help="incremental analysis: fold only the records that arrived since the previous run into the "
         "aggregates kept in FILE (created, and rebuilt from every record when the candidate or the recording "
         "spec changes); without it every record is read (docs/verdict.md, Incremental analysis)",
+    )
+    kept.add_argument(
+        "--cluster-state",
+        action="store_true",
+        help="incremental analysis with the state kept in the ConfigMap <name>-analysis-state, which the operator "
+        "creates and only this object's job may write (needs --name); what the CronJob does",
+    )
+    analyze.add_argument(
+        "--rebuild-state",
+        action="store_true",
+        help="with --state or --cluster-state: ignore the kept state, fold every record again and keep the "
+        "result (a full recomputation); without a state every run is one anyway",
     )
     analyze.add_argument("--prometheus", help="Prometheus URL, overriding spec.analysis.prometheus.url")
     analyze.add_argument("--publish", action="store_true", help="write the report ConfigMap for the operator")
@@ -123,16 +137,23 @@ def _kube() -> Kube:
 
 def _analyze(args: argparse.Namespace) -> int:
     from .job import analyze
-    from .remote import download_records
+    from .remote import CollectorSource, download_records
 
-    if args.state is not None and args.records_from:
-        # The download is one new temporary file per run: its cursor would never match, every record counted again.
-        raise CommandError("--state reads record files that grow in place (--records); it cannot follow --records-from")
+    if args.cluster_state and not args.name:
+        raise CommandError("--cluster-state keeps the state in the ShadowDeployment's ConfigMap: give --name")
+    if args.rebuild_state and not (args.state or args.cluster_state):
+        raise CommandError("--rebuild-state rebuilds a kept state: give --state FILE or --cluster-state")
     kube = _kube() if (args.name or args.publish) else None
     sd = _load_shadow(args, kube)
+    state = _state_store(args, kube, sd)
     with contextlib.ExitStack() as stack:
         problems = []
-        if args.records_from:
+        source = None
+        if args.records_from and state is not None:
+            # Incremental: only the bytes past each part's cursor are read (job/remote.py).
+            source = CollectorSource(args.records_from, args.records_max_bytes)
+            records = []
+        elif args.records_from:
             try:  # $TMPDIR: the CronJob mounts an emptyDir at /tmp under a read-only root filesystem
                 scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="shadow-records-")))
             except OSError as error:
@@ -146,12 +167,32 @@ def _analyze(args: argparse.Namespace) -> int:
         else:
             records = args.records or [Path(sd.spec.recording.sink.path)]
         report = analyze(
-            sd, records, now=datetime.now(UTC), prometheus_url=args.prometheus, problems=problems, state=args.state
+            sd, records, now=datetime.now(UTC), prometheus_url=args.prometheus, problems=problems, state=state,
+            source=source,
+        )  # fmt: skip
+    if source is not None:
+        print(
+            f"read {source.bytes_read} record bytes from {args.records_from} in {source.requests} requests",
+            file=sys.stderr,
         )
     if args.publish:
         _publish(kube, sd, report)
     _emit(report, args)
     return EXIT_CODES[report.verdict.result] if args.exit_code else 0
+
+
+def _state_store(args: argparse.Namespace, kube: Kube | None, sd: ShadowDeployment):
+    """Where the incremental state is kept (--state FILE, --cluster-state), or None: a full run."""
+    from .increments import FileStore, Rebuilding
+    from .state_configmap import ConfigMapStore
+
+    if args.state is not None:
+        store = FileStore(args.state)
+    elif args.cluster_state:
+        store = ConfigMapStore(kube, sd)
+    else:
+        return None
+    return Rebuilding(store) if args.rebuild_state else store
 
 
 def _publish(kube: Kube, sd: ShadowDeployment, report: Report) -> None:

@@ -1,8 +1,9 @@
 """The verdict's headline: which failing check to name, and which other failures it explains.
 
 Named: the most serious reason, then the furthest beyond its limit by the near end of its
-interval (the records' slice rather than Prometheus's view of it when both fail the check) (a fault is most severe in the smallest slice that holds it: bigger slices dilute
-it, thinner slices are less certain); equally far, a segment bucket before all traffic
+interval (the records' slice rather than Prometheus's view of it when both fail the check) (a
+fault is most severe in the smallest slice that holds it: bigger slices dilute it, thinner
+slices are less certain); equally far, a segment bucket before all traffic
 unless another bucket of its dimension fails the same check at the same time, and the whole
 period before an hour window.
 
@@ -18,13 +19,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from ..api.v1alpha1 import Check
+from ..api.v1alpha1 import Check, CheckSource
 from ..contract import reasons
 from ..contract.report import SideStats, SliceStats
 from . import checks as c
-from .metrics.collect import METRICS_SEGMENT_PREFIX
 
-METRICS_PREFIX = METRICS_SEGMENT_PREFIX  # Prometheus's view of a segment
 _ADDITIVE = (c.ERROR_RATE, c.ERROR_RATE_INCREASE, c.AGREEMENT)  # checks whose complement slice can be counted
 
 # Verdict reasons of failing checks, the most serious first.
@@ -55,20 +54,26 @@ def headline(
     """The failing check to name, and the other failing checks it explains (see the module's docstring)."""
     order = {id(check): i for i, check in enumerate(checks)}
     worst = _worst(failed, order, level)
-    if worst.segment.startswith(METRICS_PREFIX):
+    if worst.source != CheckSource.RECORDS:
         # The records' view of the same slice, when it fails the same check, names the error
         # text Prometheus cannot (seen on the real node: "100% errors" without the KeyError).
-        records = worst.segment.removeprefix(METRICS_PREFIX)
-        worst = next((k for k in failed if k.name == worst.name and k.segment == records), worst)
-    label = worst.segment
-    base, _, hour = label.partition("@")
-    if label.startswith(METRICS_PREFIX) or base == c.OVERALL or "=" not in base:
+        worst = next(
+            (
+                k
+                for k in failed
+                if k.name == worst.name
+                and k.source == CheckSource.RECORDS
+                and (k.segment, k.hour) == (worst.segment, worst.hour)
+            ),
+            worst,
+        )
+    base, named_hour = worst.segment, worst.hour
+    if worst.source != CheckSource.RECORDS or base == c.OVERALL or "=" not in base:
         return worst, []
-    dimension = _dimension(label)
+    dimension = _dimension(base)
     siblings_fail = any(
-        k.name == worst.name and _dimension(k.segment) == dimension and _base_segment(k.segment) != base for k in failed
+        k.name == worst.name and _dimension(k.segment) == dimension and k.segment != base for k in failed
     )
-    named_hour = int(hour.removesuffix("h")) if hour else None
     stats = {(s.segment, s.hour): s for s in slices}
     overall_explained: dict[int | None, bool] = {}
 
@@ -85,8 +90,7 @@ def headline(
     for k in failed:
         if k is worst or k.name != worst.name:
             continue
-        k_base, _, k_hour = k.segment.removeprefix(METRICS_PREFIX).partition("@")
-        at = int(k_hour.removesuffix("h")) if k_hour else None
+        k_base, at = k.segment, k.hour
         if named_hour is not None and at not in (None, named_hour):
             continue  # an hour window names one hour: other hours hold other traffic
         if k_base == c.OVERALL:
@@ -97,33 +101,23 @@ def headline(
     return worst, explained
 
 
-def _base_segment(label: str) -> str:
-    """`prometheus:history=<1@3h` -> `history=<1`: the segment bucket a check's slice belongs to."""
-    return label.removeprefix(METRICS_PREFIX).partition("@")[0]
-
-
-def _dimension(label: str) -> str:
+def _dimension(segment: str) -> str:
     """`history=<1` -> `history`; `all` -> `all`."""
-    return _base_segment(label).partition("=")[0]
+    return segment.partition("=")[0]
 
 
 def _worst(failed: list[Check], order: Mapping[int, int], level: float | None = None) -> Check:
     """Most serious reason, furthest beyond its limit; equally far, a segment bucket before all
     traffic (the more specific) unless another bucket of its dimension fails the same check at
     the same time (then the fault is not the segment's), and the whole period before an hour."""
-    failing = {(k.name, k.segment.removeprefix(METRICS_PREFIX)) for k in failed}
+    failing = {(k.name, k.segment, k.hour) for k in failed}  # either source: both saw the same traffic
 
     def shared(k: Check) -> bool:
-        label = k.segment.removeprefix(METRICS_PREFIX)
-        base, _, hour = label.partition("@")
-        if base == c.OVERALL or "=" not in base:
+        if k.segment == c.OVERALL or "=" not in k.segment:
             return True
         return any(
-            name == k.name
-            and other != label
-            and other.partition("@")[2] == hour
-            and _dimension(other) == _dimension(base)
-            for name, other in failing
+            name == k.name and hour == k.hour and other != k.segment and _dimension(other) == _dimension(k.segment)
+            for name, other, hour in failing
         )
 
     return min(
@@ -132,7 +126,7 @@ def _worst(failed: list[Check], order: Mapping[int, int], level: float | None = 
             FAILURE_PRIORITY.index(failure_reason(k.name)),
             -round(severity(k, level), 9),
             shared(k),
-            "@" in k.segment,
+            k.hour is not None,
             order[id(k)],
         ),
     )

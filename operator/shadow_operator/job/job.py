@@ -12,6 +12,7 @@ import logging
 import math
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -89,15 +90,42 @@ def coverage_for(
     )
 
 
-def fold_increment(
-    sd: ShadowDeployment, record_paths: list[Path], now: datetime, state_path: Path
-) -> tuple[aggregates.Aggregates, aggregates.Aggregates | None]:
-    """Fold the records that arrived since the previous run into the state at `state_path`; the merged aggregates.
+@dataclass
+class Folded:
+    """What one incremental run folded: the merged aggregates, and what the report should know about the state."""
 
-    The state is rebuilt from every record when it is missing, unreadable, of another
-    fingerprint (candidate image, evidence start, recording spec) or when a folded file was
-    replaced (increments.py). While the candidate rolls out nothing is evidence: no record is
-    read and the state is left alone (the next run's evidence start differs: it is rebuilt).
+    aggregates: aggregates.Aggregates
+    baseline: aggregates.Aggregates | None
+    notices: list[DataProblem] = field(default_factory=list)
+
+
+def fold_increment(
+    sd: ShadowDeployment,
+    records: list[Path] | increments.RecordSource,
+    now: datetime,
+    state: Path | increments.StateStore,
+) -> tuple[aggregates.Aggregates, aggregates.Aggregates | None]:
+    """Fold the records that arrived since the previous run into the state; the merged aggregates (fold_new_records)."""
+    folded = fold_new_records(sd, records, now, state)
+    return folded.aggregates, folded.baseline
+
+
+def fold_new_records(
+    sd: ShadowDeployment,
+    records: list[Path] | increments.RecordSource,
+    now: datetime,
+    state: Path | increments.StateStore,
+) -> Folded:
+    """Fold the records that arrived since the previous run into the kept state; the merged aggregates.
+
+    `records`: record files or directories, or a RecordSource (the collector: remote.CollectorSource);
+    `state`: a file, or a StateStore (the cluster's ConfigMap: state_configmap.ConfigMapStore).
+    The state is rebuilt from every record when it is missing, refused (unreadable, malformed,
+    not this object's), of another fingerprint (candidate image, evidence start, recording spec)
+    or when a folded file was replaced (increments.py). While the candidate rolls out nothing is
+    evidence: no record is read and the state is left alone (the next run's evidence start
+    differs: it is rebuilt). Records that cannot be read this run (the collector unreachable)
+    fold nothing and leave the state as it was, said in the notices.
     """
     spec = sd.spec
     regression = spec.recording.prediction_type == "regression"
@@ -105,7 +133,7 @@ def fold_increment(
     with_baseline = spec.analysis.baseline is not None
     since = evidence_since(sd, now)
     if sd.status.candidate is not None and since == now.timestamp():
-        return aggregates.Aggregates(), aggregates.Aggregates() if with_baseline else None
+        return Folded(aggregates.Aggregates(), aggregates.Aggregates() if with_baseline else None)
     segment_names = [segment.name for segment in spec.recording.segments]
     features = list(spec.recording.features)
     hours = cycle.cycle_hours(parse_duration(spec.analysis.min_duration).total_seconds())
@@ -119,50 +147,78 @@ def fold_increment(
         cycle_hours=hours,
         baseline=with_baseline,
     )
-    files = increments.record_files(record_paths)
-    with increments.locked(state_path):
-        state, why = increments.read(state_path, expected)
-        if state is not None and (why := increments.replaced(files, state.cursors)):
-            state = None
-        if state is None:
-            log.info("analysis state %s rebuilt from every record: %s", state_path, why)
-            state = increments.State(expected, baseline=aggregates.Aggregates() if with_baseline else None)
-        with tempfile.TemporaryDirectory(prefix="shadow-increment-") as scratch:
-            increment = Path(scratch) / f"increment{RECORD_SUFFIX}"
-            cursors, copied = increments.collect(files, state.cursors, increment)
-            comparisons = [("candidate", state.aggregates, features, spec.candidate.image)]
-            if state.baseline is not None:
-                comparisons.append((BASELINE, state.baseline, [], None))
-            for against, target, read_features, image in comparisons:
-                waiting = state.pending.get(against, [])
-                if not copied and not waiting:
-                    continue
-                pending = Path(scratch) / f"pending-{against}{RECORD_SUFFIX}"
-                increments.write_pending(waiting, pending)
-                with datasets.load(
-                    [pending, increment], shadow, now=now.timestamp(), regression=regression,
-                    candidate_image=image, since=since, against=against,
-                ) as loaded:  # fmt: skip
-                    folded = aggregates.fold(loaded, segment_names, read_features, regression, hours)
-                    # One-sided records whose other side has not arrived wait one more run; then they count.
-                    carried, expired = {}, 0
-                    if any(problem.code == UNPAIRED_RECORD for problem in loaded.problems):
-                        carried = increments.unpaired(
-                            loaded.con, loaded.table, increments.one_sided(increment, shadow, against, image, since)
-                        )
-                        expired = len(
-                            increments.unpaired(
-                                loaded.con, loaded.table, increments.one_sided(pending, shadow, against, image, since)
-                            )
-                        )
-                folded.problems.pop(UNPAIRED_RECORD, None)
-                for problem in increments.unpaired_problem(expired):
-                    folded.problems[problem.code] = [problem.count, problem.message, 1]
-                target.merge(folded)
-                state.pending[against] = list(carried.values())
+    source = records if not isinstance(records, list) else increments.LocalFiles(records)
+    store = state if not isinstance(state, Path) else increments.FileStore(state)
+    with store.locked():
+        state, why, notices = store.read(expected)
+        if state is not None and (why := increments.unusable(state, segment_names, features, regression)):
+            state, notices = None, [*notices, increments.rebuilt_notice(why)]
+        try:
+            files = source.listing()
+            if state is not None and (why := increments.replaced(source, files, state.cursors)):
+                state, notices = None, [*notices, increments.rebuilt_notice(why)]
+            if state is None:
+                log.info("analysis state in %s rebuilt from every record: %s", store.where, why)
+                state = increments.State(expected, baseline=aggregates.Aggregates() if with_baseline else None)
+            with tempfile.TemporaryDirectory(prefix="shadow-increment-") as scratch:
+                increment = Path(scratch) / f"increment{RECORD_SUFFIX}"
+                cursors, copied = increments.collect(source, files, state.cursors, increment)
+                _fold_into(state, increment, copied, Path(scratch), sd, now, since, hours)
+        except increments.SourceUnavailable as unavailable:
+            # Nothing new is folded and nothing is written: the next run reads the same bytes.
+            kept = state or increments.State(expected, baseline=aggregates.Aggregates() if with_baseline else None)
+            return Folded(kept.aggregates, kept.baseline, [unavailable.problem, *notices])
         state.cursors = cursors
-        increments.write(state_path, state)
-    return state.aggregates, state.baseline
+        notices += store.write(state)
+    return Folded(state.aggregates, state.baseline, notices)
+
+
+def _fold_into(
+    state: increments.State,
+    increment: Path,
+    copied: int,
+    scratch: Path,
+    sd: ShadowDeployment,
+    now: datetime,
+    since: float | None,
+    hours: int,
+) -> None:
+    """Fold the increment's records (and the one-sided records waiting from the last run) into `state`."""
+    spec = sd.spec
+    regression = spec.recording.prediction_type == "regression"
+    shadow = f"{sd.namespace}/{sd.name}"
+    segment_names = [segment.name for segment in spec.recording.segments]
+    features = list(spec.recording.features)
+    comparisons = [("candidate", state.aggregates, features, spec.candidate.image)]
+    if state.baseline is not None:
+        comparisons.append((BASELINE, state.baseline, [], None))
+    for against, target, read_features, image in comparisons:
+        waiting = state.pending.get(against, [])
+        if not copied and not waiting:
+            continue
+        pending = scratch / f"pending-{against}{RECORD_SUFFIX}"
+        increments.write_pending(waiting, pending)
+        with datasets.load(
+            [pending, increment], shadow, now=now.timestamp(), regression=regression,
+            candidate_image=image, since=since, against=against,
+        ) as loaded:  # fmt: skip
+            folded = aggregates.fold(loaded, segment_names, read_features, regression, hours)
+            # One-sided records whose other side has not arrived yet wait one more run; then they count.
+            carried, expired = {}, 0
+            if any(problem.code == UNPAIRED_RECORD for problem in loaded.problems):
+                carried = increments.unpaired(
+                    loaded.con, loaded.table, increments.one_sided(increment, shadow, against, image, since)
+                )
+                expired = len(
+                    increments.unpaired(
+                        loaded.con, loaded.table, increments.one_sided(pending, shadow, against, image, since)
+                    )
+                )
+        folded.problems.pop(UNPAIRED_RECORD, None)
+        for problem in increments.unpaired_problem(expired):
+            folded.problems[problem.code] = [problem.count, problem.message, 1]
+        target.merge(folded)
+        state.pending[against] = list(carried.values())
 
 
 def analyze(
@@ -171,13 +227,15 @@ def analyze(
     now: datetime | None = None,
     prometheus_url: str | None = None,
     problems: list[DataProblem] | None = None,
-    state: Path | None = None,
+    state: Path | increments.StateStore | None = None,
+    source: increments.RecordSource | None = None,
 ) -> Report:
     """`problems`: what went wrong before the records were read (e.g. the collector unreachable), listed first.
 
     `state`: fold only the records that arrived since the previous run into the aggregates kept
-    in this file (increments.py), and judge the merged aggregates; without it, every record is
-    read and the slices computed exactly (stats.compute_slices).
+    in this file or store (increments.py), and judge the merged aggregates; without it, every
+    record is read and the slices computed exactly (stats.compute_slices). `source`: where an
+    incremental run reads records (the collector), instead of `record_paths`.
     """
     now = now or datetime.now(UTC)
     spec = sd.spec
@@ -187,10 +245,11 @@ def analyze(
     segment_names = [segment.name for segment in spec.recording.segments]
     hours = cycle.cycle_hours(parse_duration(spec.analysis.min_duration).total_seconds())
     if state is not None:
-        folded, baseline_folded = fold_increment(sd, record_paths, now, state)
+        result = fold_new_records(sd, source if source is not None else record_paths, now, state)
+        folded, baseline_folded = result.aggregates, result.baseline
         features = list(spec.recording.features)
         slices = folded.slice_stats(segment_names, features, regression)
-        problems = [*(problems or []), *folded.data_problems()]
+        problems = [*(problems or []), *result.notices, *folded.data_problems()]
         first_ts, last_ts, hours_seen = folded.first_ts, folded.last_ts, folded.hours_seen
         baseline_slices = (
             baseline_folded.slice_stats(segment_names, [], regression) if baseline_folded is not None else None

@@ -19,8 +19,8 @@ from typing import Any
 from ..contract.metric_names import ALL_SEGMENTS, LATENCY_BUCKETS, segment_label
 from ..contract.records import MISSING_SEGMENT, OK, OUTCOMES, ROLES
 from ..contract.report import ErrorText, HistogramBucket, Latency, LatencyBounds, SideStats, SliceStats
-from .dataset import Dataset
 from .intervals import LATENCY_LEVELS, UNBOUNDED_MS, exact_quantile_ranks
+from .pairs import Dataset
 
 TOP_ERRORS = 5
 INFINITY_MS = 1e308  # the last histogram bucket's bound, as JSON can carry it
@@ -46,28 +46,30 @@ def compute_slices(
 ) -> list[SliceStats]:
     """Stats of every slice present in the data: `all` first, then segments in the order given; whole period first."""
     segment_names, feature_paths, con, segs, base, grouping, keys = slice_query(dataset, segment_names, feature_paths)
-    sets = _grouping_sets(segs)
+    sets = grouping_sets(segs)
 
     def by_slice(rows: list[dict[str, Any]]) -> dict[SliceKey, dict[str, Any]]:
-        return {_slice_key(row, segment_names): row for row in rows}
+        return {slice_key(row, segment_names): row for row in rows}
 
-    counts = _fetch(
+    counts = fetch_rows(
         con,
-        f"SELECT {grouping}, {keys}, {', '.join(_count_aggregates(feature_paths, regression))} "
+        f"SELECT {grouping}, {keys}, {', '.join(count_aggregates(feature_paths, regression))} "
         f"FROM ({base}) GROUP BY GROUPING SETS ({sets})",
     )
     quantiles = [f"quantile_cont({role}_latency_ms, {list(QUANTILES)}) AS {role}_latency" for role in ROLES]
     if regression:
         quantiles.append("quantile_cont(abs_diff, 0.95) AS diff_p95")
     holistic = by_slice(
-        _fetch(con, f"SELECT {grouping}, {keys}, {', '.join(quantiles)} FROM ({base}) GROUP BY GROUPING SETS ({sets})")
+        fetch_rows(
+            con, f"SELECT {grouping}, {keys}, {', '.join(quantiles)} FROM ({base}) GROUP BY GROUPING SETS ({sets})"
+        )
     )
     outcomes, top_errors = _failures(con, base, segs, segment_names)
     bounds = _latency_bounds(con, base, segs, segment_names)
 
     slices = []
     for row in counts:
-        key = _slice_key(row, segment_names)
+        key = slice_key(row, segment_names)
         row.update(holistic.get(key, {}))
         sides = {
             role: _side(row, role, outcomes.get((*key, role), {}), top_errors.get((*key, role), [])).model_copy(
@@ -108,7 +110,7 @@ def in_report_order(slices: list[SliceStats], segment_names: list[str]) -> list[
     return sorted(slices, key=sort_key)
 
 
-def _count_aggregates(feature_paths: list[str], regression: bool) -> list[str]:
+def count_aggregates(feature_paths: list[str], regression: bool) -> list[str]:
     """The additive aggregates of a slice: one pass, every filter evaluated once per row."""
     aggregates = ["count(*) AS pairs"]
     for role in ROLES:
@@ -152,10 +154,10 @@ def _failures(
         f"FROM ({base}) WHERE {role}_outcome IS DISTINCT FROM '{OK}'"
         for role in ROLES
     )
-    rows = _fetch(
+    rows = fetch_rows(
         con,
         f"WITH failed AS (SELECT {grouping}, {keys}, role, outcome, text, count(*) AS n FROM ({failed}) "
-        f"GROUP BY GROUPING SETS ({_grouping_sets(segs, extra='role, outcome, text')})) "
+        f"GROUP BY GROUPING SETS ({grouping_sets(segs, extra='role, outcome, text')})) "
         f"SELECT {slice_columns}, role, 'outcome' AS what, outcome AS value, sum(n)::BIGINT AS n FROM failed "
         f"WHERE outcome IS NOT NULL GROUP BY ALL "
         f"UNION ALL SELECT * FROM (SELECT {slice_columns}, role, 'text' AS what, text AS value, sum(n)::BIGINT AS n "
@@ -165,7 +167,7 @@ def _failures(
     outcomes: dict[tuple[str, int | None, str], dict[str, int]] = {}
     top_errors: dict[tuple[str, int | None, str], list[ErrorText]] = {}
     for row in sorted(rows, key=lambda r: (-r["n"], r["value"] or "")):
-        key = (*_slice_key(row, segment_names), row["role"])
+        key = (*slice_key(row, segment_names), row["role"])
         if row["what"] == "text":
             top_errors.setdefault(key, []).append(ErrorText(text=str(row["value"]), count=row["n"]))
         else:
@@ -198,7 +200,7 @@ def _latency_bounds(
         f"SELECT {grouping}{keys}, {lists} FROM ({base}) GROUP BY GROUPING SETS ({sets}))"
     )
     try:
-        counts = _fetch(
+        counts = fetch_rows(
             con,
             f"SELECT id, g_hour, hour{''.join(f', g_{seg}' for seg in segs)}{keys}, "
             + ", ".join(f"len({role}_sorted) AS {role}_n" for role in ROLES)
@@ -231,7 +233,7 @@ def _latency_bounds(
 
     result: dict[tuple[str, int | None, str], list[LatencyBounds]] = {}
     for row in counts:
-        key = _slice_key(row, segment_names)
+        key = slice_key(row, segment_names)
         for role in ROLES:
             ranks = wanted.get((row["id"], role))
             if ranks is None:
@@ -253,7 +255,7 @@ def _latency_bounds(
 
 def _fetch_all(con: Any, selects: list[str]) -> list[dict[str, Any]]:
     """Rows of several SELECTs of the same columns, in one statement."""
-    return _fetch(con, " UNION ALL ".join(selects)) if selects else []
+    return fetch_rows(con, " UNION ALL ".join(selects)) if selects else []
 
 
 def _base(table: str, segment_names: list[str]) -> str:
@@ -264,7 +266,8 @@ def _base(table: str, segment_names: list[str]) -> str:
     return f"SELECT *{segs} FROM {table}"
 
 
-def _grouping_sets(segs: list[str], extra: str = "") -> str:
+def grouping_sets(segs: list[str], extra: str = "") -> str:
+    """The GROUPING SETS of every slice (`all`, each segment; whole period and per hour), each also by `extra`."""
     prefix = f"{extra}, " if extra else ""
     sets = [f"({extra})", f"({prefix}hour)"]
     for seg in segs:
@@ -272,13 +275,15 @@ def _grouping_sets(segs: list[str], extra: str = "") -> str:
     return ", ".join(sets)
 
 
-def _fetch(con: Any, sql: str) -> list[dict[str, Any]]:
+def fetch_rows(con: Any, sql: str) -> list[dict[str, Any]]:
+    """The rows of one query, each a dict by column name."""
     cursor = con.execute(sql)
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
-def _slice_key(row: dict[str, Any], segment_names: list[str]) -> SliceKey:
+def slice_key(row: dict[str, Any], segment_names: list[str]) -> SliceKey:
+    """The slice a GROUPING SETS row belongs to: (segment label, hour), hour None for the whole period."""
     hour = None if row["g_hour"] else row["hour"]
     for i, name in enumerate(segment_names):
         if not row[f"g_seg_{i}"]:

@@ -20,11 +20,19 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from ..api.durations import format_duration
-from ..api.v1alpha1 import AnalysisSpec, Check, Verdict
+from ..api.v1alpha1 import AnalysisSpec, Check, CheckSource, Verdict
 from ..contract import reasons
-from ..contract.report import CLOCK_SKEW, CORRUPT_RECORD, DataProblem, ReportCoverage, SideStats, SliceStats
+from ..contract.report import (
+    CLOCK_SKEW,
+    CORRUPT_RECORD,
+    DataProblem,
+    ReportCoverage,
+    SideStats,
+    SliceStats,
+    slice_label,
+)
 from . import checks as c
-from .headline import FAILURE_PRIORITY, METRICS_PREFIX, failure_reason, headline
+from .headline import FAILURE_PRIORITY, failure_reason, headline
 from .intervals import per_check_confidence
 
 __all__ = ["FAILURE_PRIORITY", "decide", "failure_reason", "slice_checks"]
@@ -119,13 +127,21 @@ def _traffic_checks(analysis: AnalysisSpec, stats: SliceStats, minimum: int, con
     return found
 
 
+_Identity = tuple[str, str, int | None, CheckSource]
+
+
+def _identity(check: Check) -> _Identity:
+    """What tells one check from another in a verdict: its name and where it was measured."""
+    return check.name, check.segment, check.hour, check.source
+
+
 @dataclass
 class _Evaluation:
     checks: list[Check] = field(default_factory=list)  # what the verdict lists
     family: int = 0  # checks that could fail the candidate, listed or not (thin slices' are counted too)
     judged: int = 0
     not_judged: list[str] = field(default_factory=list)
-    thin_tails: set[tuple[str, str]] = field(default_factory=set)  # (check, segment): see TAIL_SAMPLES
+    thin_tails: set[_Identity] = field(default_factory=set)  # see TAIL_SAMPLES
 
 
 # A latency quantile of a segment is judged only with this many requests beyond it (3,000 in the
@@ -172,7 +188,7 @@ def _evaluate(
         if not is_overall:
             for i, check in enumerate(found):
                 if check.passed is None and _tail_too_thin(check):
-                    result.thin_tails.add((check.name, check.segment))
+                    result.thin_tails.add(_identity(check))
                     found[i] = check.model_copy(
                         update={
                             "message": f"not judged, fewer than {TAIL_SAMPLES} requests beyond this quantile: "
@@ -188,10 +204,10 @@ def _evaluate(
             failing = [check for check in found if check.passed is False]
             result.checks.extend(failing)
             if not failing:
-                result.not_judged.append(c.slice_label(stats))
+                result.not_judged.append(slice_label(stats.segment, stats.hour, stats.source))
 
     for stats in metric_slices:
-        minimum = analysis.min_samples if stats.segment.endswith(f":{c.OVERALL}") else analysis.min_samples_per_segment
+        minimum = analysis.min_samples if stats.segment == c.OVERALL else analysis.min_samples_per_segment
         found = _traffic_checks(analysis, stats, minimum, confidence)
         result.family += len(found)
         result.checks.extend(found if stats.pairs >= minimum else [k for k in found if k.passed is False])
@@ -237,9 +253,7 @@ def decide(
     evaluation = evaluate(level)
     checks = _combined(evaluation.checks, lenient.checks)
     judged, not_judged = evaluation.judged, evaluation.not_judged
-    thin_tails = [
-        check for check in checks if check.passed is None and (check.name, check.segment) in evaluation.thin_tails
-    ]
+    thin_tails = [check for check in checks if check.passed is None and _identity(check) in evaluation.thin_tails]
 
     def verdict(result: str, reason: str, message: str, first: tuple[Check, ...] = ()) -> Verdict:
         """`first`: checks listed before the others (the headline and what it explains), so a
@@ -251,8 +265,8 @@ def decide(
     failed = [check for check in checks if check.passed is False]
     if failed:
         worst, explained = headline(failed, checks, slices, level)
-        others = sorted((k for k in failed if k is not worst and k not in explained), key=lambda k: "@" in k.segment)
-        message = f"{worst.name} failed on {c.describe_label(worst.segment)}: {worst.message}"
+        others = sorted((k for k in failed if k is not worst and k not in explained), key=lambda k: k.hour is not None)
+        message = f"{worst.name} failed on {c.describe_where(worst)}: {worst.message}"
         message += _records_error_text(worst, slices)
         if explained:
             message += (
@@ -271,9 +285,9 @@ def decide(
         check
         for check in checks
         if check.passed is None
-        and "@" not in check.segment
+        and check.hour is None
         and not c.is_advisory(check)
-        and (check.name, check.segment) not in evaluation.thin_tails
+        and _identity(check) not in evaluation.thin_tails
     ]
     tally = _tally(checks)
     threshold_issues = c.threshold_problems(analysis, prediction_type)
@@ -333,7 +347,7 @@ def decide(
             "Inconclusive",
             reasons.INSUFFICIENT_DATA,
             f"{len(inconclusive)} of {len(checks)} checks inconclusive: {_names(inconclusive)}; "
-            f"first, {first.name} on {c.describe_label(first.segment)}: {first.message}",
+            f"first, {first.name} on {c.describe_where(first)}: {first.message}",
         )
     decisive = [check for check in checks if not c.is_advisory(check)]
     if not decisive:
@@ -343,7 +357,7 @@ def decide(
             "no check could be computed from the slices measured (no recorded feature or prediction to judge)",
         )
     passed = [check for check in checks if check.passed is True]
-    thin_hours = [check for check in decisive if check.passed is None and "@" in check.segment]
+    thin_hours = [check for check in decisive if check.passed is None and check.hour is not None]
     message = (
         f"all {len(passed)} checks passed on {judged} slice{'s' if judged != 1 else ''} "
         f"over {total} pairs and {_duration(coverage.elapsed_seconds)}"
@@ -380,8 +394,8 @@ def decide(
 def _combined(strict: list[Check], lenient: list[Check]) -> list[Check]:
     """Each check as the family-wise evaluation lists it, but passing where it passes at the
     verdict's own confidence (see decide): a failure stays one only at the strict level."""
-    passing = {(check.name, check.segment): check for check in lenient if check.passed is True}
-    return [check if check.passed is False else passing.get((check.name, check.segment), check) for check in strict]
+    passing = {_identity(check): check for check in lenient if check.passed is True}
+    return [check if check.passed is False else passing.get(_identity(check), check) for check in strict]
 
 
 def _ordered(slices: Iterable[SliceStats]) -> list[SliceStats]:
@@ -428,16 +442,14 @@ def _records_error_text(worst: Check, slices: list[SliceStats]) -> str:
     """What the records' failing answers said, when the headline is Prometheus's view of an error
     check: its counters have no error text, and Prometheus can be decisive before the records are
     (seen on the real node: "100% errors" named without the `KeyError` the records already held)."""
-    if not worst.segment.startswith(METRICS_PREFIX) or failure_reason(worst.name) != reasons.CANDIDATE_ERRORS:
+    if worst.source == CheckSource.RECORDS or failure_reason(worst.name) != reasons.CANDIDATE_ERRORS:
         return ""
-    base, _, hour = worst.segment.removeprefix(METRICS_PREFIX).partition("@")
-    at = int(hour.removesuffix("h")) if hour else None
-    same = next((s for s in slices if s.segment == base and s.hour == at), None)
+    same = next((s for s in slices if s.segment == worst.segment and s.hour == worst.hour), None)
     return c.most_common_error(same.candidate) if same is not None else ""
 
 
 def _names(found: list[Check]) -> str:
-    return _listed([f"{check.name} on {check.segment}" for check in found])
+    return _listed([f"{check.name} on {slice_label(check.segment, check.hour, check.source)}" for check in found])
 
 
 def _listed(items: list[str]) -> str:

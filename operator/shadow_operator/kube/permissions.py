@@ -27,15 +27,17 @@ OPERATOR_ROLE = "shadow-operator"
 WEBHOOK_CONFIGURATION = "shadow-operator"
 
 # What the comparison job (`shadowctl analyze --publish`) does. Each object's job gets these in
-# a Role of its own, narrowed by resourceNames to its ShadowDeployment and its report ConfigMap
-# (rbac.analyzer_rules): one object's job can neither read another object nor write its verdict.
+# a Role of its own, narrowed by resourceNames to its ShadowDeployment and its report and state
+# ConfigMaps (rbac.analyzer_rules): one object's job can neither read another object nor write its
+# verdict, nor the state the verdict is computed from.
 ANALYZER_PERMISSIONS: tuple[Permission, ...] = (
     Permission(GROUP, (PLURAL,), ("get",), "read the ShadowDeployment it judges"),
     Permission(
         "",
         ("configmaps",),
         ("get", "update", "patch"),
-        "write the report into the ConfigMap <name>-report the operator created",
+        "write the report and the analysis state into the ConfigMaps <name>-report and <name>-analysis-state "
+        "the operator created",
     ),
 )
 
@@ -56,7 +58,7 @@ PERMISSIONS: tuple[Permission, ...] = (
         "",
         ("configmaps",),
         (*_CHILD_VERBS, "update", *_WATCHED),
-        "router configuration and the pre-created report ConfigMap",
+        "router configuration and the pre-created report and analysis-state ConfigMaps",
     ),
     Permission("batch", ("cronjobs",), (*_CHILD_VERBS, *_WATCHED), "the comparison job"),
     Permission(

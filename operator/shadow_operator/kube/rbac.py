@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..api.v1alpha1 import PLURAL
+from ..contract.analysis_state import state_name
 from ..contract.report import report_name
 from .permissions import ANALYZER_PERMISSIONS, OPERATOR_ROLE, PERMISSIONS, Permission
 
@@ -65,8 +66,8 @@ def namespaced_role(namespace: str) -> dict[str, Any]:
 
 
 def analyzer_rules(shadow_name: str) -> list[dict[str, Any]]:
-    """The comparison job's rules, each narrowed to its one ShadowDeployment or its one report ConfigMap."""
-    names = {PLURAL: (shadow_name,), "configmaps": (report_name(shadow_name),)}
+    """The comparison job's rules, each narrowed to its one ShadowDeployment or its two ConfigMaps (report, state)."""
+    names = {PLURAL: (shadow_name,), "configmaps": (report_name(shadow_name), state_name(shadow_name))}
     rules = []
     for permission in ANALYZER_PERMISSIONS:
         (resource,) = permission.resources

@@ -7,6 +7,7 @@ import contextlib
 import signal
 from collections.abc import Callable
 
+from .listener import Listener
 from .metrics import Registry
 
 
@@ -23,27 +24,17 @@ def stop_on_signals(stop: asyncio.Event | None = None) -> asyncio.Event:
 CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
 
 
-class AdminServer:
+class AdminServer(Listener):
     def __init__(self, registry: Registry, ready: Callable[[], bool]) -> None:
+        super().__init__()
         self.registry = registry
         self.ready = ready
-        self.server: asyncio.AbstractServer | None = None
-
-    async def start(self, host: str, port: int) -> int:
-        self.server = await asyncio.start_server(self._handle, host, port)
-        return self.server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 1)
 
     async def metrics_text(self) -> str:
         """The /metrics exposition: this process's registry (workers.ParentAdmin merges its workers')."""
         return self.registry.render()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
             parts = head.split(b"\r\n", 1)[0].split()

@@ -2,8 +2,9 @@
 
 Why push to a collector: the router and recorder Pods write into an emptyDir of their own, which
 the comparison job's Pod cannot mount, and ReadWriteMany volumes are rare. Each writer ships the
-whole lines of its files here (router/shipper.py); the job downloads them (`GET /v1/records`).
-Only this Pod mounts `recording.sink.volume`, so ReadWriteOnce is enough (docs/records.md).
+whole lines of its files here (router/shipper.py); the job reads them back. Only this Pod mounts
+`recording.sink.volume`, so ReadWriteOnce is enough (docs/records.md). This module is the HTTP
+side; the files and their retention are router/collector_store.py.
 
 The protocol makes retries safe. A file is addressed by its writer (`source`, the Pod name) and
 its local name, and every append says at which offset of that file it starts:
@@ -13,17 +14,20 @@ its local name, and every append says at which offset of that file it starts:
       N + len(body) <= size     -> a retry of what is stored, 200 {"size": size}, nothing written
       N < size < N + len(body)  -> the part beyond size is appended (it starts at a line boundary)
       N > size                  -> 409 {"size": size}: the shipper resumes from there
+    GET /v1/files               {"files": [{"source", "file", "part", "size", "bytes", "mtime", "head"}], "bytes"}
+    GET /v1/records/<source>/<part>?offset=N&end=E
+                                the part's bytes [N, E) (E: its length when left out); both ends line
+                                boundaries, else 416; a part retention deleted is 404
     GET /v1/records             every retained file, concatenated (chunked)
-    GET /v1/files               [{"source", "file", "size", "mtime"}], for tests and operators
+
+The comparison job reads only what is new: a cursor per part, a range read from it
+(job/remote.py, job/increments.py). `head` is a hash of the part's first 4 KiB, so the job tells
+a part that was replaced (a collector restarted on an emptyDir) from one that grew.
 
 Hostile input is bounded and refused, never a crash: names are `[A-Za-z0-9._-]` and short (no
-path can leave the directory), bodies are capped (413), a header block over 64 KiB is refused
-(431), a slow client times out, and connections beyond the cap are answered 503 at once.
-
-Retention deletes whole files, least recently written first: past `retention_bytes` in total
-(checked after every append) or older than `retention_age` (checked on a timer). A deleted file
-leaves a tombstone with its size, so a writer still appending to it continues in a new part
-(`<file>@<offset>`) instead of resending what retention just removed.
+path can leave the directory), offsets are decimal digits (at most 19), bodies are capped (413),
+a header block over 64 KiB is refused (431), a slow client times out, and connections beyond the
+cap are answered 503 at once.
 """
 
 from __future__ import annotations
@@ -32,221 +36,22 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
-import re
 import sys
-import time
-from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qs
 
-from ..contract.records import RECORD_SUFFIX
-from .metrics import Registry
+from ..contract.collector_protocol import END, FILES_PATH, OFFSET, RECORDS_PATH, parse_offset
+from .collector_store import READ_CHUNK, CollectorMetrics, RecordStore, Rejected
+from .listener import Listener
 
 log = logging.getLogger(__name__)
 
-NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")  # no leading dot: refuses "." and ".."
-FILE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,191}\.jsonl$")
-PART = re.compile(r"^(?P<stem>.+)@(?P<base>[0-9]{1,20})\.jsonl$")  # a continuation after a retention delete
 MAX_BODY_BYTES = 8 << 20
 MAX_HEADER_BYTES = 64 * 1024
 MAX_CONNECTIONS = 16  # each may hold one body in memory: 16 x 8 MiB bounds the collector's memory
 HEADER_TIMEOUT = 10.0  # seconds to send a request's head; also the idle keep-alive limit
 BODY_TIMEOUT = 60.0  # seconds to send a body of up to MAX_BODY_BYTES, even over a slow link
-MAX_TOMBSTONES = 100_000
-READ_CHUNK = 1 << 20
 
-
-@dataclass
-class StoredFile:
-    """One file on disk: `size` bytes of the writer's file starting at `base` (0 unless a continuation)."""
-
-    source: str
-    name: str  # the writer's file name
-    path: Path
-    base: int
-    length: int
-    mtime: float
-
-    @property
-    def size(self) -> int:
-        return self.base + self.length
-
-
-class CollectorMetrics:
-    def __init__(self) -> None:
-        self.registry = r = Registry()
-        self.received_bytes = r.counter("shadow_collector_received_bytes_total", "Record bytes appended.")
-        self.received_records = r.counter("shadow_collector_received_records_total", "Records appended.")
-        self.duplicate_bytes = r.counter(
-            "shadow_collector_duplicate_bytes_total", "Bytes received again after a retry and not stored twice."
-        )
-        self.files = r.gauge("shadow_collector_files", "Record files retained.")
-        self.stored_bytes = r.gauge("shadow_collector_stored_bytes", "Bytes of record files retained.")
-        self.retention_files = r.counter(
-            "shadow_collector_retention_deleted_files_total", "Files deleted by retention.", ("reason",)
-        )
-        self.retention_bytes = r.counter(
-            "shadow_collector_retention_deleted_bytes_total", "Bytes deleted by retention.", ("reason",)
-        )
-        self.rejected = r.counter("shadow_collector_rejected_total", "Requests refused, by reason.", ("reason",))
-        self.served_bytes = r.counter("shadow_collector_served_bytes_total", "Record bytes sent to readers.")
-
-
-class Rejected(Exception):
-    """A request refused with `status`; `reason` is the metrics label."""
-
-    def __init__(self, status: int, reason: str, message: str, size: int | None = None) -> None:
-        super().__init__(message)
-        self.status, self.reason, self.size = status, reason, size
-
-
-class RecordStore:
-    """Record files under `root/<source>/`, with retention; every method runs on the event loop thread.
-
-    Appends write synchronously: one loop thread serialises every append to a file without
-    locks, and a write of at most MAX_BODY_BYTES lands in the page cache in milliseconds.
-    """
-
-    def __init__(self, root: str | Path, metrics: CollectorMetrics, retention_bytes: int, retention_age: float) -> None:
-        self.root = Path(root)
-        self.metrics = metrics
-        self.retention_bytes = retention_bytes
-        self.retention_age = retention_age
-        self.files: dict[tuple[str, str], StoredFile] = {}
-        self.tombstones: dict[tuple[str, str], int] = {}
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._scan()
-
-    def _scan(self) -> None:
-        """Rebuild the index from disk (a restart on a persistent volume keeps everything)."""
-        for source_dir in sorted(p for p in self.root.iterdir() if p.is_dir() and NAME.match(p.name)):
-            for path in sorted(source_dir.iterdir()):
-                match = PART.match(path.name)
-                name, base = (match["stem"] + RECORD_SUFFIX, int(match["base"])) if match else (path.name, 0)
-                if not path.is_file() or not FILE_NAME.match(name):
-                    continue
-                length = _truncate_partial_line(path)
-                key = (source_dir.name, name)
-                previous = self.files.get(key)
-                if previous is not None and previous.base > base:
-                    continue  # the newest part of a file is the one appended to
-                self.files[key] = StoredFile(source_dir.name, name, path, base, length, path.stat().st_mtime)
-        self._gauges()
-
-    def total_bytes(self) -> int:
-        return sum(f.length for f in self.files.values())
-
-    def _gauges(self) -> None:
-        self.metrics.files.set(value=len(self.files))
-        self.metrics.stored_bytes.set(value=self.total_bytes())
-
-    def size(self, source: str, name: str) -> int:
-        stored = self.files.get((source, name))
-        return stored.size if stored is not None else self.tombstones.get((source, name), 0)
-
-    def append(self, source: str, name: str, offset: int, body: bytes) -> int:
-        """Store `body` at `offset` of the writer's file; the stored size after it. Raises Rejected."""
-        if not NAME.match(source):
-            raise Rejected(400, "bad_name", "source must match [A-Za-z0-9._-], at most 128 characters")
-        if not FILE_NAME.match(name):
-            raise Rejected(
-                400, "bad_name", "file must match [A-Za-z0-9._-] and end with .jsonl, at most 198 characters"
-            )
-        key = (source, name)
-        size = self.size(source, name)
-        if offset > size:
-            raise Rejected(409, "offset_ahead", f"offset {offset} is past the stored size {size}", size)
-        if offset + len(body) <= size:
-            self.metrics.duplicate_bytes.inc(amount=len(body))
-            return size
-        skip = size - offset
-        if skip and body[skip - 1 : skip] != b"\n":
-            # Not the same bytes as stored (a different file under a reused name): resend from size.
-            raise Rejected(409, "offset_mismatch", f"offset {size} is not a line boundary of this body", size)
-        if skip:
-            self.metrics.duplicate_bytes.inc(amount=skip)
-            body = body[skip:]
-        if not body.endswith(b"\n"):
-            raise Rejected(400, "partial_line", "the body must be whole JSON Lines, ending with a newline")
-        stored = self.files.get(key)
-        if stored is None:
-            directory = self.root / source
-            directory.mkdir(exist_ok=True)
-            path = directory / (name if size == 0 else f"{name[: -len(RECORD_SUFFIX)]}@{size}{RECORD_SUFFIX}")
-            stored = StoredFile(source, name, path, size, 0, time.time())
-        try:
-            with open(stored.path, "ab") as file:
-                file.write(body)
-        except OSError as error:
-            # A partial write leaves a tail the next scan truncates; the shipper retries from `size`.
-            with contextlib.suppress(OSError):
-                os.truncate(stored.path, stored.length)
-            raise Rejected(507, "write_error", f"cannot store records: {error}") from None
-        stored.length += len(body)
-        stored.mtime = time.time()
-        self.files[key] = stored
-        self.tombstones.pop(key, None)
-        self.metrics.received_bytes.inc(amount=len(body))
-        self.metrics.received_records.inc(amount=body.count(b"\n"))
-        self.enforce_bytes()
-        self._gauges()
-        return stored.size
-
-    def enforce_bytes(self) -> None:
-        total = self.total_bytes()
-        if total <= self.retention_bytes:
-            return
-        for stored in sorted(self.files.values(), key=lambda f: f.mtime):
-            if total <= self.retention_bytes:
-                break
-            total -= stored.length
-            self._delete(stored, "bytes")
-
-    def enforce_age(self, now: float | None = None) -> None:
-        cutoff = (time.time() if now is None else now) - self.retention_age
-        for stored in [f for f in self.files.values() if f.mtime < cutoff]:
-            self._delete(stored, "age")
-        self._gauges()
-
-    def _delete(self, stored: StoredFile, reason: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            stored.path.unlink()
-        key = (stored.source, stored.name)
-        del self.files[key]
-        if len(self.tombstones) >= MAX_TOMBSTONES:  # oldest first: dicts keep insertion order
-            self.tombstones.pop(next(iter(self.tombstones)))
-        self.tombstones[key] = stored.size
-        self.metrics.retention_files.inc(reason)
-        self.metrics.retention_bytes.inc(reason, amount=stored.length)
-        log.info("retention (%s): deleted %s/%s (%d bytes)", reason, stored.source, stored.path.name, stored.length)
-
-    def listing(self) -> list[StoredFile]:
-        """Retained files, oldest write first: the order GET /v1/records sends them in."""
-        return sorted(self.files.values(), key=lambda f: (f.mtime, f.source, f.name))
-
-
-def _truncate_partial_line(path: Path) -> int:
-    """Cut a tail without its newline (a write interrupted by a crash) so appends stay whole lines."""
-    size = path.stat().st_size
-    if size == 0:
-        return 0
-    with open(path, "rb+") as file:
-        position = size
-        while position > 0:
-            step = min(READ_CHUNK, position)
-            file.seek(position - step)
-            chunk = file.read(step)
-            newline = chunk.rfind(b"\n")
-            if newline >= 0:
-                end = position - step + newline + 1
-                if end != size:
-                    file.truncate(end)
-                    log.warning("%s: dropped a partial last line (%d bytes)", path, size - end)
-                return end
-            position -= step
-        file.truncate(0)
-        return 0
+__all__ = ["CollectorMetrics", "CollectorServer", "RecordStore", "Rejected", "run"]
 
 
 _REASONS = {
@@ -258,13 +63,17 @@ _REASONS = {
     409: b"Conflict",
     411: b"Length Required",
     413: b"Content Too Large",
+    416: b"Range Not Satisfiable",
     431: b"Request Header Fields Too Large",
     503: b"Service Unavailable",
     507: b"Insufficient Storage",
 }
 
 
-class CollectorServer:
+class CollectorServer(Listener):
+    head_limit = MAX_HEADER_BYTES
+    close_timeout = 2.0
+
     def __init__(
         self,
         store: RecordStore,
@@ -274,21 +83,11 @@ class CollectorServer:
         header_timeout: float = HEADER_TIMEOUT,
         body_timeout: float = BODY_TIMEOUT,
     ) -> None:
+        super().__init__()
         self.store, self.metrics = store, metrics
         self.max_connections, self.max_body = max_connections, max_body
         self.header_timeout, self.body_timeout = header_timeout, body_timeout
         self.connections = 0
-        self.server: asyncio.AbstractServer | None = None
-
-    async def start(self, host: str, port: int) -> int:
-        self.server = await asyncio.start_server(self._connection, host, port, limit=MAX_HEADER_BYTES)
-        return self.server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 2)
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.connections >= self.max_connections:
@@ -338,19 +137,27 @@ class CollectorServer:
             return self._refuse(writer, Rejected(400, "bad_request", "unexpected request body"))
         if method != "GET":
             return self._refuse(writer, Rejected(405, "bad_method", f"{method} {path} is not served"))
-        if path == "/v1/records":
+        if path == RECORDS_PATH:
             await self._stream_records(writer)
             return False
-        if path == "/v1/files":
-            files = [
-                {"source": f.source, "file": f.name, "part": f.path.name, "size": f.size, "bytes": f.length,
-                 "mtime": f.mtime}
-                for f in self.store.listing()
-            ]  # fmt: skip
-            writer.write(_response(200, {"files": files, "bytes": self.store.total_bytes()}, keep_alive))
+        if path.startswith(RECORDS_PATH + "/"):
+            return await self._read_part(writer, path, query, keep_alive)
+        if path == FILES_PATH:
+            writer.write(_response(200, self._listing(), keep_alive))
             await writer.drain()
             return keep_alive
         return self._refuse(writer, Rejected(404, "not_found", f"{path}: no such resource"))
+
+    def _listing(self) -> dict[str, object]:
+        files = []
+        for f in self.store.listing():
+            try:
+                head = f.head()
+            except OSError:
+                continue  # deleted since: not retained
+            files.append({"source": f.source, "file": f.name, "part": f.path.name, "size": f.size, "bytes": f.length,
+                          "mtime": f.mtime, "head": head})  # fmt: skip
+        return {"files": files, "bytes": self.store.total_bytes()}
 
     async def _post(self, reader, writer, path, query, headers, keep_alive) -> bool:
         segments = path.split("/")  # "", "v1", "records", source, file
@@ -373,14 +180,55 @@ class CollectorServer:
             body = await asyncio.wait_for(reader.readexactly(length), self.body_timeout)
         except TimeoutError:
             return self._refuse(writer, Rejected(408, "timeout", "body not received in time"), keep_alive=False)
-        if len(offsets) != 1 or not offsets[0].isdigit() or len(offsets[0]) > 19:
+        offset = parse_offset(offsets[0]) if len(offsets) == 1 else None
+        if offset is None:
             return self._refuse(writer, Rejected(400, "bad_offset", "give exactly one ?offset=N, N >= 0"), keep_alive)
         try:
-            size = self.store.append(source, name, int(offsets[0]), body)
+            size = self.store.append(source, name, offset, body)
         except Rejected as rejected:
             return self._refuse(writer, rejected, keep_alive)
         writer.write(_response(200, {"size": size}, keep_alive))
         await writer.drain()
+        return keep_alive
+
+    async def _read_part(self, writer: asyncio.StreamWriter, path: str, query: str, keep_alive: bool) -> bool:
+        """`GET /v1/records/<source>/<part>?offset=N[&end=E]`: the part's whole lines from N (to E, else its end)."""
+        segments = path.split("/")  # "", "v1", "records", source, part
+        try:
+            if len(segments) != 5:
+                raise Rejected(400, "bad_name", "use GET /v1/records/<source>/<part>?offset=N")
+            stored = self.store.part(segments[3], segments[4])
+            fields = parse_qs(query, keep_blank_values=True)
+            if set(fields) - {OFFSET, END}:
+                raise Rejected(400, "bad_offset", f"unknown parameter; only ?{OFFSET}=N and &{END}=E are read")
+            offsets, ends = fields.get(OFFSET, []), fields.get(END, [])
+            offset = parse_offset(offsets[0]) if len(offsets) == 1 else None
+            end = parse_offset(ends[0]) if len(ends) == 1 else (None if not ends else -1)
+            if offset is None or end == -1:
+                raise Rejected(400, "bad_offset", f"give exactly one ?{OFFSET}=N (and at most one &{END}=E), N, E >= 0")
+            start, stop = self.store.read_range(stored, offset, end)
+        except Rejected as rejected:
+            return self._refuse(writer, rejected, keep_alive)
+        try:
+            file = open(stored.path, "rb")  # noqa: SIM115  (an open file outlives a retention delete)
+        except OSError:
+            return self._refuse(writer, Rejected(404, "not_found", f"{path}: just deleted by retention"), keep_alive)
+        with file:
+            file.seek(start)
+            writer.write(
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\ncontent-length: %d\r\n"
+                b"x-shadow-part-bytes: %d\r\nconnection: %s\r\n\r\n"
+                % (stop - start, stored.length, b"keep-alive" if keep_alive else b"close")
+            )
+            remaining = stop - start
+            while remaining > 0:
+                chunk = file.read(min(READ_CHUNK, remaining))
+                if not chunk:  # cannot happen to a part that only grows; never send less than announced
+                    return False
+                remaining -= len(chunk)
+                writer.write(chunk)
+                self.metrics.served_bytes.inc(amount=len(chunk))
+                await writer.drain()
         return keep_alive
 
     def _refuse(self, writer: asyncio.StreamWriter, rejected: Rejected, keep_alive: bool = False) -> bool:

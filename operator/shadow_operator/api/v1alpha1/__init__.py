@@ -3,7 +3,7 @@
 from .analysis import AnalysisSpec
 from .recording import RecordingSpec
 from .spec import ShadowDeploymentSpec
-from .status import Check, Condition, Coverage, Mirror, Phase, ShadowDeploymentStatus, Verdict
+from .status import Check, CheckSource, Condition, Coverage, Mirror, Phase, ShadowDeploymentStatus, Verdict
 from .traffic import TrafficSpec
 from .workloads import CandidateSpec, PrimarySpec
 
@@ -26,6 +26,7 @@ __all__ = [
     "AnalysisSpec",
     "CandidateSpec",
     "Check",
+    "CheckSource",
     "Condition",
     "Coverage",
     "Mirror",

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from ..base import ApiModel
+from ..base import ApiModel, one_of, require_exactly_one
 
 
 class PromotionSpec(ApiModel):
@@ -46,9 +46,7 @@ class UrlSource(ApiModel):
 class NotificationTarget(ApiModel):
     """An HTTP endpoint that receives a JSON POST on the phase transitions listed in `on`."""
 
-    model_config = {
-        "json_schema_extra": {"oneOf": [{"required": ["url"]}, {"required": ["urlFrom"]}]},
-    }
+    model_config = one_of("url", "urlFrom")
 
     url: str | None = Field(
         default=None,
@@ -70,6 +68,5 @@ class NotificationTarget(ApiModel):
 
     @model_validator(mode="after")
     def _exactly_one_url(self) -> NotificationTarget:
-        if (self.url is None) == (self.url_from is None):
-            raise ValueError("set exactly one of url or urlFrom")
+        require_exactly_one(self, ("url", "url_from"), "set exactly one of url or urlFrom")
         return self

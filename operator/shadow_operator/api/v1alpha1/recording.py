@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from ..base import ApiModel, Duration, Fraction, JsonPath
-from .podtemplate import SinkVolume
+from .volumes import SinkVolume
 
 
 class Segment(ApiModel):

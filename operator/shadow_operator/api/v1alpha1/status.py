@@ -76,11 +76,31 @@ class Coverage(ApiModel):
     summary: str = Field(description="One-line form for kubectl get, e.g. '26% of 168h'.")
 
 
+class CheckSource(StrEnum):
+    """What a check was measured on. The one home of these values: the job, the report's trust
+    check and the operator all use this enum (the API types sit below `contract/`, which imports them)."""
+
+    RECORDS = "records"  # the mirrored pairs the recorders or the router wrote: every check can be made
+    PROMETHEUS = "prometheus"  # the router's and recorders' metrics: all traffic, error-rate and latency checks only
+
+
 class Check(ApiModel):
-    """One threshold check on one segment."""
+    """One threshold check on one slice of traffic: a segment, optionally one hour of day, from one source."""
 
     name: str = Field(description="The check, e.g. errorRate, latencyP99Ratio, agreement.")
     segment: str = Field(description="The segment it was computed on, e.g. 'all' or 'history=<1'.")
+    hour: int | None = Field(
+        default=None,
+        ge=0,
+        le=23,
+        description="The hour of day (UTC, 0-23) the check covers, e.g. 14 for 14:00-15:00; absent when it "
+        "covers every hour.",
+    )
+    source: CheckSource = Field(
+        default=CheckSource.RECORDS,
+        description="What it was measured on: records (the mirrored pairs, the default) or prometheus (the "
+        "router's and recorders' metrics, which count all traffic where records may be sampled).",
+    )
     primary: float | None = Field(default=None, description="The primary's value.")
     candidate: float | None = Field(default=None, description="The candidate's value.")
     threshold: float | None = Field(default=None, description="The configured limit.")
@@ -99,7 +119,9 @@ class Verdict(ApiModel):
     )
     message: str | None = Field(default=None, description="What decided the verdict.")
     evaluated_at: str = Field(json_schema_extra={"format": "date-time"}, description="When the job ran.")
-    checks: list[Check] = Field(default_factory=list, description="Every check, one entry per segment.")
+    checks: list[Check] = Field(
+        default_factory=list, description="Every check, one entry per slice it was made on (segment, hour, source)."
+    )
 
 
 class Promotion(ApiModel):

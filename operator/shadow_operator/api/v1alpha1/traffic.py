@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, model_validator
 
-from ..base import ApiModel, Duration
+from ..base import ApiModel, Duration, one_of, require_exactly_one
 
 HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 DEFAULT_MIRROR_METHODS: tuple[HttpMethod, ...] = ("POST", "GET")
@@ -40,7 +40,7 @@ UriPath = Annotated[
 class UriMatch(ApiModel):
     """The request path, matched as Istio's HTTPMatchRequest.uri: exact or prefix, case-sensitive."""
 
-    model_config = {"json_schema_extra": {"oneOf": [{"required": ["exact"]}, {"required": ["prefix"]}]}}
+    model_config = one_of("exact", "prefix")
 
     exact: UriPath | None = Field(
         default=None,
@@ -55,8 +55,9 @@ class UriMatch(ApiModel):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> UriMatch:
-        if (self.exact is None) == (self.prefix is None):
-            raise ValueError("set exactly one of uri.exact (one path) or uri.prefix (a path and all below it)")
+        require_exactly_one(
+            self, ("exact", "prefix"), "set exactly one of uri.exact (one path) or uri.prefix (a path and all below it)"
+        )
         return self
 
 

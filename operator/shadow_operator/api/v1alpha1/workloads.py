@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
-from ..base import DNS_LABEL, ApiModel, Port
-from .podtemplate import EnvVar, PodTemplate, ResourceRequirements
+from ..base import DNS_LABEL, ApiModel, Port, one_of, require_exactly_one
+from .containers import ResourceRequirements
+from .env import EnvVar
+from .podtemplate import PodTemplate
 
 
 class ServiceRef(ApiModel):
@@ -54,9 +56,7 @@ class _ModelWorkload(ApiModel):
 class PrimarySpec(_ModelWorkload):
     """The model that serves users today: either run by the operator or an existing Deployment."""
 
-    model_config = {
-        "json_schema_extra": {"oneOf": [{"required": ["image"]}, {"required": ["deploymentRef"]}]},
-    }
+    model_config = one_of("image", "deploymentRef")
 
     image: str | None = Field(
         default=None,
@@ -71,8 +71,9 @@ class PrimarySpec(_ModelWorkload):
 
     @model_validator(mode="after")
     def _exactly_one_source(self) -> PrimarySpec:
-        if (self.image is None) == (self.deployment_ref is None):
-            raise ValueError("set exactly one of primary.image or primary.deploymentRef")
+        require_exactly_one(
+            self, ("image", "deployment_ref"), "set exactly one of primary.image or primary.deploymentRef"
+        )
         return self
 
 

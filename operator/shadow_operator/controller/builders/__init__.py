@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from ...contract.analysis_state import state_name
 from ...contract.naming import (
     BASELINE,
     CANDIDATE,
@@ -30,6 +31,7 @@ from .analysis import (
     comparison_cronjob,
     cron_schedule,
     report_configmap,
+    state_configmap,
 )
 from .collector import collector_deployment, collector_keys, collector_network_policy, collector_service
 from .istio import destination_rule, virtual_service
@@ -158,8 +160,9 @@ def analysis_children(sd: ShadowDeployment, image: str) -> list[dict[str, Any]]:
         analyzer_service_account(sd),
         analyzer_role(sd),
         analyzer_role_binding(sd),
-        # Before the job's first run: the job may only update it, never create one.
+        # Before the job's first run: the job may only update them, never create one.
         report_configmap(sd),
+        state_configmap(sd),
         comparison_cronjob(sd, image),
     ]
 
@@ -185,6 +188,7 @@ def all_child_keys(sd: ShadowDeployment) -> set[tuple[str, str]]:
         ("Role", child_name(sd, "analysis")),
         ("RoleBinding", child_name(sd, "analysis")),
         ("ConfigMap", report_name(sd.name)),
+        ("ConfigMap", state_name(sd.name)),
     } | collector_keys(sd)
 
 

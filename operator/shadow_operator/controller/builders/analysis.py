@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...api.durations import parse_duration
+from ...contract.analysis_state import STATE_SUFFIX, state_name
 from ...contract.naming import ANALYSIS, child_name, collector_url, metadata
 from ...contract.report import REPORT_SUFFIX, report_name
 from ...contract.resource import ShadowDeployment
@@ -35,7 +36,8 @@ def analyzer_service_account(sd: ShadowDeployment) -> dict[str, Any]:
 
 
 def analyzer_role(sd: ShadowDeployment) -> dict[str, Any]:
-    """What this object's job may do, and nothing more: get its own ShadowDeployment, write its own report.
+    """What this object's job may do, and nothing more: get its own ShadowDeployment, write its own
+    report and its own analysis state.
 
     resourceNames on every rule: the job of another ShadowDeployment in the namespace (or anyone
     holding its token) can neither read this object nor publish a verdict for it.
@@ -73,12 +75,29 @@ def report_configmap(sd: ShadowDeployment) -> dict[str, Any]:
     }
 
 
+def state_configmap(sd: ShadowDeployment) -> dict[str, Any]:
+    """`<name>-analysis-state`, created empty by the operator and owned by the ShadowDeployment (controller).
+
+    The comparison job's incremental state (job/state_configmap.py): like the report's ConfigMap,
+    only this object's job may write it (analyzer_role) and none may create it, and the job trusts
+    a state only here. No `data` or `binaryData`: the state is the job's field.
+    """
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(sd, STATE_SUFFIX, name=state_name(sd.name)),
+    }
+
+
 def comparison_cronjob(sd: ShadowDeployment, image: str) -> dict[str, Any]:
-    # The collector keeps at most retention.maxBytes (plus one append); the download is capped a
-    # little above, and lands in an emptyDir at /tmp, the root filesystem staying read-only.
+    # The collector keeps at most retention.maxBytes (plus one append); one run reads at most a
+    # little above (a rebuild reads everything), into an emptyDir at /tmp, the root filesystem
+    # staying read-only. Incremental: each run reads only the bytes new since the last
+    # (--cluster-state); `shadowctl analyze ... --rebuild-state` forces a full recomputation.
     download_cap = sd.spec.recording.sink.retention.max_bytes + HEADROOM_BYTES
     args = ["analyze", "--namespace", sd.namespace, "--name", sd.name, "--publish",
-            "--records-from", collector_url(sd), "--records-max-bytes", str(download_cap)]  # fmt: skip
+            "--records-from", collector_url(sd), "--records-max-bytes", str(download_cap),
+            "--cluster-state"]  # fmt: skip
     container: dict[str, Any] = {
         "name": "analyze",
         "image": image,

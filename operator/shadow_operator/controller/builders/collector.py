@@ -21,7 +21,8 @@ from ...contract.naming import (
     role_labels,
 )
 from ...contract.resource import ShadowDeployment
-from .security import container_security, pod_security
+from .pods import deployment, server_container
+from .security import pod_security
 
 MIB = 1 << 20
 # Room over retention.maxBytes: retention runs after an append (one body of at most 8 MiB per
@@ -43,47 +44,31 @@ def collector_deployment(sd: ShadowDeployment, image: str) -> dict[str, Any]:
     }
     args = ["collector", "--listen", f"0.0.0.0:{COLLECTOR_HTTP_PORT}", "--admin-listen", f"0.0.0.0:{COLLECTOR_ADMIN_PORT}",
             "--records", sink.path, "--retention-bytes", str(retention.max_bytes), "--retention-age", retention.max_age]  # fmt: skip
-    container = {
-        "name": COLLECTOR,
-        "image": image,
-        "args": args,
-        "ports": [
-            {"name": "http", "containerPort": COLLECTOR_HTTP_PORT, "protocol": "TCP"},
-            {"name": "admin", "containerPort": COLLECTOR_ADMIN_PORT, "protocol": "TCP"},
-        ],
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": "admin"}, "periodSeconds": 5},
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": "admin"}, "periodSeconds": 10},
+    container = server_container(
+        COLLECTOR,
+        image,
+        args,
+        ports=(("http", COLLECTOR_HTTP_PORT), ("admin", COLLECTOR_ADMIN_PORT)),
         # Memory: at most 16 connections each holding one body of at most 8 MiB.
-        "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "384Mi"}},
-        "securityContext": container_security(),
-        "volumeMounts": [{"name": "records", "mountPath": sink.path}],
-    }
-    selector = role_labels(sd, COLLECTOR)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(sd, COLLECTOR),
+        resources={"requests": {"cpu": "100m", "memory": "64Mi"}, "limits": {"memory": "384Mi"}},
+        volume_mounts=[{"name": "records", "mountPath": sink.path}],
+    )
+    template = {
+        "metadata": {
+            "labels": role_labels(sd, COLLECTOR),
+            "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(COLLECTOR_ADMIN_PORT)},
+        },
         "spec": {
-            "replicas": 1,
-            # Recreate: a ReadWriteOnce volume cannot be mounted by the old and the new Pod at once,
-            # and two collectors would split one writer's file between them.
-            "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": selector},
-            "template": {
-                "metadata": {
-                    "labels": selector,
-                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(COLLECTOR_ADMIN_PORT)},
-                },
-                "spec": {
-                    "securityContext": pod_security(),
-                    # Serves records over HTTP; never talks to the API server.
-                    "automountServiceAccountToken": False,
-                    "containers": [container],
-                    "volumes": [volume],
-                },
-            },
+            "securityContext": pod_security(),
+            # Serves records over HTTP; never talks to the API server.
+            "automountServiceAccountToken": False,
+            "containers": [container],
+            "volumes": [volume],
         },
     }
+    # Recreate: a ReadWriteOnce volume cannot be mounted by the old and the new Pod at once,
+    # and two collectors would split one writer's file between them.
+    return deployment(sd, COLLECTOR, 1, template, strategy={"type": "Recreate"})
 
 
 def collector_service(sd: ShadowDeployment) -> dict[str, Any]:

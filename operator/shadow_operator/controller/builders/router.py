@@ -23,7 +23,8 @@ from ...contract.naming import (
 )
 from ...contract.resource import ShadowDeployment
 from .collector import MIB, mebibytes
-from .security import container_security, pod_security
+from .pods import deployment, server_container
+from .security import pod_security
 
 CONFIG_FILE = "router.json"
 _OPERATOR_ONLY_TRAFFIC = ("routerReplicas", "routerGracePeriod")
@@ -124,25 +125,19 @@ def proxy_container(
     records_path: str,
 ) -> dict[str, Any]:
     """A `shadowctl router|recorder` container: traffic and admin ports, probes, config and records mounts."""
-    (http_name, http_port), (admin_name, admin_port) = ports
+    (_, http_port), (_, admin_port) = ports
     config_volume, records_volume = volumes
-    return {
-        "name": name,
-        "image": image,
-        "args": [*args, "--listen", f"0.0.0.0:{http_port}", "--admin-listen", f"0.0.0.0:{admin_port}"],
-        "ports": [
-            {"name": http_name, "containerPort": http_port, "protocol": "TCP"},
-            {"name": admin_name, "containerPort": admin_port, "protocol": "TCP"},
-        ],
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": admin_name}, "periodSeconds": 5},
-        "livenessProbe": {"httpGet": {"path": "/healthz", "port": admin_name}, "periodSeconds": 10},
-        "resources": resources,
-        "securityContext": container_security(),
-        "volumeMounts": [
+    return server_container(
+        name,
+        image,
+        [*args, "--listen", f"0.0.0.0:{http_port}", "--admin-listen", f"0.0.0.0:{admin_port}"],
+        ports,
+        resources,
+        [
             {"name": config_volume, "mountPath": CONFIG_DIR, "readOnly": True},
             {"name": records_volume, "mountPath": records_path},
         ],
-    }
+    )
 
 
 def router_deployment(sd: ShadowDeployment, image: str) -> dict[str, Any]:
@@ -160,41 +155,32 @@ def router_deployment(sd: ShadowDeployment, image: str) -> dict[str, Any]:
         volumes=("config", "records"),
         records_path=sink.path,
     )
-    selector = role_labels(sd, ROUTER)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(sd, ROUTER),
-        "spec": {
-            "replicas": sd.spec.traffic.router_replicas,
-            "selector": {"matchLabels": selector},
-            "template": {
-                "metadata": {
-                    "labels": selector,
-                    "annotations": {
-                        # A config change rolls the router Pods, which read the file at start.
-                        "shadow.mlops.dev/config-hash": hashlib.sha256(config_text.encode()).hexdigest()[:16],
-                        "prometheus.io/scrape": "true",
-                        "prometheus.io/port": str(ROUTER_ADMIN_PORT),
-                    },
-                },
-                "spec": {
-                    # fsGroup: the spool is writable by the image's user on any volume type.
-                    "securityContext": pod_security(),
-                    # Proxies HTTP and ships records; never talks to the API server.
-                    "automountServiceAccountToken": False,
-                    # Room for the drain delay, in-flight requests and the final hand-off of records
-                    # to the collector (5 s) after SIGTERM; the default 30 s could cut the hand-off.
-                    "terminationGracePeriodSeconds": 45,
-                    "containers": [container],
-                    "volumes": [
-                        {"name": "config", "configMap": {"name": child_name(sd, ROUTER)}},
-                        records_volume,
-                    ],
-                },
+    template = {
+        "metadata": {
+            "labels": role_labels(sd, ROUTER),
+            "annotations": {
+                # A config change rolls the router Pods, which read the file at start.
+                "shadow.mlops.dev/config-hash": hashlib.sha256(config_text.encode()).hexdigest()[:16],
+                "prometheus.io/scrape": "true",
+                "prometheus.io/port": str(ROUTER_ADMIN_PORT),
             },
         },
+        "spec": {
+            # fsGroup: the spool is writable by the image's user on any volume type.
+            "securityContext": pod_security(),
+            # Proxies HTTP and ships records; never talks to the API server.
+            "automountServiceAccountToken": False,
+            # Room for the drain delay, in-flight requests and the final hand-off of records
+            # to the collector (5 s) after SIGTERM; the default 30 s could cut the hand-off.
+            "terminationGracePeriodSeconds": 45,
+            "containers": [container],
+            "volumes": [
+                {"name": "config", "configMap": {"name": child_name(sd, ROUTER)}},
+                records_volume,
+            ],
+        },
     }
+    return deployment(sd, ROUTER, sd.spec.traffic.router_replicas, template)
 
 
 def router_service(sd: ShadowDeployment) -> dict[str, Any]:

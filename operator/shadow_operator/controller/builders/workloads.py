@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from ...api.v1alpha1.podtemplate import MODEL_CONTAINER, PodTemplate
+from ...api.v1alpha1.containers import MODEL_CONTAINER
+from ...api.v1alpha1.podtemplate import PodTemplate
 from ...api.v1alpha1.workloads import CandidateSpec, PrimarySpec
 from ...contract.naming import BASELINE, CANDIDATE, PRIMARY, child_name, metadata, role_labels
 from ...contract.resource import ShadowDeployment
 from ..observed import ObservedService
+from .pods import deployment
 from .security import model_container_security, restrict_pod_spec
 
 # Lists in a user's podTemplate.spec are appended to the generated ones (sidecars, volumes);
@@ -46,16 +48,7 @@ def model_deployment(
     restrict_pod_spec(pod)
     # A model serves HTTP: no Kubernetes API token in its Pod unless its podTemplate asks for one.
     pod.setdefault("automountServiceAccountToken", False)
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": metadata(sd, role),
-        "spec": {
-            "replicas": workload.replicas,
-            "selector": {"matchLabels": selector},
-            "template": template,
-        },
-    }
+    return deployment(sd, role, workload.replicas, template)
 
 
 def pod_template_wire(pod_template: PodTemplate | None) -> dict[str, Any]:

@@ -3,12 +3,11 @@
 prometheus.py (the one provider), promql.py (the queries), collect.py (asking them, and the answers
 as slices)."""
 
-from .collect import METRICS_SEGMENT_PREFIX, collect, slices_from_queries
+from .collect import collect, slices_from_queries
 from .factory import PROMETHEUS, provider_for
 from .provider import MetricsProvider, MetricsQueryError, MetricsUnavailable
 
 __all__ = [
-    "METRICS_SEGMENT_PREFIX",
     "PROMETHEUS",
     "MetricsProvider",
     "MetricsQueryError",

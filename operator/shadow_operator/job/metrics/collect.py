@@ -10,6 +10,7 @@ import asyncio
 import math
 from collections.abc import Mapping, Sequence
 
+from ...api.v1alpha1 import CheckSource
 from ...contract.metric_names import ALL_SEGMENTS
 from ...contract.records import ROLES
 from ...contract.report import METRICS_ERROR, DataProblem, Latency, SideStats, SliceStats
@@ -76,15 +77,12 @@ async def collect(
     return values, problems
 
 
-METRICS_SEGMENT_PREFIX = "prometheus:"
-
-
 def slices_from_queries(
     queries: Mapping[str, float | None], segments: Sequence[str], window_seconds: float, shadow: str | None = None
 ) -> list[SliceStats]:
-    """Prometheus's answers as slices (segment `prometheus:<segment>`): all traffic, not just
-    the sampled records, for the error-rate and latency checks. A segment with any answer
-    missing is left out (collect already listed it as a problem)."""
+    """Prometheus's answers as slices (source `prometheus`, the records' segment names): all
+    traffic, not just the sampled records, for the error-rate and latency checks. A segment with
+    any answer missing is left out (collect already listed it as a problem)."""
     window = window_for(window_seconds)
     result = []
     for segment in dict.fromkeys([ALL_SEGMENTS, *segments]):
@@ -104,7 +102,8 @@ def slices_from_queries(
         if len(sides) == len(ROLES):
             result.append(
                 SliceStats(
-                    segment=f"{METRICS_SEGMENT_PREFIX}{segment}",
+                    segment=segment,
+                    source=CheckSource.PROMETHEUS,
                     pairs=min(side.requests for side in sides.values()),
                     primary=sides["primary"],
                     candidate=sides["candidate"],

@@ -4,14 +4,13 @@ format shares: failing checks and segments first."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from ...api.v1alpha1 import Check
+from ...api.v1alpha1 import Check, CheckSource
 from ...contract.metric_names import ALL_SEGMENTS
-from ...contract.report import Report, SideStats, SliceStats
+from ...contract.report import Report, SideStats, SliceStats, slice_label
 
 DASH = "\u2014"  # em dash: a value that is not there
 MIDDOT = " \u00b7 "
@@ -89,21 +88,14 @@ def check_values(check: Check) -> tuple[str, str, str]:
     return value(check.primary), value(check.candidate), threshold
 
 
-_HOUR_SUFFIX = re.compile(r"@([01]?[0-9]|2[0-3])h$")
 _RANK = {False: 0, None: 1, True: 2}  # failing, inconclusive, passing
 
 HOUR_ROWS_SHOWN = 6  # hour-of-day checks listed per check and segment, of those that did not pass
 
 
-def split_label(label: str) -> tuple[str, int | None]:
-    """(segment, hour of day) of a Check.segment: checks on one hour of day are labelled `history=<1@14h`."""
-    match = _HOUR_SUFFIX.search(label)
-    return (label, None) if match is None else (label[: match.start()], int(match.group(1)))
-
-
-def base_segment(label: str) -> str:
-    """The segment of a Check.segment, without its hour of day."""
-    return split_label(label)[0]
+def check_label(check: Check) -> str:
+    """Where a check was measured, as every format shows it: `history=<1 @14h`, `all (prometheus)`."""
+    return slice_label(check.segment, check.hour, check.source)
 
 
 def result_text(passed: bool | None) -> str:
@@ -120,6 +112,7 @@ class HourWindows:
 
     name: str
     segment: str
+    source: CheckSource
     windows: int
     passed: int
     failed_hours: tuple[int, ...]  # in hour order; the first HOUR_ROWS_SHOWN are listed
@@ -156,7 +149,7 @@ class HourWindows:
         by the caller: `code` for the check and segment names, `words` for the rest, `failed` for the FAILED part."""
         failed = failed or words
         counts = words(", ").join(failed(text) if result is False else words(text) for result, text in self.parts())
-        where = code(self.name) + words(" on ") + code(self.segment)
+        where = code(self.name) + words(" on ") + code(slice_label(self.segment, source=self.source))
         plural = "" if self.windows == 1 else "s"
         return where + words(f", {self.windows} hour window{plural}: ") + counts
 
@@ -165,30 +158,30 @@ def listed_checks(report: Report) -> tuple[list[Check], list[HourWindows]]:
     """The checks to list, worst first, and one count per check and segment of its hour-of-day checks.
 
     Every whole-period check is listed: failing first, then inconclusive, then passing, report order
-    within each. A week has 24 hour-of-day checks (`all@14h`) per check and segment, so of those
+    within each. A week has 24 hour-of-day checks (`all @14h`) per check and segment, so of those
     only the ones that did not pass are listed, after the whole-period ones of the same result:
     failing before inconclusive, in hour order, at most HOUR_ROWS_SHOWN per check and segment.
     The HourWindows, worst first, count them all.
     """
     listed: list[Check] = []
-    by_hour: dict[tuple[str, str], list[tuple[int, Check]]] = {}
+    by_hour: dict[tuple[str, str, CheckSource], list[Check]] = {}
     for check in report.verdict.checks:
-        segment, hour = split_label(check.segment)
-        if hour is None:
+        if check.hour is None:
             listed.append(check)
         else:
-            by_hour.setdefault((check.name, segment), []).append((hour, check))
+            by_hour.setdefault((check.name, check.segment, check.source), []).append(check)
     summaries = []
-    for (name, segment), windows in by_hour.items():
-        windows.sort(key=lambda window: window[0])
-        failed = tuple(hour for hour, check in windows if check.passed is False)
-        inconclusive = sum(1 for _hour, check in windows if check.passed is None)
-        not_passed = sorted((check for _hour, check in windows if check.passed is not True), key=_rank)
+    for (name, segment, source), windows in by_hour.items():
+        windows.sort(key=lambda check: check.hour)
+        failed = tuple(check.hour for check in windows if check.passed is False)
+        inconclusive = sum(1 for check in windows if check.passed is None)
+        not_passed = sorted((check for check in windows if check.passed is not True), key=_rank)
         listed += not_passed[:HOUR_ROWS_SHOWN]
         summaries.append(
             HourWindows(
                 name=name,
                 segment=segment,
+                source=source,
                 windows=len(windows),
                 passed=len(windows) - len(failed) - inconclusive,
                 failed_hours=failed,
@@ -196,14 +189,14 @@ def listed_checks(report: Report) -> tuple[list[Check], list[HourWindows]]:
                 unlisted_inconclusive=min(inconclusive, max(0, len(not_passed) - HOUR_ROWS_SHOWN)),
             )
         )
-    listed.sort(key=lambda check: (_rank(check), split_label(check.segment)[1] is not None))
+    listed.sort(key=lambda check: (_rank(check), check.hour is not None))
     return listed, sorted(summaries, key=lambda summary: summary.rank)
 
 
 def segments_in_order(report: Report) -> list[SliceStats]:
     """Whole-period slices: `all` first, then segments with failing checks, inconclusive, the rest."""
-    failing = {base_segment(c.segment) for c in report.verdict.checks if c.passed is False}
-    unsure = {base_segment(c.segment) for c in report.verdict.checks if c.passed is None}
+    failing = {c.segment for c in report.verdict.checks if c.passed is False}
+    unsure = {c.segment for c in report.verdict.checks if c.passed is None}
 
     def rank(s: SliceStats) -> int:
         if s.segment == ALL:

@@ -9,7 +9,7 @@ from .fields import (
     DASH,
     MIDDOT,
     TOP_ERRORS_SHOWN,
-    base_segment,
+    check_label,
     check_values,
     error_rate,
     fmt_count,
@@ -113,7 +113,7 @@ def _checks_html(report: Report) -> str:
         rows.append(
             f"<tr{cls}>"
             + _td(f'<code class="nw">{esc(check.name)}</code>', raw=True)
-            + _td(f'<code class="nw">{esc(check.segment)}</code>', raw=True)
+            + _td(f'<code class="nw">{esc(check_label(check))}</code>', raw=True)
             + _td(primary, num=True)
             + _td(candidate, num=True)
             + _td(threshold, num=True)
@@ -145,7 +145,7 @@ def _outcomes(side: SideStats) -> str:
 
 
 def _segment_html(index: int, stats: SliceStats, report: Report) -> str:
-    checks = [c for c in report.verdict.checks if base_segment(c.segment) == stats.segment]
+    checks = [c for c in report.verdict.checks if c.segment == stats.segment]
     flag = ""
     if any(c.passed is False for c in checks):
         names = ", ".join(dict.fromkeys(c.name for c in checks if c.passed is False))

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from ...contract.report import Report
 from .fields import (
     DASH,
+    check_label,
     check_values,
     fmt_count,
     fmt_duration,
@@ -73,7 +74,7 @@ def render_markdown(report: Report) -> str:
             rows.append(
                 [
                     _md_code(check.name),
-                    _md_code(check.segment),
+                    _md_code(check_label(check)),
                     primary,
                     candidate,
                     _md_text(threshold),
@@ -91,7 +92,7 @@ def render_markdown(report: Report) -> str:
     if notes:
         lines.append("")
         lines += [
-            f"- **{result_text(c.passed)}** {_md_code(c.name)} on {_md_code(c.segment)}: {_md_text(c.message or '')}"
+            f"- **{result_text(c.passed)}** {_md_code(c.name)} on {_md_code(check_label(c))}: {_md_text(c.message or '')}"
             for c in notes
         ]
     if not checks and not hour_windows:

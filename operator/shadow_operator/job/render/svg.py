@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from ...api.v1alpha1 import Check
 from ...contract.report import HistogramBucket, SliceStats
-from .fields import base_segment, error_rate, fmt_ms, fmt_number, fmt_rate
+from .fields import error_rate, fmt_ms, fmt_number, fmt_rate
 
 INF_MS = 1e300  # histogram bounds at or above this are the +Inf bucket (written as 1e308)
 
@@ -223,7 +223,7 @@ def error_rate_svg(segments: list[SliceStats], checks: list[Check]) -> str:
     title = "Error rate by segment, primary and candidate"
     if not segments:
         return _placeholder_svg(title, "No segments in this report.")
-    failing = {base_segment(c.segment) for c in checks if c.passed is False}
+    failing = {c.segment for c in checks if c.passed is False}
     limits = {c.segment: c.threshold for c in checks if c.name.lower() == "errorrate" and c.threshold is not None}
     label_w = min(260, max(60, int(max(len(s.segment) for s in segments) * 6.8) + 12))
     width, row_h, top, bottom = 720, 36, 34, 44

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from ...api.v1alpha1 import Check
 from ...contract.report import Report
 from .fields import (
+    check_label,
     check_values,
     fmt_count,
     fmt_number,
@@ -15,7 +16,6 @@ from .fields import (
     listed_checks,
     one_line,
     result_text,
-    split_label,
     time_covered,
     top_errors,
 )
@@ -41,7 +41,7 @@ def _check_row(check: Check) -> list[str]:
     primary, candidate, threshold = check_values(check)
     return [
         check.name,
-        check.segment,
+        check_label(check),
         primary,
         candidate,
         threshold,
@@ -76,7 +76,7 @@ def _render_text(report: Report, brief: bool) -> str:
 
     checks, hour_windows = listed_checks(report)
     if brief:
-        whole_period = [c for c in checks if split_label(c.segment)[1] is None]
+        whole_period = [c for c in checks if c.hour is None]
         deciding = [c for c in whole_period if c.passed is not True]
         checks = deciding if any(c.passed is False for c in deciding) else whole_period
     lines.append("CHECKS")
@@ -84,7 +84,7 @@ def _render_text(report: Report, brief: bool) -> str:
         lines += _text_table(CHECK_HEADERS, [_check_row(c) for c in checks], right=(2, 3, 4, 6))
     lines += [f"  {windows.describe()}" for windows in hour_windows]
     notes = [] if brief else [c for c in checks if c.passed is not True and c.message]
-    lines += [f"  {result_text(c.passed)} {c.name} [{c.segment}]: {one_line(c.message or '')}" for c in notes]
+    lines += [f"  {result_text(c.passed)} {c.name} [{check_label(c)}]: {one_line(c.message or '')}" for c in notes]
     if not checks and not hour_windows:
         lines.append("  none")
 
