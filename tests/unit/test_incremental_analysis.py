@@ -29,7 +29,7 @@ from shadow_operator.contract import reasons
 from shadow_operator.contract.records import dumps
 from shadow_operator.contract.report import ReportCoverage
 from shadow_operator.contract.timestamps import timestamp
-from shadow_operator.job import increments, sketch
+from shadow_operator.job import sketch, state_file
 from shadow_operator.job.dataset import load
 from shadow_operator.job.intervals import LATENCY_LEVELS, UNBOUNDED_MS, exact_quantile_ranks
 from shadow_operator.job.job import analyze, fold_increment
@@ -254,7 +254,7 @@ def test_a_run_that_dies_before_saving_counts_nothing_twice(tmp_path, monkeypatc
         raise KeyboardInterrupt("killed while saving")
 
     with monkeypatch.context() as patched:
-        patched.setattr(increments, "write", die)
+        patched.setattr(state_file, "write", die)
         with pytest.raises(KeyboardInterrupt):
             analyze(make_sd(SPEC), [tmp_path / "records"], now=NOW, state=state)
     assert pairs_of(analyze(make_sd(SPEC), [tmp_path / "records"], now=NOW, state=state)) == 70

@@ -2,7 +2,7 @@
 its previous run, per collector part, and keeps its state where only it may write (a ConfigMap).
 
 * K runs against a collector, records arriving in between, give exactly the aggregates and the
-  verdict of one fold of every record (the cursor logic of increments.py over remote.CollectorSource);
+  verdict of one fold of every record (the cursor logic of record_sources.py over remote.CollectorSource);
   each run reads only the new bytes.
 * A part deleted by retention keeps what it contributed; a replaced part (a collector restarted
   empty) rebuilds the state from every record; an unreachable collector folds nothing and keeps
@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from shadow_operator.contract.analysis_state import STATE_KEY
 from shadow_operator.contract.collector_protocol import HEAD_BYTES
 from shadow_operator.contract.records import dumps
-from shadow_operator.job import increments
+from shadow_operator.job.incremental_state import STATE_NOT_SAVED, STATE_REBUILT, STATE_TOO_LARGE, Rebuilding, State
 from shadow_operator.job.job import analyze, fold_increment
 from shadow_operator.job.remote import CollectorSource
 from shadow_operator.job.state_configmap import ConfigMapStore
@@ -137,7 +137,7 @@ def test_a_replaced_part_rebuilds_from_every_record_and_says_so(tmp_path):
     finally:
         restarted.stop()
     assert pairs_of(report) == 70
-    [rebuilt] = [p for p in report.problems if p.code == increments.STATE_REBUILT]
+    [rebuilt] = [p for p in report.problems if p.code == STATE_REBUILT]
     assert "replaced" in rebuilt.message
 
 
@@ -282,7 +282,7 @@ def test_a_forged_or_corrupt_state_is_refused_and_rebuilt_from_every_record(tmp_
     write(tmp_path / "records" / "a.jsonl", records_at("a", 25))
     report = analyze(sd, [tmp_path / "records"], now=NOW, state=ConfigMapStore(kube, sd))
     assert pairs_of(report) == 25  # never the forged 10,000
-    assert [p.code for p in report.problems if p.code.startswith("AnalysisState")][:1] == [increments.STATE_REBUILT]
+    assert [p.code for p in report.problems if p.code.startswith("AnalysisState")][:1] == [STATE_REBUILT]
     if case in ("another owner", "no owner"):
         assert kube.writes == 0  # a ConfigMap that is not this object's is never written either
         assert "not controlled by ShadowDeployment" in report.problems[0].message
@@ -304,7 +304,7 @@ def test_a_state_too_large_to_keep_is_not_kept_and_the_report_says_so(tmp_path):
     kube = FakeKube(state_map(sd, _binary(_forged(sd, tmp_path))))
     write(tmp_path / "records" / "a.jsonl", records_at("a", 25))
     report = analyze(sd, [tmp_path / "records"], now=NOW, state=ConfigMapStore(kube, sd, max_bytes=200))
-    [too_large] = [p for p in report.problems if p.code == increments.STATE_TOO_LARGE]
+    [too_large] = [p for p in report.problems if p.code == STATE_TOO_LARGE]
     assert "full recomputation" in too_large.message
     assert kube.body["binaryData"] == {}  # emptied: the next run folds every retained record again
     report = analyze(sd, [tmp_path / "records"], now=NOW, state=ConfigMapStore(kube, sd, max_bytes=200))
@@ -320,8 +320,8 @@ def test_a_concurrent_writer_loses_on_the_resource_version_and_keeps_nothing(tmp
     slow = ConfigMapStore(kube, sd)
     slow.read("whatever")  # read at resourceVersion 7 ...
     analyze(sd, [tmp_path / "records"], now=NOW, state=ConfigMapStore(kube, sd))  # ... another run writes 8
-    notices = slow.write(increments.State("whatever"))
-    assert [p.code for p in notices] == [increments.STATE_NOT_SAVED] and "another analysis run" in notices[0].message
+    notices = slow.write(State("whatever"))
+    assert [p.code for p in notices] == [STATE_NOT_SAVED] and "another analysis run" in notices[0].message
     assert kube.writes == 1 and kept_state(kube)["fingerprint"] != "whatever"
 
 
@@ -331,7 +331,7 @@ def test_rebuild_state_folds_every_record_again(tmp_path):
     sd = make_sd(SPEC)
     kube = FakeKube(state_map(sd, _binary(_forged(sd, tmp_path))))
     write(tmp_path / "records" / "a.jsonl", records_at("a", 25))
-    state = increments.Rebuilding(ConfigMapStore(kube, sd))
+    state = Rebuilding(ConfigMapStore(kube, sd))
     assert pairs_of(analyze(sd, [tmp_path / "records"], now=NOW, state=state)) == 25
     assert pairs_of(analyze(sd, [tmp_path / "records"], now=NOW, state=ConfigMapStore(kube, sd))) == 25
 

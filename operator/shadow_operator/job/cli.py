@@ -183,8 +183,9 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def _state_store(args: argparse.Namespace, kube: Kube | None, sd: ShadowDeployment):
     """Where the incremental state is kept (--state FILE, --cluster-state), or None: a full run."""
-    from .increments import FileStore, Rebuilding
+    from .incremental_state import Rebuilding
     from .state_configmap import ConfigMapStore
+    from .state_file import FileStore
 
     if args.state is not None:
         store = FileStore(args.state)

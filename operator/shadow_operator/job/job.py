@@ -23,7 +23,7 @@ from ..contract.records import BASELINE, RECORD_SUFFIX
 from ..contract.report import METRICS_ERROR, UNPAIRED_RECORD, DataProblem, Report, ReportCoverage, SliceStats
 from ..contract.resource import ShadowDeployment
 from ..contract.timestamps import parse_timestamp, timestamp
-from . import aggregates, cycle, increments, metrics, stats
+from . import aggregates, cycle, incremental_state, metrics, pending_records, record_sources, state_file, stats
 from . import dataset as datasets
 from .verdict import decide
 
@@ -101,9 +101,9 @@ class Folded:
 
 def fold_increment(
     sd: ShadowDeployment,
-    records: list[Path] | increments.RecordSource,
+    records: list[Path] | record_sources.RecordSource,
     now: datetime,
-    state: Path | increments.StateStore,
+    state: Path | incremental_state.StateStore,
 ) -> tuple[aggregates.Aggregates, aggregates.Aggregates | None]:
     """Fold the records that arrived since the previous run into the state; the merged aggregates (fold_new_records)."""
     folded = fold_new_records(sd, records, now, state)
@@ -112,9 +112,9 @@ def fold_increment(
 
 def fold_new_records(
     sd: ShadowDeployment,
-    records: list[Path] | increments.RecordSource,
+    records: list[Path] | record_sources.RecordSource,
     now: datetime,
-    state: Path | increments.StateStore,
+    state: Path | incremental_state.StateStore,
 ) -> Folded:
     """Fold the records that arrived since the previous run into the kept state; the merged aggregates.
 
@@ -122,7 +122,7 @@ def fold_new_records(
     `state`: a file, or a StateStore (the cluster's ConfigMap: state_configmap.ConfigMapStore).
     The state is rebuilt from every record when it is missing, refused (unreadable, malformed,
     not this object's), of another fingerprint (candidate image, evidence start, recording spec)
-    or when a folded file was replaced (increments.py). While the candidate rolls out nothing is
+    or when a folded file was replaced (record_sources.py). While the candidate rolls out nothing is
     evidence: no record is read and the state is left alone (the next run's evidence start
     differs: it is rebuilt). Records that cannot be read this run (the collector unreachable)
     fold nothing and leave the state as it was, said in the notices.
@@ -137,7 +137,7 @@ def fold_new_records(
     segment_names = [segment.name for segment in spec.recording.segments]
     features = list(spec.recording.features)
     hours = cycle.cycle_hours(parse_duration(spec.analysis.min_duration).total_seconds())
-    expected = increments.fingerprint(
+    expected = incremental_state.fingerprint(
         shadow=shadow,
         candidate=spec.candidate.image,
         since=since,
@@ -147,26 +147,28 @@ def fold_new_records(
         cycle_hours=hours,
         baseline=with_baseline,
     )
-    source = records if not isinstance(records, list) else increments.LocalFiles(records)
-    store = state if not isinstance(state, Path) else increments.FileStore(state)
+    source = records if not isinstance(records, list) else record_sources.LocalFiles(records)
+    store = state if not isinstance(state, Path) else state_file.FileStore(state)
     with store.locked():
         state, why, notices = store.read(expected)
-        if state is not None and (why := increments.unusable(state, segment_names, features, regression)):
-            state, notices = None, [*notices, increments.rebuilt_notice(why)]
+        if state is not None and (why := incremental_state.unusable(state, segment_names, features, regression)):
+            state, notices = None, [*notices, incremental_state.rebuilt_notice(why)]
         try:
             files = source.listing()
-            if state is not None and (why := increments.replaced(source, files, state.cursors)):
-                state, notices = None, [*notices, increments.rebuilt_notice(why)]
+            if state is not None and (why := record_sources.replaced(source, files, state.cursors)):
+                state, notices = None, [*notices, incremental_state.rebuilt_notice(why)]
             if state is None:
                 log.info("analysis state in %s rebuilt from every record: %s", store.where, why)
-                state = increments.State(expected, baseline=aggregates.Aggregates() if with_baseline else None)
+                state = incremental_state.State(expected, baseline=aggregates.Aggregates() if with_baseline else None)
             with tempfile.TemporaryDirectory(prefix="shadow-increment-") as scratch:
                 increment = Path(scratch) / f"increment{RECORD_SUFFIX}"
-                cursors, copied = increments.collect(source, files, state.cursors, increment)
+                cursors, copied = record_sources.collect(source, files, state.cursors, increment)
                 _fold_into(state, increment, copied, Path(scratch), sd, now, since, hours)
-        except increments.SourceUnavailable as unavailable:
+        except record_sources.SourceUnavailable as unavailable:
             # Nothing new is folded and nothing is written: the next run reads the same bytes.
-            kept = state or increments.State(expected, baseline=aggregates.Aggregates() if with_baseline else None)
+            kept = state or incremental_state.State(
+                expected, baseline=aggregates.Aggregates() if with_baseline else None
+            )
             return Folded(kept.aggregates, kept.baseline, [unavailable.problem, *notices])
         state.cursors = cursors
         notices += store.write(state)
@@ -174,7 +176,7 @@ def fold_new_records(
 
 
 def _fold_into(
-    state: increments.State,
+    state: incremental_state.State,
     increment: Path,
     copied: int,
     scratch: Path,
@@ -197,7 +199,7 @@ def _fold_into(
         if not copied and not waiting:
             continue
         pending = scratch / f"pending-{against}{RECORD_SUFFIX}"
-        increments.write_pending(waiting, pending)
+        pending_records.write_pending(waiting, pending)
         with datasets.load(
             [pending, increment], shadow, now=now.timestamp(), regression=regression,
             candidate_image=image, since=since, against=against,
@@ -206,16 +208,16 @@ def _fold_into(
             # One-sided records whose other side has not arrived yet wait one more run; then they count.
             carried, expired = {}, 0
             if any(problem.code == UNPAIRED_RECORD for problem in loaded.problems):
-                carried = increments.unpaired(
-                    loaded.con, loaded.table, increments.one_sided(increment, shadow, against, image, since)
+                carried = pending_records.unpaired(
+                    loaded.con, loaded.table, pending_records.one_sided(increment, shadow, against, image, since)
                 )
                 expired = len(
-                    increments.unpaired(
-                        loaded.con, loaded.table, increments.one_sided(pending, shadow, against, image, since)
+                    pending_records.unpaired(
+                        loaded.con, loaded.table, pending_records.one_sided(pending, shadow, against, image, since)
                     )
                 )
         folded.problems.pop(UNPAIRED_RECORD, None)
-        for problem in increments.unpaired_problem(expired):
+        for problem in pending_records.unpaired_problem(expired):
             folded.problems[problem.code] = [problem.count, problem.message, 1]
         target.merge(folded)
         state.pending[against] = list(carried.values())
@@ -227,13 +229,13 @@ def analyze(
     now: datetime | None = None,
     prometheus_url: str | None = None,
     problems: list[DataProblem] | None = None,
-    state: Path | increments.StateStore | None = None,
-    source: increments.RecordSource | None = None,
+    state: Path | incremental_state.StateStore | None = None,
+    source: record_sources.RecordSource | None = None,
 ) -> Report:
     """`problems`: what went wrong before the records were read (e.g. the collector unreachable), listed first.
 
     `state`: fold only the records that arrived since the previous run into the aggregates kept
-    in this file or store (increments.py), and judge the merged aggregates; without it, every
+    in this file or store (incremental_state.py), and judge the merged aggregates; without it, every
     record is read and the slices computed exactly (stats.compute_slices). `source`: where an
     incremental run reads records (the collector), instead of `record_paths`.
     """

@@ -5,7 +5,7 @@ The comparison job's Pod mounts no record volume. Two ways to read the collector
 * `download_records`, a full run: `GET <url>/v1/records` (every file the collector retains, JSON
   Lines) into a temporary file, analysed whole.
 * `CollectorSource`, an incremental run (the CronJob's default): the collector's parts as a
-  RecordSource (increments.py), so only the bytes past each part's cursor are read:
+  RecordSource (record_sources.py), so only the bytes past each part's cursor are read:
   `GET <url>/v1/files` lists parts with their size and head, `GET <url>/v1/records/<source>/<part>
   ?offset=N&end=E` reads the new whole lines of one.
 
@@ -38,7 +38,7 @@ from ..contract.collector_protocol import (
 )
 from ..contract.records import RECORD_SUFFIX
 from ..contract.report import DataProblem
-from .increments import FileGone, RecordFile, SourceUnavailable
+from .record_sources import FileGone, RecordFile, SourceUnavailable
 
 RECORDS_UNAVAILABLE = "RecordsUnavailable"
 CHUNK = 1 << 20

@@ -30,7 +30,16 @@ from ..contract.analysis_state import STATE_KEY, state_name
 from ..contract.report import DataProblem
 from ..contract.resource import ShadowDeployment
 from ..kube.client import Kube, KubeError
-from .increments import FINGERPRINT_CHANGED, STATE_NOT_SAVED, STATE_TOO_LARGE, State, decode, encode, rebuilt_notice
+from .incremental_state import (
+    FINGERPRINT_CHANGED,
+    STATE_NOT_SAVED,
+    STATE_TOO_LARGE,
+    State,
+    decode,
+    encode,
+    rebuilt_notice,
+    state_notice,
+)
 
 # Under the 1 MiB a ConfigMap's data may hold (counted decoded), with room for the API server's
 # own limits on the request (base64 makes the JSON body 4/3 of it; etcd takes 1.5 MiB).
@@ -55,7 +64,7 @@ def state_owner_problem(body: dict[str, Any] | None, namespace: str, name: str, 
 
 
 class ConfigMapStore:
-    """A StateStore (increments.py) in the ConfigMap the operator made for this object's state."""
+    """A StateStore (incremental_state.py) in the ConfigMap the operator made for this object's state."""
 
     def __init__(self, kube: Kube, sd: ShadowDeployment, max_bytes: int = MAX_STATE_BYTES) -> None:
         self.kube, self.sd, self.max_bytes = kube, sd, max_bytes
@@ -99,10 +108,9 @@ class ConfigMapStore:
         notices = []
         if len(compressed) > self.max_bytes:
             notices.append(
-                DataProblem(
-                    code=STATE_TOO_LARGE,
-                    count=1,
-                    message=f"The incremental analysis state is {len(compressed) // 1024} KiB compressed, over the "
+                state_notice(
+                    STATE_TOO_LARGE,
+                    f"The incremental analysis state is {len(compressed) // 1024} KiB compressed, over the "
                     f"{self.max_bytes // 1024} KiB {self.where} may hold, so it is not kept: every run folds every "
                     "record the collector retains (a full recomputation; records retention deleted no longer count). "
                     "Fewer segments or segment buckets (spec.recording.segments) make it smaller.",
@@ -127,9 +135,8 @@ class ConfigMapStore:
 
 
 def _not_saved(why: str) -> DataProblem:
-    return DataProblem(
-        code=STATE_NOT_SAVED,
-        count=1,
-        message=f"This run's incremental analysis state was not kept: {why}. The verdict stands; the next run "
+    return state_notice(
+        STATE_NOT_SAVED,
+        f"This run's incremental analysis state was not kept: {why}. The verdict stands; the next run "
         "folds the same records again from the state kept before.",
     )

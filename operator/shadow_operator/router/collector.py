@@ -21,7 +21,7 @@ its local name, and every append says at which offset of that file it starts:
     GET /v1/records             every retained file, concatenated (chunked)
 
 The comparison job reads only what is new: a cursor per part, a range read from it
-(job/remote.py, job/increments.py). `head` is a hash of the part's first 4 KiB, so the job tells
+(job/remote.py, job/record_sources.py). `head` is a hash of the part's first 4 KiB, so the job tells
 a part that was replaced (a collector restarted on an emptyDir) from one that grew.
 
 Hostile input is bounded and refused, never a crash: names are `[A-Za-z0-9._-]` and short (no
