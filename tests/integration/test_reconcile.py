@@ -28,6 +28,7 @@ ISTIO_CHILDREN = {
     ("Role", "recommender-analysis"),
     ("RoleBinding", "recommender-analysis"),
     ("ConfigMap", "recommender-report"),
+    ("ConfigMap", "recommender-analysis-state"),
     ("Deployment", "recommender-collector"),
     ("Service", "recommender-collector"),
     ("NetworkPolicy", "recommender-collector"),
@@ -99,6 +100,7 @@ SAMPLE_CHILDREN = {
         ("Role", "recommender-builtin-analysis"),
         ("RoleBinding", "recommender-builtin-analysis"),
         ("ConfigMap", "recommender-builtin-report"),
+        ("ConfigMap", "recommender-builtin-analysis-state"),
     },
     "existing-primary.yaml": {
         ("ConfigMap", "recommender-ref-recorder"),
@@ -114,6 +116,7 @@ SAMPLE_CHILDREN = {
         ("Role", "recommender-ref-analysis"),
         ("RoleBinding", "recommender-ref-analysis"),
         ("ConfigMap", "recommender-ref-report"),
+        ("ConfigMap", "recommender-ref-analysis-state"),
     },
 }
 
