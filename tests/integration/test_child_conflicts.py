@@ -70,6 +70,28 @@ def test_a_child_name_taken_by_someone_elses_deployment_is_left_untouched(cluste
     assert [ref["name"] for ref in mine["metadata"]["ownerReferences"]] == ["recommender"]
 
 
+def test_a_child_name_taken_by_someone_elses_configmap_is_seen_without_a_get_and_left_untouched(
+    cluster, operator, namespace
+):
+    """ConfigMaps are watched whole by the operator's label only; the names others hold come from a
+    metadata-only watch (kube/cache.py), so the conflict is found without asking the API server."""
+    cluster.kubectl("-n", namespace, "create", "configmap", "recommender-report", "--from-literal=mine=yes")
+    before = get_json(cluster, namespace, "configmap", "recommender-report")
+    started = now()
+    apply_yaml(cluster, [shadow_deployment("recommender")], namespace)
+
+    status = wait_phase(cluster, namespace, "recommender", "Error")
+    ready = condition(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", reasons.CHILD_NAME_CONFLICT)
+    assert ready["message"].startswith("ConfigMap recommender-report already exists and is not owned by")
+    after = get_json(cluster, namespace, "configmap", "recommender-report")
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert after["data"] == {"mine": "yes"} and "ownerReferences" not in after["metadata"]
+    requests = [describe(e) for e in cluster.audit_events(started, OPERATOR_USER) if e["verb"] != "watch"]
+    assert not [r for r in requests if f"{namespace}/recommender-report" in r], requests
+    assert not [r for r in requests if r.startswith("get configmaps")], requests  # no GET before a create
+
+
 def test_a_child_the_api_server_refuses_by_schema_ends_in_apply_failed(cluster, operator, namespace):
     """The operator's own checks pass, the API server's do not (422): status carries the server's message."""
     spec = shadow_deployment("recommender")["spec"]

@@ -72,19 +72,27 @@ def test_only_kinds_anyone_may_own_are_watched_whole():
 class _FakeKube:
     """list_all and watch_all as the API server answers them: one listing, then the events once."""
 
-    def __init__(self, items, events):
+    def __init__(self, items, events, held=()):
         self.items, self.events, self.lists, self.watches = items, events, 0, []
+        self.held, self.name_watches = list(held), []  # the metadata-only list+watch: others' objects
 
-    def list_all(self, kind, selector):
+    def list_all(self, kind, selector, metadata_only=False):
         if kind != "ConfigMap":
             raise type("NotServed", (Exception,), {"status": 404})()
+        if metadata_only:
+            assert selector is None  # every object's metadata, whoever made it
+            return self.held, "10"
         self.lists += 1
         if self.lists > 1:  # listed again after the 410: the server now holds what the events added
             return self.items + [event["object"] for event in self.events if event["type"] == "ADDED"], "20"
         return self.items, "10"
 
-    def watch_all(self, kind, version, selector):
+    def watch_all(self, kind, version, selector, metadata_only=False):
         assert kind == "ConfigMap"
+        if metadata_only:
+            self.name_watches.append(version)
+            time.sleep(0.2)  # a quiet watch the server ends
+            return
         self.watches.append((version, selector))
         if len(self.watches) == 1:
             yield from self.events
@@ -98,7 +106,8 @@ def test_a_kind_is_listed_by_the_operators_label_then_watched_from_the_listing_v
         {"type": "ADDED", "object": {"metadata": {"namespace": "ns", "name": "b", "resourceVersion": "11"}}},
         {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "12"}}},
     ]
-    kube = _FakeKube([{"kind": "ConfigMap", "metadata": {"namespace": "ns", "name": "a"}}], events)
+    squatter = {"metadata": {"namespace": "ns", "name": "x-report", "ownerReferences": [{"uid": "theirs"}]}}
+    kube = _FakeKube([{"kind": "ConfigMap", "metadata": {"namespace": "ns", "name": "a"}}], events, [squatter])
     cache = WatchCache()
     cache.start(kube)
     deadline = time.monotonic() + 10
@@ -111,6 +120,56 @@ def test_a_kind_is_listed_by_the_operators_label_then_watched_from_the_listing_v
         ("12", "app.kubernetes.io/managed-by=shadow-operator"),  # resumed after the bookmark
     ]
     assert cache.lookup("VirtualService", "ns", "a") == (True, None)  # Istio not served: absent
+    assert kube.name_watches and kube.name_watches[0] == "10"  # the metadata watch, from its listing's version
+    assert cache.held("ConfigMap", "ns", "x-report")[1]["metadata"]["ownerReferences"] == [{"uid": "theirs"}]
+    assert cache.held("ConfigMap", "ns", "a") == (True, None)
+
+
+def test_the_names_others_hold_are_kept_by_name_and_owners_and_ours_left_to_the_label_watch():
+    cache = WatchCache()
+    assert cache.held("ConfigMap", "ns", "r-report") == (False, None)  # not listed yet: a GET's turn
+    theirs = {"kind": "PartialObjectMetadata", "metadata": {"namespace": "ns", "name": "r-report", "uid": "u1",
+              "annotations": {"big": "x" * 5000}, "managedFields": [{"manager": "kubectl"}]}}  # fmt: skip
+    ours = {
+        "metadata": {
+            "namespace": "ns",
+            "name": "r-router",
+            "labels": {"app.kubernetes.io/managed-by": "shadow-operator"},
+        }
+    }
+    cache.replace_held("ConfigMap", [theirs, ours])
+    assert cache.held("ConfigMap", "ns", "r-report") == (
+        True,
+        {"kind": "ConfigMap", "metadata": {"namespace": "ns", "name": "r-report", "uid": "u1"}},
+    )
+    assert cache.held("ConfigMap", "ns", "r-router") == (True, None)  # ours: the label-selected watch has it
+    labelled = {"metadata": {**theirs["metadata"], "labels": {"app.kubernetes.io/managed-by": "shadow-operator"}}}
+    cache.apply_held("ConfigMap", "MODIFIED", labelled)  # now labelled ours (by whoever): the label watch has it
+    assert cache.held("ConfigMap", "ns", "r-report") == (True, None)
+    cache.apply_held("ConfigMap", "MODIFIED", ours | {"metadata": {"namespace": "ns", "name": "r-router",
+                     "ownerReferences": [{"uid": "sd"}]}})  # fmt: skip
+    assert cache.held("ConfigMap", "ns", "r-router")[1]["metadata"]["ownerReferences"] == [{"uid": "sd"}]
+    cache.apply_held("ConfigMap", "DELETED", {"metadata": {"namespace": "ns", "name": "r-router"}})
+    assert cache.held("ConfigMap", "ns", "r-router") == (True, None)
+
+
+def test_a_name_someone_else_holds_is_answered_from_the_metadata_watch_without_a_request():
+    from shadow_operator.kube.client import Kube
+
+    class NoRequests(Kube):
+        def _request(self, *args, **kwargs):
+            raise AssertionError(f"a request: {args}")
+
+    kube = NoRequests(api_client=None, cache=WatchCache())
+    kube.cache.replace_held("ConfigMap", [{"metadata": {"namespace": "ns", "name": "r-report", "uid": "u1"}}])
+    assert kube.holder("ConfigMap", "ns", "r-report")["metadata"]["uid"] == "u1"
+    assert kube.holder("ConfigMap", "ns", "r-free") is None
+    try:
+        kube.holder("Role", "ns", "r-analysis")  # Roles' metadata not listed yet: asked of the API server
+    except AssertionError as error:
+        assert "GET" in str(error)
+    else:
+        raise AssertionError("a kind not listed yet must be asked of the API server")
 
 
 def test_our_own_write_stands_in_for_the_watch_until_the_watch_shows_it():

@@ -275,8 +275,8 @@ class Reconciler:
         key = (child["kind"], metadata["namespace"], metadata["name"])
         live = self.own_writes.caught_up(key, self.kube.get(*key))
         if live is None and WatchCache.mine_only(key[0]):
-            # The watch of this kind sees the operator's objects only: ask whether the name is taken.
-            live = self.kube.get(*key, cached=False)
+            # The watch of this kind sees the operator's objects only: is the name someone else's?
+            live = self.kube.holder(*key)
         if live is not None:
             owners = {ref.get("uid") for ref in live["metadata"].get("ownerReferences") or []}
             if sd.identity.uid not in owners:

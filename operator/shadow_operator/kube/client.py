@@ -93,6 +93,12 @@ class KubeError(Exception):
         self.status = status
 
 
+# Objects as their metadata alone (meta.k8s.io/v1 PartialObjectMetadata, served since 1.15, CRDs
+# included): what controller-runtime's metadata-only informers ask for.
+_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+_METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
+
+
 def _error(exc: ApiException) -> KubeError:
     try:
         message = json.loads(exc.body or "{}").get("message") or exc.reason
@@ -124,9 +130,15 @@ class Kube:
     # -- plumbing -----------------------------------------------------------------
 
     def _request(
-        self, method: str, path: str, body: Any = None, content_type: str | None = None, query: dict | None = None
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        content_type: str | None = None,
+        query: dict | None = None,
+        accept: str = "application/json",
     ) -> dict[str, Any]:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         if content_type:
             headers["Content-Type"] = content_type
         _, url, headers, body, _ = self._client.param_serialize(
@@ -197,15 +209,33 @@ class Kube:
                 return None
             raise
 
-    def list_all(self, kind: str, label_selector: str | None = None) -> tuple[list[dict[str, Any]], str]:
-        """Every object of `kind` in every namespace (optionally by label), and the list's resourceVersion."""
+    def holder(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object holding a name the label-selected watch of `kind` has not seen (someone else's,
+        by name and owners), or None: from the cache's metadata watch once it has listed, else a GET."""
+        if self.cache is not None:
+            listed, body = self.cache.held(kind, namespace, name)
+            if listed:
+                return body
+        return self.get(kind, namespace, name, cached=False)
+
+    def list_all(
+        self, kind: str, label_selector: str | None = None, metadata_only: bool = False
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Every object of `kind` in every namespace (optionally by label), and the list's resourceVersion.
+        `metadata_only`: each object's metadata alone (PartialObjectMetadata), whatever its kind."""
         query = {"labelSelector": label_selector} if label_selector else None
-        listed = self._request("GET", self._resource(kind).all_namespaces_path(), query=query)
+        accept = _METADATA_LIST if metadata_only else "application/json"
+        listed = self._request("GET", self._resource(kind).all_namespaces_path(), query=query, accept=accept)
         items = [{"kind": kind, **item} for item in listed.get("items") or []]  # a list's items name no kind
         return items, (listed.get("metadata") or {}).get("resourceVersion", "")
 
     def watch_all(
-        self, kind: str, resource_version: str, label_selector: str | None = None, timeout_seconds: int = 240
+        self,
+        kind: str,
+        resource_version: str,
+        label_selector: str | None = None,
+        timeout_seconds: int = 240,
+        metadata_only: bool = False,
     ) -> Iterator[dict[str, Any]]:
         """The watch events of `kind` in every namespace after `resource_version`, until the server
         ends the watch (`timeout_seconds`) or an ERROR event (e.g. 410 Gone) says to list again."""
@@ -217,7 +247,7 @@ class Kube:
             method="GET",
             resource_path=self._resource(kind).all_namespaces_path(),
             query_params=list(query.items()),
-            header_params={"Accept": "application/json"},
+            header_params={"Accept": _METADATA if metadata_only else "application/json"},
             auth_settings=["BearerToken"],
         )
         try:
