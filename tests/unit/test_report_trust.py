@@ -357,6 +357,7 @@ def test_reconcile_ignores_an_untrusted_report_and_says_so_once():
 
     kube = SimpleNamespace(
         get=get,
+        holder=lambda kind, namespace, name: get(kind, namespace, name, cached=False),
         apply=apply,
         patch_status=patch_status,
         post_event=lambda body, type_, reason, message: events.append((type_, reason, message)),
