@@ -80,16 +80,7 @@ def entry(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
     if kind in FOREIGN_KINDS:
         return compact(body)
     # Someone else's object: only enough to see that a child's name is taken (ChildNameConflict).
-    metadata = body.get("metadata") or {}
-    return {
-        "apiVersion": body.get("apiVersion"),
-        "kind": body.get("kind"),
-        "metadata": {
-            key: copy.deepcopy(metadata[key])
-            for key in ("name", "namespace", "uid", "ownerReferences")
-            if key in metadata
-        },
-    }
+    return {"apiVersion": body.get("apiVersion"), **_holder(body.get("kind"), body)}
 
 
 def compact(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -277,8 +268,9 @@ class _Follow:
     apply: Any  # (kind, event type, object) -> None
 
 
-def _holder(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
-    """Someone else's object as the reconcile reads it before creating a child: its name and owners."""
+def _holder(kind: str | None, body: Mapping[str, Any]) -> dict[str, Any]:
+    """Someone else's object as the reconcile reads it before creating a child: its name and owners
+    (`kind` given: a metadata-only watch's objects say PartialObjectMetadata)."""
     metadata = body.get("metadata") or {}
     kept = {
         key: copy.deepcopy(metadata[key]) for key in ("name", "namespace", "uid", "ownerReferences") if key in metadata
